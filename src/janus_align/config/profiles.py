@@ -1,0 +1,43 @@
+"""Profiles are partial overlays (profiles/<name>.yaml) merged onto params.yaml."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from janus_align.config.load import DEFAULT_PARAMS, parse_params
+from janus_align.errors import JanusError
+
+PROFILES_DIR = Path("profiles")
+
+
+def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """Overlay wins key by key; nested mappings merge, everything else is replaced."""
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def profile_params(name: str, base: Path = DEFAULT_PARAMS, profiles_dir: Path = PROFILES_DIR) -> dict[str, Any]:
+    """params.yaml with profile `name` applied, validated (raises ConfigError naming keys)."""
+    overlay_path = profiles_dir / f"{name}.yaml"
+    if not overlay_path.is_file():
+        known = sorted(p.stem for p in profiles_dir.glob("*.yaml"))
+        raise JanusError(f"{overlay_path}: no such profile (known: {', '.join(known) or 'none'})")
+    merged = deep_merge(yaml.safe_load(base.read_text()) or {}, yaml.safe_load(overlay_path.read_text()) or {})
+    parse_params(merged, f"{base} + {overlay_path}")
+    return merged
+
+
+def main(args: argparse.Namespace) -> None:
+    merged = profile_params(args.name)
+    header = f"# Written by `janus use-profile {args.name}`; `git checkout params.yaml` restores the default.\n"
+    DEFAULT_PARAMS.write_text(header + yaml.safe_dump(merged, sort_keys=False))
+    print(f"params.yaml now holds profile {args.name}")

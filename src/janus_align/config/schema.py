@@ -1,0 +1,210 @@
+"""Typed, validated view of params.yaml: the recipe of one pipeline run.
+
+Every section forbids unknown keys so that a typo fails before any work starts, and every
+numeric setting carries its range. Defaults document the default profile; params.yaml
+still spells every value out so DVC can track it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Sampling(Section):
+    """Sampling parameters of one kind of model call (part of the request cache key)."""
+
+    max_new_tokens: int = Field(256, ge=1, le=32768)
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    repetition_penalty: float = Field(1.0, ge=1.0, le=2.0)
+
+
+class Prices(Section):
+    """USD per million tokens, to estimate and record what a run spends."""
+
+    input_per_mtok: float = Field(0.0, ge=0.0)
+    output_per_mtok: float = Field(0.0, ge=0.0)
+
+
+class LLMConfig(Section):
+    """Which model answers and how it is called.
+
+    `model: base` means the checkpoint written by the prepare_model stage; with the
+    transformers backend any local checkpoint directory works, with the openai backend
+    it is the model name the server knows.
+    """
+
+    backend: Literal["transformers", "openai"] = "transformers"
+    model: str = "base"
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    max_concurrency: int = Field(8, ge=1, le=1024)
+    batch_size: int = Field(16, ge=1, le=512)
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(5, ge=0, le=50)
+    max_reasks: int = Field(2, ge=0, le=20)
+    dtype: Literal["float32", "bfloat16"] = "bfloat16"
+    sampling: Sampling = Sampling()
+    prices: Prices = Prices()
+
+
+class ModelConfig(Section):
+    """The base model every stage starts from."""
+
+    base: str = "embedded:smollm2-135m-instruct"
+    save_dtype: Literal["float32", "bfloat16"] = "bfloat16"
+    prompt_format: Literal["chat_template", "mistral_inst"] = "chat_template"
+
+
+class SynthConfig(Section):
+    num_instructions: int = Field(24, ge=1)
+    include_hub_sources: bool = False
+    max_instruction_chars: int = Field(4000, ge=16)
+    near_duplicate_threshold: float = Field(0.8, gt=0.0, le=1.0)
+    decontamination_ngram: int = Field(8, ge=2, le=64)
+    decontamination_threshold: float = Field(0.5, gt=0.0, le=1.0)
+    preference_mode: Literal["generated", "sampled"] = "sampled"
+    sets_per_instruction: int = Field(3, ge=2, le=10)
+    max_reject_rate: float = Field(0.25, ge=0.0, le=1.0)
+    rm_test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    min_text_chars: int = Field(1, ge=1)
+    max_system_chars: int = Field(4000, ge=1)
+    max_response_chars: int = Field(16000, ge=1)
+    preference_sampling: Sampling = Sampling(max_new_tokens=512, temperature=0.8)
+    system_message_sampling: Sampling = Sampling(max_new_tokens=192, temperature=0.8)
+    response_sampling: Sampling = Sampling(max_new_tokens=256, temperature=0.7)
+
+    @model_validator(mode="after")
+    def _lengths_ordered(self) -> "SynthConfig":
+        if self.max_system_chars < self.min_text_chars:
+            raise ValueError("max_system_chars must be >= min_text_chars")
+        return self
+
+
+class BenchConfig(Section):
+    num_prompts: int = Field(10, ge=1)
+    rubric_sampling: Sampling = Sampling(max_new_tokens=384, temperature=1.0)
+    reference_sampling: Sampling = Sampling(max_new_tokens=256, temperature=0.7)
+
+
+class LoraConfig(Section):
+    enabled: bool = False
+    r: int = Field(16, ge=1, le=1024)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: str = "all-linear"
+
+
+class TrainCommon(Section):
+    """Settings shared by every recipe (a recipe section may override each of them)."""
+
+    max_length: int = Field(512, ge=16)
+    per_device_batch_size: int = Field(4, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    max_steps: int = Field(-1, ge=-1)
+    bf16: bool = True
+    gradient_checkpointing: bool = False
+    packing: bool = False
+    lr_scheduler: str = "cosine"
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    eval_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    use_cpu: bool = True
+    distributed: Literal["none", "deepspeed_zero3", "fsdp"] = "none"
+    lora: LoraConfig = LoraConfig()
+
+
+class Recipe(Section):
+    """One training method: its own learning rate and epochs, plus method knobs."""
+
+    learning_rate: float = Field(5e-6, gt=0.0, le=1.0)
+    epochs: float = Field(1.0, gt=0.0)
+    max_steps: int | None = Field(None, ge=-1)
+    max_length: int | None = Field(None, ge=16)
+    beta: float = Field(0.1, gt=0.0)
+    max_completion_length: int | None = Field(None, ge=8)
+
+
+class TrainConfig(Section):
+    common: TrainCommon = TrainCommon()
+    sft: Recipe = Recipe()
+    sft_small: Recipe = Recipe()
+    dpo: Recipe = Recipe(learning_rate=5e-7)
+    orpo: Recipe = Recipe()
+    rm: Recipe = Recipe(learning_rate=9e-6)
+
+
+class TuneRange(Section):
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "TuneRange":
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high}) must be >= low ({self.low})")
+        return self
+
+
+class TuneConfig(Section):
+    n_trials: int = Field(2, ge=1)
+    objective: Literal["eval_loss", "bench"] = "eval_loss"
+    storage: str = "sqlite:///optuna.db"
+    study_name: str = "janus-sft"
+    learning_rate: TuneRange = TuneRange(low=1e-6, high=1e-4, log=True)
+    epochs: TuneRange = TuneRange(low=1, high=2)
+    lora_r: TuneRange = TuneRange(low=4, high=32, log=True)
+    warmup_steps: TuneRange = TuneRange(low=0, high=10)
+    max_steps: int = Field(4, ge=-1)
+
+
+class GenerateConfig(Section):
+    candidates: list[str] = ["base", "sft", "sft_small", "dpo", "orpo"]
+    external: list[str] = []
+    best_of: int = Field(1, ge=1)
+    prompt_format: Literal["auto", "chat_template", "mistral_inst"] = "auto"
+    sampling: Sampling = Sampling(max_new_tokens=128, temperature=1.0, top_p=0.9, repetition_penalty=1.03)
+
+
+class JudgeConfig(Section):
+    llm: LLMConfig = LLMConfig()
+    repeats: int = Field(1, ge=1, le=20)
+    show_system: bool = False
+    max_reasks: int = Field(2, ge=0, le=20)
+
+
+class ReportConfig(Section):
+    bootstrap_samples: int = Field(1000, ge=10)
+    confidence: float = Field(0.95, gt=0.0, lt=1.0)
+    tie_margin: float = Field(0.0, ge=0.0)
+
+
+class MlflowConfig(Section):
+    tracking_uri: str = "sqlite:///mlflow.db"
+    artifact_location: str = "./mlruns"
+    experiment: str = "janus"
+    registered_model: str = "janus"
+    log_model_dtype: Literal["float32", "bfloat16"] = "bfloat16"
+
+
+class Params(Section):
+    """The whole of params.yaml."""
+
+    profile: Literal["default", "ci", "paper"] = "default"
+    seed: int = Field(42, ge=0)
+    model: ModelConfig = ModelConfig()
+    teacher: LLMConfig = LLMConfig()
+    synth: SynthConfig = SynthConfig()
+    bench: BenchConfig = BenchConfig()
+    train: TrainConfig = TrainConfig()
+    tune: TuneConfig = TuneConfig()
+    generate: GenerateConfig = GenerateConfig()
+    judge: JudgeConfig = JudgeConfig()
+    report: ReportConfig = ReportConfig()
+    mlflow: MlflowConfig = MlflowConfig()

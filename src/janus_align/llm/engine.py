@@ -1,0 +1,184 @@
+"""The one interface every stage uses to call a model: batches in, results out, cached.
+
+    engine = open_engine(params.teacher)
+    results = engine.complete([ChatRequest.of("2+2?", sampling=Sampling())], desc="answers")
+
+Completed requests come from the request cache; the rest go to the backend, and each answer
+is committed to the cache the moment it arrives. Structured requests (with a JSON schema) are
+parsed and validated here, the same way for every backend, and re-asked when malformed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from tqdm.auto import tqdm
+
+from janus_align import paths
+from janus_align.config.schema import LLMConfig, Prices
+from janus_align.llm.cache import RequestCache
+from janus_align.llm.types import Backend, ChatRequest, ChatResult
+
+
+@dataclass
+class Usage:
+    """Running totals of what the engine spent (cached answers cost nothing again)."""
+
+    requests: int = 0
+    cached: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    wall_s: float = 0.0
+    prices: Prices = field(default_factory=Prices)
+
+    @property
+    def cost_usd(self) -> float:
+        return (
+            self.prompt_tokens * self.prices.input_per_mtok + self.completion_tokens * self.prices.output_per_mtok
+        ) / 1e6
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "requests": self.requests,
+            "cached": self.cached,
+            "failed": self.failed,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost_usd": round(self.cost_usd, 6),
+            "wall_s": round(self.wall_s, 3),
+            "requests_per_s": round((self.requests - self.cached) / self.wall_s, 3) if self.wall_s else 0.0,
+        }
+
+
+def parse_json_answer(text: str, schema: dict[str, Any]) -> Any:
+    """Parse a model's JSON answer and validate it; raise ValueError with a short reason."""
+    body = text.strip()
+    if body.startswith("```"):
+        body = body.strip("`").removeprefix("json").strip()
+    try:
+        value = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON: {exc.msg} at char {exc.pos}") from None
+    try:
+        jsonschema.validate(value, schema)
+    except jsonschema.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "<root>"
+        raise ValueError(f"schema violation at {where}: {exc.message}") from None
+    return value
+
+
+def _reask(request: ChatRequest, answer: str, reason: str) -> ChatRequest:
+    correction = (
+        f"Your previous answer was rejected ({reason}). Reply again with only a JSON value that "
+        "matches the required schema, with no text before or after it."
+    )
+    messages = (*request.messages, {"role": "assistant", "content": answer}, {"role": "user", "content": correction})
+    return ChatRequest(messages, request.sampling, request.seed, request.response_schema)
+
+
+class LLMEngine:
+    """Cached, batched chat completion over one backend."""
+
+    def __init__(self, backend: Backend, cache: RequestCache, prices: Prices | None = None, max_reasks: int = 2):
+        self.backend = backend
+        self.cache = cache
+        self.max_reasks = max_reasks
+        self.usage = Usage(prices=prices or Prices())
+
+    @property
+    def model_id(self) -> str:
+        return self.backend.model_id
+
+    def complete(self, requests: list[ChatRequest], desc: str = "requests") -> list[ChatResult]:
+        """Answer every request, from the cache where possible, in the order given.
+
+        Structured requests (`response_schema` set) come back with `.parsed` filled in, or
+        with `.error` naming why the last answer was unusable after `max_reasks` re-asks.
+        """
+        results = self._complete_raw(requests, desc)
+        pending = [i for i, r in enumerate(requests) if r.response_schema is not None]
+        current = list(requests)
+        for attempt in range(self.max_reasks + 1):
+            retry: list[int] = []
+            for i in pending:
+                result = results[i]
+                if not result.ok:
+                    continue
+                try:
+                    result.parsed = parse_json_answer(result.text, requests[i].response_schema)
+                    result.error = None
+                except ValueError as exc:
+                    result.error = str(exc)
+                    retry.append(i)
+            if not retry or attempt == self.max_reasks:
+                break
+            for i in retry:
+                current[i] = _reask(current[i], results[i].text, results[i].error or "")
+            answers = self._complete_raw([current[i] for i in retry], f"{desc} (re-ask {attempt + 1})")
+            for i, answer in zip(retry, answers):
+                answer.attempts = results[i].attempts + 1
+                results[i] = answer
+            pending = retry
+        return results
+
+    def _complete_raw(self, requests: list[ChatRequest], desc: str) -> list[ChatResult]:
+        started = time.perf_counter()
+        keys = [r.cache_key(self.model_id) for r in requests]
+        hits = self.cache.get_many(keys)
+        results: list[ChatResult | None] = [hits.get(k) for k in keys]
+        todo = [i for i, r in enumerate(results) if r is None]
+        self.usage.requests += len(requests)
+        self.usage.cached += len(requests) - len(todo)
+        if todo:
+            bar = tqdm(total=len(todo), desc=desc, unit="req", dynamic_ncols=True)
+
+            def on_result(j: int, result: ChatResult) -> None:
+                i = todo[j]
+                self.cache.put(keys[i], self.model_id, requests[i], result)
+                results[i] = result
+                self.usage.prompt_tokens += result.prompt_tokens
+                self.usage.completion_tokens += result.completion_tokens
+                self.usage.failed += 0 if result.ok else 1
+                bar.update(1)
+                bar.set_postfix(tok_out=self.usage.completion_tokens, refresh=False)
+
+            try:
+                self.backend.generate([requests[i] for i in todo], on_result)
+            finally:
+                bar.close()
+        self.usage.wall_s += time.perf_counter() - started
+        missing = [i for i, r in enumerate(results) if r is None]
+        if missing:
+            raise RuntimeError(f"backend {self.model_id} returned no result for {len(missing)} request(s)")
+        return results  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self.backend.close()
+        self.cache.close()
+
+
+def resolve_model_path(model: str) -> str:
+    """`base` (or another pipeline model name) means its checkpoint under artifacts/models/."""
+    candidate = paths.model_dir(model)
+    if "/" not in model and candidate.is_dir():
+        return str(candidate)
+    return model
+
+
+def open_engine(config: LLMConfig, cache_path: str | Path = paths.LLM_CACHE, model: str | None = None) -> LLMEngine:
+    """Build the engine a stage needs from its LLM section of params.yaml."""
+    if config.backend == "transformers":
+        from janus_align.llm.transformers_backend import TransformersBackend
+
+        backend: Backend = TransformersBackend(resolve_model_path(model or config.model), config)
+    else:
+        from janus_align.llm.openai_backend import OpenAIBackend
+
+        backend = OpenAIBackend(config, model=model)
+    return LLMEngine(backend, RequestCache(cache_path), config.prices, config.max_reasks)

