@@ -21,6 +21,7 @@ OFFLINE_ENV = {
     "GX_ANALYTICS_ENABLED": "false",
     "DVC_NO_ANALYTICS": "1",
     "TOKENIZERS_PARALLELISM": "false",
+    "OMP_WAIT_POLICY": "PASSIVE",
 }
 os.environ.update(OFFLINE_ENV)
 

@@ -26,6 +26,9 @@ for _name, _value in {
     "DVC_NO_ANALYTICS": "1",
     "TOKENIZERS_PARALLELISM": "false",
     "HF_MLFLOW_LOG_ARTIFACTS": "0",
+    # Idle OpenMP threads sleep instead of spinning: with several processes on few cores
+    # (tune workers, a test suite) spinning threads slowed generation about 10x here.
+    "OMP_WAIT_POLICY": "PASSIVE",
 }.items():
     os.environ.setdefault(_name, _value)
 

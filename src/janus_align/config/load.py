@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from janus_align.config.schema import Params
 from janus_align.errors import JanusError
@@ -18,11 +19,24 @@ class ConfigError(JanusError, ValueError):
     """params.yaml is unreadable or invalid; the message names the file and each bad key."""
 
 
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the section holding `loc` accepts (empty when it is not a plain section)."""
+    section: type[BaseModel] = Params
+    for part in loc[:-1]:
+        field = section.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        section = annotation
+    return list(section.model_fields)
+
+
 def _describe(error: dict[str, Any]) -> str:
     key_path = ".".join(str(part) for part in error["loc"]) or "<root>"
     kind = error["type"]
     if kind == "extra_forbidden":
-        return f"{key_path}: unknown key"
+        close = difflib.get_close_matches(str(error["loc"][-1]), _known_keys(error["loc"]), n=1)
+        return f"{key_path}: unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
     if kind == "missing":
         return f"{key_path}: required key is missing"
     message = error["msg"]
@@ -51,14 +65,19 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     8
     """
     path = Path(path)
+    return parse_params(read_yaml(path), str(path))
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file; a syntax error names the file, line and column."""
+    path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found (run from the project root)") from None
     try:
-        raw = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    return parse_params(raw, str(path))

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from janus_align.config.load import DEFAULT_PARAMS, parse_params
+from janus_align.config.load import DEFAULT_PARAMS, parse_params, read_yaml
 from janus_align.errors import JanusError
 
 PROFILES_DIR = Path("profiles")
@@ -31,7 +31,7 @@ def profile_params(name: str, base: Path = DEFAULT_PARAMS, profiles_dir: Path = 
     if not overlay_path.is_file():
         known = sorted(p.stem for p in profiles_dir.glob("*.yaml"))
         raise JanusError(f"{overlay_path}: no such profile (known: {', '.join(known) or 'none'})")
-    merged = deep_merge(yaml.safe_load(base.read_text()) or {}, yaml.safe_load(overlay_path.read_text()) or {})
+    merged = deep_merge(read_yaml(base) or {}, read_yaml(overlay_path) or {})
     parse_params(merged, f"{base} + {overlay_path}")
     return merged
 

@@ -49,7 +49,8 @@ class LLMConfig(Section):
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(5, ge=0, le=50)
     max_reasks: int = Field(2, ge=0, le=20)
-    dtype: Literal["float32", "bfloat16"] = "bfloat16"
+    # auto: bfloat16 only on a CPU with native bf16 (AVX512-BF16/AMX), float32 elsewhere.
+    dtype: Literal["float32", "bfloat16", "auto"] = "bfloat16"
     sampling: Sampling = Sampling()
     prices: Prices = Prices()
 
@@ -63,14 +64,25 @@ class ModelConfig(Section):
 
 
 class SynthConfig(Section):
+    """The synthesis stages (instructions .. assemble).
+
+    Near-duplicate and decontamination n-grams are character n-grams of the casefolded text
+    with punctuation removed (robust to "improve"/"improving"); the thresholds were set on the
+    bundled pool, whose deliberate near-duplicates and bench overlaps they separate from the rest.
+    """
+
     num_instructions: int = Field(24, ge=1)
     include_hub_sources: bool = False
     max_instruction_chars: int = Field(4000, ge=16)
-    near_duplicate_threshold: float = Field(0.8, gt=0.0, le=1.0)
+    near_duplicate_ngram: int = Field(4, ge=1, le=64)
+    near_duplicate_threshold: float = Field(0.6, gt=0.0, le=1.0)
     decontamination_ngram: int = Field(8, ge=2, le=64)
-    decontamination_threshold: float = Field(0.5, gt=0.0, le=1.0)
+    decontamination_threshold: float = Field(0.65, gt=0.0, le=1.0)
     preference_mode: Literal["generated", "sampled"] = "sampled"
     sets_per_instruction: int = Field(3, ge=2, le=10)
+    # JSON-schema maxLength of what the teacher writes per preference (bounded output terminates).
+    max_preference_chars: int = Field(60, ge=8, le=2000)
+    max_description_chars: int = Field(160, ge=8, le=4000)
     max_reject_rate: float = Field(0.25, ge=0.0, le=1.0)
     rm_test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     min_text_chars: int = Field(1, ge=1)
@@ -88,9 +100,15 @@ class SynthConfig(Section):
 
 
 class BenchConfig(Section):
+    """The Multifaceted Bench: prompts sampled evenly over the 5 source groups, 4 rubrics each."""
+
     num_prompts: int = Field(10, ge=1)
     rubric_sampling: Sampling = Sampling(max_new_tokens=384, temperature=1.0)
     reference_sampling: Sampling = Sampling(max_new_tokens=256, temperature=0.7)
+    # JSON-schema maxLength of a rubric's fields, so constrained decoding closes the JSON within
+    # rubric_sampling.max_new_tokens (a token is at least one character).
+    max_criteria_chars: int = Field(200, ge=8, le=4000)
+    max_score_description_chars: int = Field(160, ge=8, le=4000)
 
 
 class LoraConfig(Section):
@@ -115,8 +133,11 @@ class TrainCommon(Section):
     warmup_steps: int = Field(0, ge=0)
     weight_decay: float = Field(0.0, ge=0.0)
     eval_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    eval_steps: int = Field(0, ge=0)  # evaluate the held-out rows every N steps; 0: once, after training
+    logging_steps: int = Field(1, ge=1)
     use_cpu: bool = True
     distributed: Literal["none", "deepspeed_zero3", "fsdp"] = "none"
+    num_processes: int = Field(1, ge=1)  # processes `accelerate launch` starts when distributed is set
     lora: LoraConfig = LoraConfig()
 
 
@@ -162,21 +183,47 @@ class TuneConfig(Section):
     lora_r: TuneRange = TuneRange(low=4, high=32, log=True)
     warmup_steps: TuneRange = TuneRange(low=0, high=10)
     max_steps: int = Field(4, ge=-1)
+    eval_steps: int = Field(1, ge=1)  # the pruner sees the eval loss every N steps
+    heartbeat_s: int = Field(60, ge=1)  # a trial silent for 2x this long (killed worker) is marked failed
+    pruner_startup_trials: int = Field(1, ge=0)  # trials that run to the end before the median pruner acts
 
 
 class GenerateConfig(Section):
+    """Which models answer the bench, and how (PAPER.md section 7)."""
+
+    # Pipeline models: checkpoints under artifacts/models/<name>.
     candidates: list[str] = ["base", "sft", "sft_small", "dpo", "orpo"]
+    # OpenAI-compatible model names, answered through external_base_url (None: api.openai.com).
     external: list[str] = []
+    external_base_url: str | None = None
+    external_api_key_env: str = "OPENAI_API_KEY"
+    # Sample best_of answers and keep the one the reward model (artifacts/models/rm) prefers.
     best_of: int = Field(1, ge=1)
-    prompt_format: Literal["auto", "chat_template", "mistral_inst"] = "auto"
+    prompt_format: Literal["auto", "chat_template", "mistral_inst"] = "auto"  # auto: model.prompt_format
+    batch_size: int = Field(16, ge=1, le=512)
+    dtype: Literal["float32", "bfloat16"] = "bfloat16"
     sampling: Sampling = Sampling(max_new_tokens=128, temperature=1.0, top_p=0.9, repetition_penalty=1.03)
+
+    @model_validator(mode="after")
+    def _names_distinct(self) -> "GenerateConfig":
+        both = sorted(set(self.candidates) & set(self.external))
+        if both:
+            raise ValueError(f"{both} listed in both candidates and external")
+        return self
 
 
 class JudgeConfig(Section):
+    """The LLM judge (PAPER.md section 4): one call per rubric, `repeats` runs averaged."""
+
     llm: LLMConfig = LLMConfig()
     repeats: int = Field(1, ge=1, le=20)
+    # The paper's judge does not see the system message; True shows it before the prompt.
     show_system: bool = False
+    # Re-asks (new seed) of an answer with no readable verdict before it is recorded unscored.
     max_reasks: int = Field(2, ge=0, le=20)
+    # Ask for JSON {feedback, score} under constrained decoding instead of free text ending in
+    # `[RESULT] n`: small local judges rarely follow the free-text format.
+    constrained: bool = False
 
 
 class ReportConfig(Section):
@@ -191,6 +238,9 @@ class MlflowConfig(Section):
     experiment: str = "janus"
     registered_model: str = "janus"
     log_model_dtype: Literal["float32", "bfloat16"] = "bfloat16"
+    # Each training run logs its model (what the registry registers). Off at paper scale, where a
+    # copy is 14 GB: `register` then logs only the winner.
+    log_trained_models: bool = True
 
 
 class Params(Section):

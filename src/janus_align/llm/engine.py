@@ -171,12 +171,23 @@ def resolve_model_path(model: str) -> str:
     return model
 
 
-def open_engine(config: LLMConfig, cache_path: str | Path = paths.LLM_CACHE, model: str | None = None) -> LLMEngine:
-    """Build the engine a stage needs from its LLM section of params.yaml."""
+def open_engine(
+    config: LLMConfig,
+    cache_path: str | Path = paths.LLM_CACHE,
+    model: str | None = None,
+    prompt_format: str = "chat_template",
+) -> LLMEngine:
+    """Build the engine a stage needs from its LLM section of params.yaml.
+
+    `prompt_format` (transformers backend only) is how (system, user) become the prompt text:
+    `chat_template` or the paper's literal `mistral_inst` (see models/prompt_format.py).
+    """
     if config.backend == "transformers":
         from janus_align.llm.transformers_backend import TransformersBackend
 
-        backend: Backend = TransformersBackend(resolve_model_path(model or config.model), config)
+        backend: Backend = TransformersBackend(
+            resolve_model_path(model or config.model), config, prompt_format  # type: ignore[arg-type]
+        )
     else:
         from janus_align.llm.openai_backend import OpenAIBackend
 

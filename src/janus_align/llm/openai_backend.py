@@ -4,6 +4,10 @@ Concurrency is bounded with an asyncio semaphore. Retries are the openai SDK's o
 retries 408/409/429/5xx, connection errors and timeouts with exponential backoff and jitter,
 and honours `Retry-After`/`retry-after-ms` (so no hand-written retry loop here). The API key
 comes from the environment variable named in params (never from params itself).
+
+Structured output asks for OpenAI's `response_format` json_schema form; a server that rejects
+it (400/422, as llama-cpp-python does) is asked in the older json_object-with-schema form. The
+engine parses, validates and re-asks either way.
 """
 
 from __future__ import annotations
@@ -17,14 +21,43 @@ from typing import Any
 import openai
 
 from janus_align.config.schema import LLMConfig
+from janus_align.errors import JanusError
 from janus_align.llm.types import ChatRequest, ChatResult, ResultCallback
 
 # Local servers (llama.cpp, vLLM, Ollama) accept any key; OpenAI itself needs a real one.
 _PLACEHOLDER_KEY = "not-needed-for-local-servers"
 
 
-def response_format(schema: dict[str, Any]) -> dict[str, Any]:
+class MissingAPIKeyError(JanusError, RuntimeError):
+    """The openai backend targets api.openai.com but its key variable is unset."""
+
+
+def response_format(schema: dict[str, Any], style: str = "json_schema") -> dict[str, Any]:
+    """OpenAI's structured-output field; `json_object` is the older form llama-cpp-python takes."""
+    if style == "json_object":
+        return {"type": "json_object", "schema": schema}
     return {"type": "json_schema", "json_schema": {"name": "response", "schema": schema, "strict": False}}
+
+
+def parse_completion(data: Any, latency_s: float) -> ChatResult:
+    """Text and token usage of a chat-completions response body (an error result if it has none)."""
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not choices or not isinstance(choices[0], dict):
+        shown = repr(data)[:200]
+        return ChatResult("", latency_s=latency_s, error=f"response has no choices: {shown}")
+    message = choices[0].get("message") or {}
+    usage = data.get("usage") or {}
+    return ChatResult(
+        message.get("content") or "",
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+        latency_s=latency_s,
+    )
+
+
+def _rejected_json_schema(error: Exception | None, body: dict[str, Any]) -> bool:
+    rejected = isinstance(error, (openai.BadRequestError, openai.UnprocessableEntityError))
+    return rejected and body.get("response_format", {}).get("type") == "json_schema"
 
 
 class OpenAIBackend:
@@ -34,8 +67,8 @@ class OpenAIBackend:
         api_key = os.environ.get(config.api_key_env)
         if not api_key:
             if config.base_url is None:
-                raise RuntimeError(
-                    f"teacher/judge backend openai needs the API key in ${config.api_key_env} "
+                raise MissingAPIKeyError(
+                    f"backend openai (model {self.model}) needs the API key in ${config.api_key_env} "
                     "(or set base_url to a local OpenAI-compatible server)"
                 )
             api_key = _PLACEHOLDER_KEY
@@ -43,38 +76,52 @@ class OpenAIBackend:
             api_key=api_key, base_url=config.base_url, max_retries=config.max_retries, timeout=config.timeout_s
         )
         self.model_id = f"openai:{config.base_url or 'api.openai.com'}:{self.model}"
+        # Switches to json_object the first time the server rejects a json_schema request.
+        self._schema_style = "json_schema"
+
+    def _body(self, request: ChatRequest) -> dict[str, Any]:
+        """The JSON body of one chat-completions call."""
+        sampling = request.sampling
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": list(request.messages),
+            "max_tokens": sampling.max_new_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "seed": request.seed,
+        }
+        if sampling.repetition_penalty != 1.0:
+            body["repetition_penalty"] = sampling.repetition_penalty  # vLLM / llama.cpp extension
+        if request.response_schema is not None:
+            body["response_format"] = response_format(request.response_schema, self._schema_style)
+        return body
+
+    async def _post(self, client: openai.AsyncOpenAI, body: dict[str, Any]) -> tuple[Any, Exception | None]:
+        try:
+            # `client.post` (the SDK's documented call for any endpoint) keeps its retries,
+            # Retry-After, timeouts and auth, but skips the typed `create` path's params
+            # transform and response models: half the CPU per request, which is what caps
+            # requests/s at high concurrency on a small machine.
+            return await client.post("/chat/completions", body=body, cast_to=dict), None
+        except openai.OpenAIError as exc:
+            return None, exc
 
     async def _one(self, client: openai.AsyncOpenAI, gate: asyncio.Semaphore, request: ChatRequest) -> ChatResult:
-        sampling = request.sampling
-        kwargs: dict[str, Any] = dict(
-            model=self.model,
-            messages=list(request.messages),
-            max_tokens=sampling.max_new_tokens,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            seed=request.seed,
-        )
-        if sampling.repetition_penalty != 1.0:
-            kwargs["extra_body"] = {"repetition_penalty": sampling.repetition_penalty}  # vLLM / llama.cpp
-        if request.response_schema is not None:
-            kwargs["response_format"] = response_format(request.response_schema)
+        body = self._body(request)
         async with gate:
             started = time.perf_counter()
-            try:
-                completion = await client.chat.completions.create(**kwargs)
-            except openai.OpenAIError as exc:
-                return ChatResult("", latency_s=time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}")
+            data, error = await self._post(client, body)
+            if _rejected_json_schema(error, body):
+                # A server without OpenAI's json_schema form (llama-cpp-python answers 422):
+                # ask in the older json_object form, and keep to it once that works.
+                fallback = {**body, "response_format": response_format(request.response_schema or {}, "json_object")}
+                data, fallback_error = await self._post(client, fallback)
+                if fallback_error is None:
+                    self._schema_style, error = "json_object", None
             latency = time.perf_counter() - started
-        choice = completion.choices[0] if completion.choices else None
-        text = (choice.message.content or "") if choice else ""
-        usage = completion.usage
-        return ChatResult(
-            text,
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
-            latency_s=latency,
-            error=None if choice else "empty choices in response",
-        )
+        if error is not None:
+            return ChatResult("", latency_s=latency, error=f"{type(error).__name__}: {error}")
+        return parse_completion(data, latency)
 
     async def _run(self, requests: list[ChatRequest], on_result: ResultCallback) -> None:
         gate = asyncio.Semaphore(self.config.max_concurrency)

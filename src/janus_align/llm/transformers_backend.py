@@ -46,6 +46,9 @@ class TransformersBackend:
         self.tokenizer = load_tokenizer(self.path, padding_side="left")
         self.model = load_causal_lm(self.path, config.dtype)
         self.model_id = f"{self.path.name}@{checkpoint_fingerprint(self.path)}"
+        if prompt_format != "chat_template":
+            # The same messages render to a different prompt: keep their cached answers apart.
+            self.model_id += f"/{prompt_format}"
         self._grammars: dict[str, Any] = {}
         self._eos_ids = self._stop_ids()
 
@@ -66,7 +69,9 @@ class TransformersBackend:
             if not self._grammars:
                 info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=self.model.config.vocab_size)
                 self._compiler = xgr.GrammarCompiler(info)
-            self._grammars[key] = self._compiler.compile_json_schema(key)
+            # No free whitespace: with it, a weak model can fill max_new_tokens with blanks
+            # and never close the JSON; compact separators keep bounded schemas terminating.
+            self._grammars[key] = self._compiler.compile_json_schema(key, any_whitespace=False)
         return self._grammars[key]
 
     def generate(self, requests: list[ChatRequest], on_result: ResultCallback) -> None:

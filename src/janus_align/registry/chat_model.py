@@ -1,0 +1,183 @@
+"""A trained Janus checkpoint as an MLflow pyfunc model: chat messages in, text out.
+
+Why a pyfunc and not the transformers flavour: the answer must be rendered with the project's
+one prompt-format module (`chat_template` or the literal `[INST]` format the paper's models
+read), and the transformers pipeline only knows the tokenizer's chat template. The pyfunc wraps
+the same engine and backend the evaluation uses, so the registry serves exactly what was scored.
+
+Input (signature): a column `messages`, each row a list of {role, content} (system first,
+optional). Output: the answer text per row. Params: max_new_tokens, temperature (0 = greedy),
+top_p, repetition_penalty, seed.
+
+    model = mlflow.pyfunc.load_model("models:/janus@champion")
+    model.predict(pd.DataFrame({"messages": [[{"role": "system", "content": "Be terse."},
+                                              {"role": "user", "content": "What is DVC?"}]]}),
+                  params={"max_new_tokens": 64})
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+
+import janus_align
+from janus_align.config.schema import LLMConfig, MlflowConfig, Sampling
+
+# MLflow warns, when the class below is defined, that predict() has no type hints; the explicit
+# signature logged with the model is the contract (hints would make MLflow re-derive one).
+warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method.*", category=UserWarning)
+
+CHECKPOINT_ARTIFACT = "checkpoint"
+DEFAULT_PARAMS: dict[str, Any] = {
+    "max_new_tokens": 128,
+    "temperature": 0.0,
+    "top_p": 1.0,
+    "repetition_penalty": 1.0,
+    "seed": 0,
+}
+# What the logged model needs at load time; pinned to this environment's versions so a served
+# model never re-resolves torch (and so MLflow need not load the model to infer them).
+REQUIREMENTS = ("mlflow", "torch", "transformers", "tokenizers", "safetensors", "accelerate", "pydantic",
+                "jsonschema", "tqdm", "PyYAML", "pandas", "numpy")
+
+
+def chat_signature() -> Any:
+    """The explicit signature: `messages` (array of {role, content}) in, a string out, sampling params."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Array, ColSpec, Object, ParamSchema, ParamSpec, Property, Schema
+
+    message = Object([Property("role", "string"), Property("content", "string")])
+    types = {int: "long", float: "double"}
+    params = ParamSchema([ParamSpec(name, types[type(value)], value) for name, value in DEFAULT_PARAMS.items()])
+    return ModelSignature(Schema([ColSpec(Array(message), "messages")]), Schema([ColSpec("string")]), params)
+
+
+def _messages(value: Any) -> tuple[dict[str, str], ...]:
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, str):  # a JSON string, as some HTTP clients send it
+        value = json.loads(value)
+    if not isinstance(value, list) or not value:
+        raise ValueError("each row needs `messages`: a non-empty list of {role, content}")
+    messages = []
+    for message in value:
+        if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+            raise ValueError(f"a message must be {{role, content}} with string content, got {message!r}")
+        messages.append({"role": str(message.get("role", "user")), "content": message["content"]})
+    return tuple(messages)
+
+
+class JanusChatModel(mlflow.pyfunc.PythonModel):
+    """Answer chat messages with a checkpoint through the project's LLM engine (no disk cache)."""
+
+    def load_context(self, context: Any) -> None:
+        self._open(context.artifacts[CHECKPOINT_ARTIFACT], context.model_config or {})
+
+    def _open(self, checkpoint: str | Path, config: dict[str, Any]) -> None:
+        from janus_align.llm.cache import RequestCache
+        from janus_align.llm.engine import LLMEngine
+        from janus_align.llm.transformers_backend import TransformersBackend
+
+        llm = LLMConfig(dtype=config.get("dtype", "float32"), batch_size=int(config.get("batch_size", 8)))
+        backend = TransformersBackend(checkpoint, llm, config.get("prompt_format", "chat_template"))
+        self.engine = LLMEngine(backend, RequestCache(":memory:"))
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, prompt_format: str, dtype: str = "float32") -> "JanusChatModel":
+        """The same model straight from a checkpoint directory (`janus chat --model DIR`)."""
+        model = cls()
+        model._open(path, {"prompt_format": prompt_format, "dtype": dtype})
+        return model
+
+    # No type hints here on purpose: MLflow reads them as a signature and warns that they are
+    # not `list[...]`; the explicit signature logged with the model is the contract.
+    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+        """Answer each row's `messages`; returns one text per row."""
+        from janus_align.llm.types import ChatRequest
+
+        settings = {**DEFAULT_PARAMS, **(params or {})}
+        sampling = Sampling(
+            max_new_tokens=int(settings["max_new_tokens"]),
+            temperature=float(settings["temperature"]),
+            top_p=float(settings["top_p"]),
+            repetition_penalty=float(settings["repetition_penalty"]),
+        )
+        if hasattr(model_input, "to_dict"):  # a DataFrame (what the signature enforcement hands over)
+            rows = model_input["messages"].tolist()
+        else:
+            rows = [row["messages"] if isinstance(row, dict) else row for row in model_input]
+        requests = [ChatRequest(_messages(row), sampling, int(settings["seed"])) for row in rows]
+        results = self.engine.complete(requests, desc="chat")
+        failed = [r.error for r in results if not r.ok]
+        if failed:
+            raise RuntimeError(f"generation failed: {failed[0]}")
+        return [r.text for r in results]
+
+
+def requirements() -> list[str]:
+    pins = []
+    for name in REQUIREMENTS:
+        try:
+            pins.append(f"{name}=={metadata.version(name).split('+')[0]}")
+        except metadata.PackageNotFoundError:
+            continue
+    return pins
+
+
+def _saved_dtype(checkpoint: Path) -> str | None:
+    config = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
+    return config.get("dtype") or config.get("torch_dtype")
+
+
+def _stage(checkpoint: Path, dtype: str, into: Path) -> Path:
+    """The checkpoint's top-level files (not adapter/), in `dtype`, without copying when possible."""
+    staged = into / "checkpoint"
+    if _saved_dtype(checkpoint) == dtype:
+        staged.mkdir()
+        for file in checkpoint.iterdir():
+            if file.is_file():
+                try:
+                    os.link(file, staged / file.name)  # same file system: no copy
+                except OSError:
+                    shutil.copy2(file, staged / file.name)
+        return staged
+    from janus_align.models.checkpoint import DTYPES, load_causal_lm, load_tokenizer
+
+    load_causal_lm(checkpoint).to(DTYPES[dtype]).save_pretrained(staged)
+    load_tokenizer(checkpoint).save_pretrained(staged)
+    return staged
+
+
+def log_chat_model(
+    checkpoint: str | Path, prompt_format: str, mlflow_config: MlflowConfig, name: str = "model"
+) -> str:
+    """Log a checkpoint into the active run as a JanusChatModel; return its model URI.
+
+    The weights are logged in `mlflow.log_model_dtype` (bf16 halves them) and only the merged
+    checkpoint, not the adapter copy beside it.
+    """
+    checkpoint = Path(checkpoint)
+    package = Path(janus_align.__file__).parent
+    with tempfile.TemporaryDirectory(dir=checkpoint.parent, prefix=".mlflow-stage-") as tmp, warnings.catch_warnings():
+        # MLflow asks for predict() type hints and an input example; the explicit signature is the
+        # contract, and an input example would make MLflow load the model and generate at log time.
+        warnings.filterwarnings("ignore", message=".*(type hints|input example|input_example).*", category=UserWarning)
+        staged = _stage(checkpoint, mlflow_config.log_model_dtype, Path(tmp))
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(Path(__file__).with_name("chat_model_code.py")),
+            artifacts={CHECKPOINT_ARTIFACT: str(staged)},
+            model_config={"prompt_format": prompt_format, "dtype": mlflow_config.log_model_dtype, "batch_size": 8},
+            signature=chat_signature(),
+            pip_requirements=requirements(),
+            code_paths=[str(package)],
+        )
+    return info.model_uri

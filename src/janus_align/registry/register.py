@@ -1,0 +1,188 @@
+"""Stage `register`: the best trained model becomes a new version of registered model `janus`.
+
+The winner is the trained chat model (sft, sft_small, dpo, orpo; not the base, not the reward
+model, not API models) with the highest bench average in metrics/leaderboard.json. Its version
+carries tags (bench average, per-dimension scores, data version, git commit, training run id)
+and a description. The promotion gate: alias `champion` moves to the new version only when its
+bench average beats the current champion's (read from that version's `bench_average` tag); the
+former champion then gets alias `previous`. Otherwise the new version gets alias `challenger`.
+
+Scores are comparable only under one bench and judge; the version tags record the profile and
+data version, so a team comparing across them can see it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from janus_align import paths
+from janus_align.config import Params
+from janus_align.errors import JanusError
+from janus_align.records import write_json
+from janus_align.train.recipe import read_train_record
+
+LEADERBOARD = paths.METRICS / "leaderboard.json"
+REGISTER_METRICS = paths.METRICS / "register.json"
+SCORE_TAG = "bench_average"
+CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
+
+
+class RegistryError(JanusError, ValueError):
+    """The leaderboard or the models cannot be registered; the message names the file or key."""
+
+
+def _score(value: Any, where: str) -> float:
+    if isinstance(value, dict):  # {"mean": x, "ci": [...]} is accepted as well as a bare number
+        value = value.get("mean", value.get("score"))
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise RegistryError(f"{where}: expected a finite number, got {value!r}")
+    return float(value)
+
+
+def read_leaderboard(path: Path = LEADERBOARD) -> dict[str, dict[str, Any]]:
+    """{model name: entry} from the report stage's leaderboard."""
+    if not path.is_file():
+        raise RegistryError(f"{path}: not found (run the report stage first)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise RegistryError(f"{path}:{exc.lineno}: broken JSON ({exc.msg})") from None
+    models = data.get("models") if isinstance(data, dict) else None
+    if not isinstance(models, dict) or not models:
+        raise RegistryError(f"{path}: key 'models' must map model names to their scores")
+    return models
+
+
+def pick_winner(models: dict[str, dict[str, Any]], source: Path = LEADERBOARD) -> tuple[str, dict[str, Any], float]:
+    """(name, leaderboard entry, bench average) of the best trained chat model."""
+    scored = []
+    for name, entry in models.items():
+        record = read_train_record(paths.model_dir(name))
+        if not record or record.get("kind") == "reward":
+            continue  # the base, API models and the reward model are not registry candidates
+        if isinstance(entry, dict) and entry.get("overall") is None and "overall" in entry:
+            continue  # every answer unscored: the model has no bench average to compete with
+        scored.append((_score(entry.get("overall") if isinstance(entry, dict) else None, f"{source}: models.{name}.overall"), name))
+    if not scored:
+        raise RegistryError(f"{source}: no trained model on the leaderboard has a checkpoint under {paths.MODELS}")
+    score, name = max(scored)
+    return name, models[name], score
+
+
+def _current(client: Any, name: str, alias: str) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def _tags(candidate: str, entry: dict[str, Any], score: float, record: dict[str, Any], params: Params) -> dict[str, str]:
+    from janus_align.tracking import data_version, git_commit
+
+    tags = {
+        SCORE_TAG: f"{score:.6g}",
+        "candidate": candidate,
+        "data_version": data_version(),
+        "git_commit": git_commit(),
+        "run_id": str(record.get("run_id") or ""),
+        "profile": params.profile,
+        "base_model": params.model.base,
+        "prompt_format": str(record.get("prompt_format", params.model.prompt_format)),
+    }
+    for dimension, value in (entry.get("per_dimension") or {}).items():
+        try:
+            tags[f"bench/{dimension}"] = f"{_score(value, dimension):.6g}"
+        except RegistryError:
+            continue  # an unscored dimension is left out rather than recorded as a number
+    return tags
+
+
+def _model_uri(candidate: str, record: dict[str, Any], params: Params) -> str:
+    """The training run's logged model; logged now (in the register run) if it has none or it is gone."""
+    import mlflow
+
+    uri = record.get("model_uri")
+    if uri:
+        try:
+            mlflow.get_logged_model(uri.removeprefix("models:/"))
+            return uri
+        except Exception:  # a fresh tracking store: the record outlived the model
+            pass
+    from janus_align.registry.chat_model import log_chat_model
+
+    prompt_format = record.get("prompt_format", params.model.prompt_format)
+    return log_chat_model(paths.model_dir(candidate), prompt_format, params.mlflow, name=f"{candidate}-model")
+
+
+def register(params: Params, leaderboard: Path = LEADERBOARD) -> dict[str, Any]:
+    """Register the winner and apply the champion gate; returns what metrics/register.json holds."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    name = params.mlflow.registered_model
+    candidate, entry, score = pick_winner(read_leaderboard(leaderboard), leaderboard)
+    record = read_train_record(paths.model_dir(candidate))
+    client = MlflowClient()
+    champion = _current(client, name, CHAMPION)
+    if not client.search_registered_models(filter_string=f"name = '{name}'"):
+        client.create_registered_model(
+            name, description="Janus: a model aligned to thousands of preferences through system messages. "
+            "Aliases: champion (best bench average so far), previous (the champion before it), challenger "
+            "(the latest version that did not beat the champion)."
+        )
+    version = mlflow.register_model(_model_uri(candidate, record, params), name, tags=_tags(candidate, entry, score, record, params))
+    client.update_model_version(
+        name,
+        version.version,
+        description=f"{candidate} ({record.get('stage', 'train_' + candidate)}, profile {params.profile}): "
+        f"bench average {score:.4g}; trained from {record.get('start_from', '?')}.",
+    )
+    champion_score = _champion_score(champion)
+    promoted = champion is None or champion_score is None or score > champion_score
+    previous = None
+    if promoted:
+        if champion is not None:
+            client.set_registered_model_alias(name, PREVIOUS, champion.version)
+            previous = int(champion.version)
+        client.set_registered_model_alias(name, CHAMPION, version.version)
+    else:
+        client.set_registered_model_alias(name, CHALLENGER, version.version)
+    result = {
+        "name": name,
+        "version": int(version.version),
+        "candidate": candidate,
+        "bench_average": score,
+        "promoted": promoted,
+        "alias": CHAMPION if promoted else CHALLENGER,
+        "champion_version": int(version.version) if promoted else int(champion.version),
+        "champion_bench_average": score if promoted else champion_score,
+        "previous_version": previous,
+        "model_uri": f"models:/{name}@{CHAMPION}",
+    }
+    if mlflow.active_run() is not None:
+        mlflow.log_metrics({"registered_version": result["version"], "promoted": float(promoted), SCORE_TAG: score})
+        mlflow.set_tags({"registered_model": name, "registered_candidate": candidate})
+    return result
+
+
+def _champion_score(champion: Any) -> float | None:
+    if champion is None:
+        return None
+    try:
+        return float(champion.tags[SCORE_TAG])
+    except (KeyError, ValueError):
+        # A version registered by hand without a score cannot be compared: the scored one wins.
+        return None
+
+
+def run(params: Params) -> dict[str, Any]:
+    result = register(params)
+    write_json(REGISTER_METRICS, result)
+    verdict = "now champion" if result["promoted"] else f"challenger (champion stays v{result['champion_version']})"
+    print(f"register: {result['candidate']} -> {result['name']} v{result['version']}, {verdict}")
+    return result

@@ -1,0 +1,116 @@
+"""The dataset card (README.md) written next to every split: what is in it and how it was made.
+
+Front matter in the Hugging Face card format (so `datasets` and the hub read the data files),
+then counts, the teacher and template version, the synthesis params, tokens and cost, and the
+dimension/subdimension histograms of the preference sets behind the split's rows.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Sequence
+
+import yaml
+
+from janus_align.config import Params
+from janus_align.inputs import DIMENSIONS
+from janus_align.synth.rows import PreferenceEntry
+
+TITLES = {
+    "sft": "Multifaceted Collection (SFT, every system message)",
+    "sft_small": "Multifaceted Collection small (SFT, one system message per instruction)",
+    "dpo": "Multifaceted Collection DPO",
+    "orpo": "Multifaceted Collection ORPO",
+    "rm": "Multifaceted Collection RM",
+}
+USES = {
+    "sft": "SFT (Janus). Train on `system` + `prompt` -> `output`.",
+    "sft_small": "SFT (Janus*), the start of DPO.",
+    "dpo": "DPO. `chosen`/`rejected` are [system, user, assistant] conversations; TRL's DPOTrainer "
+    "needs the string `prompt` column dropped (it then takes the prompt from the conversations).",
+    "orpo": "ORPO. TRL's ORPOTrainer takes the file as it is (prompt taken from the conversations).",
+    "rm": "Reward modelling: `input` (system message + instruction) with `chosen`/`rejected` answers.",
+}
+
+
+def histograms(preference_sets: Sequence[Sequence[PreferenceEntry]]) -> dict[str, Counter]:
+    counts: dict[str, Counter] = {d: Counter() for d in DIMENSIONS}
+    for entries in preference_sets:
+        for entry in entries:
+            counts.setdefault(entry.dimension, Counter())[entry.subdimension] += 1
+    return counts
+
+
+def _histogram_lines(counts: dict[str, Counter], top: int = 15) -> list[str]:
+    lines = ["| dimension | subdimension | rows |", "|---|---|---|"]
+    for dimension, counter in counts.items():
+        shown = counter.most_common(top)
+        for subdimension, n in shown:
+            lines.append(f"| {dimension} | {subdimension.replace('|', '/')} | {n} |")
+        rest = sum(counter.values()) - sum(n for _, n in shown)
+        if rest:
+            lines.append(f"| {dimension} | ({len(counter) - len(shown)} others) | {rest} |")
+    return lines
+
+
+def dataset_card(
+    split: str,
+    files: dict[str, str],
+    counts: dict[str, int],
+    preference_sets: Sequence[Sequence[PreferenceEntry]],
+    params: Params,
+    synthesis: dict[str, Any],
+) -> str:
+    """The README.md of one split folder; `files` maps HF split name -> file name."""
+    front = {
+        "configs": [
+            {"config_name": "default", "data_files": [{"split": name, "path": path} for name, path in files.items()]}
+        ],
+        "task_categories": ["text-generation"],
+        "language": ["en"],
+    }
+    settings = {
+        "seed": params.seed,
+        "teacher": params.teacher.model_dump(mode="json", exclude={"api_key_env"}),
+        "synth": params.synth.model_dump(mode="json"),
+    }
+    totals = synthesis.get("totals", {})
+    counts_lines = [f"| {name} | {n} |" for name, n in counts.items()]
+    dimension_counts = histograms(preference_sets)
+    lines = [
+        "---",
+        yaml.safe_dump(front, sort_keys=False).rstrip(),
+        "---",
+        f"# {TITLES[split]}",
+        "",
+        "Synthesized by the Janus pipeline (`janus assemble`), following \"Aligning to Thousands of "
+        "Preferences via System Message Generalization\" (Lee et al., 2024). Same columns and types as "
+        f"the released `kaist-ai` split. Use: {USES[split]}",
+        "",
+        "## Counts",
+        "",
+        "| part | rows |",
+        "|---|---|",
+        *counts_lines,
+        "",
+        "## Provenance",
+        "",
+        f"- teacher: `{synthesis.get('teacher', '')}`",
+        f"- prompt template version: `{synthesis.get('template_version', '')}`",
+        f"- profile: `{params.profile}`",
+        f"- tokens (all synthesis stages, re-asks included): {totals.get('prompt_tokens', 0)} in, "
+        f"{totals.get('completion_tokens', 0)} out; estimated cost ${totals.get('cost_usd', 0.0):.4f}",
+        f"- rejected by the stages: {totals.get('rejected', 0)} (see artifacts/synth/rejects/)",
+        "",
+        "## Dimension and subdimension histogram (preference sets behind these rows)",
+        "",
+        *_histogram_lines(dimension_counts),
+        "",
+        "## Params",
+        "",
+        "```yaml",
+        yaml.safe_dump(settings, sort_keys=False).rstrip(),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)

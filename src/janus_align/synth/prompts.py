@@ -1,0 +1,168 @@
+"""The teacher prompts of the synthesis stages, their JSON schemas, and their version.
+
+The paper's appendix prompts are not available (PAPER.md section 2); these follow its summary:
+- preference sets: the instruction, the four dimension definitions and seed examples; the
+  teacher answers JSON, one {subdimension, preference, description} per dimension. In `sampled`
+  mode the subdimensions are drawn from the taxonomy and the teacher writes the rest; in
+  `generated` mode it proposes all of it, for several sets at once, which must differ;
+- system message: one preference set (and the instruction, so the role fits the task, as in
+  the released data) -> one second-person paragraph that weaves in all four preferences
+  without listing them or restating the instruction;
+- gold response: no template; the system message is the system turn, the instruction the user
+  turn (so the response stage has nothing here).
+
+Every string in a schema has a maxLength and every array a maxItems: constrained decoding
+then always closes the JSON within max_new_tokens. `TEMPLATE_VERSION` ends in a fingerprint of
+everything in this module that reaches the teacher, so an edited template can never pass for
+the old one in the rows' provenance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any, Sequence
+
+from janus_align.inputs import DIMENSIONS
+
+# What each dimension means (PAPER.md section 1.3), shown to the teacher.
+DIMENSION_DEFINITIONS: dict[str, str] = {
+    "style": "how the response is written and presented (clarity, conciseness, format, tone, vividness)",
+    "background_knowledge": "how much the user already knows about the topic (novice to expert)",
+    "informativeness": "what information the response gives and how much (depth, practicality, creativity, relevance)",
+    "harmlessness": "how the response stays safe, accurate, ethical and sensitive to the user",
+}
+MAX_SUBDIMENSION_CHARS = 40
+EXAMPLES_PER_SUBDIMENSION = 2
+
+PREFERENCE_SYSTEM = (
+    "You write user preferences for a dataset. A preference names a quality that one particular user "
+    "wants in a response to an instruction. Answer with JSON only."
+)
+
+PREFERENCE_SAMPLED_USER = """Instruction:
+{instruction}
+
+For each dimension below, write one preference that a user could have for the response to this instruction, inside the given subdimension, and a one-sentence description of it. Make the preferences specific to the instruction.
+
+{dimensions}
+
+Answer in JSON: {{"style": {{"preference": "...", "description": "..."}}, "background_knowledge": {{...}}, "informativeness": {{...}}, "harmlessness": {{...}}}}"""
+
+PREFERENCE_GENERATED_USER = """Instruction:
+{instruction}
+
+Propose {count} different preference sets for the response to this instruction. A set has one entry for each of the four dimensions. Each entry has a subdimension (one or two lowercase words), a preference (a short phrase) and a one-sentence description. The sets must fit the instruction and differ from each other.
+
+Dimensions, with example subdimensions and preferences:
+{dimensions}
+
+Answer in JSON: {{"preference_sets": [{{"style": {{"subdimension": "...", "preference": "...", "description": "..."}}, "background_knowledge": {{...}}, "informativeness": {{...}}, "harmlessness": {{...}}}}, ...]}}"""
+
+SYSTEM_MESSAGE_SYSTEM = "You write system messages that tell an AI assistant who it is and how to answer."
+
+SYSTEM_MESSAGE_USER = """Write the system message for an AI assistant that will answer the instruction below for a user with these preferences.
+
+Instruction (do not restate or answer it):
+{instruction}
+
+Preferences:
+{preferences}
+
+Write one paragraph in the second person ("You are ..."). Give the assistant a role that suits the instruction and weave all four preferences into it naturally. Do not list the preferences and do not mention this request. Reply with the system message only."""
+
+
+def _fingerprint() -> str:
+    parts = [
+        PREFERENCE_SYSTEM,
+        PREFERENCE_SAMPLED_USER,
+        PREFERENCE_GENERATED_USER,
+        SYSTEM_MESSAGE_SYSTEM,
+        SYSTEM_MESSAGE_USER,
+        json.dumps(DIMENSION_DEFINITIONS, sort_keys=True),
+        str((MAX_SUBDIMENSION_CHARS, EXAMPLES_PER_SUBDIMENSION)),
+    ]
+    return hashlib.sha256("\x00".join(parts).encode("utf-8")).hexdigest()[:8]
+
+
+TEMPLATE_VERSION = f"synth-v1-{_fingerprint()}"
+
+
+def _string(max_chars: int) -> dict[str, Any]:
+    return {"type": "string", "minLength": 1, "maxLength": max_chars}
+
+
+def _entries(fields: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """An object with one entry per dimension (in the canonical order), each with `fields`."""
+    entry = {"type": "object", "properties": fields, "required": list(fields), "additionalProperties": False}
+    return {
+        "type": "object",
+        "properties": {dimension: entry for dimension in DIMENSIONS},
+        "required": list(DIMENSIONS),
+        "additionalProperties": False,
+    }
+
+
+def sampled_preference_schema(max_preference_chars: int, max_description_chars: int) -> dict[str, Any]:
+    """{dimension: {preference, description}} for the four dimensions."""
+    return _entries({"preference": _string(max_preference_chars), "description": _string(max_description_chars)})
+
+
+def generated_preference_schema(count: int, max_preference_chars: int, max_description_chars: int) -> dict[str, Any]:
+    """{"preference_sets": [count x {dimension: {subdimension, preference, description}}]}."""
+    one_set = _entries(
+        {
+            "subdimension": _string(MAX_SUBDIMENSION_CHARS),
+            "preference": _string(max_preference_chars),
+            "description": _string(max_description_chars),
+        }
+    )
+    return {
+        "type": "object",
+        "properties": {"preference_sets": {"type": "array", "items": one_set, "minItems": count, "maxItems": count}},
+        "required": ["preference_sets"],
+        "additionalProperties": False,
+    }
+
+
+def sampled_preference_prompt(instruction: str, draws: Sequence[tuple[str, str, Sequence[str]]]) -> str:
+    """User turn for `sampled` mode; `draws` = (dimension, subdimension, example preferences)."""
+    lines = []
+    for dimension, subdimension, examples in draws:
+        quoted = ", ".join(f'"{e}"' for e in examples[:EXAMPLES_PER_SUBDIMENSION])
+        lines.append(
+            f"- {dimension} ({DIMENSION_DEFINITIONS[dimension]}); subdimension: {subdimension}; e.g. {quoted}"
+        )
+    return PREFERENCE_SAMPLED_USER.format(instruction=instruction, dimensions="\n".join(lines))
+
+
+def generated_preference_prompt(instruction: str, taxonomy: dict[str, dict[str, list[str]]], count: int) -> str:
+    """User turn for `generated` mode: the taxonomy's subdimensions serve as seed examples."""
+    lines = []
+    for dimension in DIMENSIONS:
+        seeds = "; ".join(
+            f'{name} ("{examples[0]}")' for name, examples in list(taxonomy[dimension].items())[:5]
+        )
+        lines.append(f"- {dimension}: {DIMENSION_DEFINITIONS[dimension]}. e.g. {seeds}")
+    return PREFERENCE_GENERATED_USER.format(instruction=instruction, count=count, dimensions="\n".join(lines))
+
+
+def system_message_prompt(instruction: str, preference_set: Sequence[Any]) -> str:
+    """User turn asking for the system message of one preference set (PreferenceEntry-like items)."""
+    preferences = "\n".join(
+        f"- {p.dimension} ({p.subdimension}): {p.preference}. {p.description}" for p in preference_set
+    )
+    return SYSTEM_MESSAGE_USER.format(instruction=instruction, preferences=preferences)
+
+
+_QUOTE_PAIRS = {('"', '"'), ("'", "'"), ("“", "”")}
+_LABEL = re.compile(r"^\s*(?:\*\*)?system message(?:\*\*)?\s*:\s*", re.IGNORECASE)
+
+
+def clean_system_message(text: str) -> str:
+    """The paragraph itself: without a leading "System message:" label or wrapping quotes."""
+    text = _LABEL.sub("", text.strip()).strip()
+    if len(text) >= 2 and (text[0], text[-1]) in _QUOTE_PAIRS:
+        text = text[1:-1].strip()
+    return text

@@ -1,0 +1,78 @@
+"""Stage `responses`: the gold response to every (system message, instruction) pair.
+
+The system message is the system turn and the instruction the user turn, with no template
+around them (PAPER.md section 2); the answer is stored as written. An empty answer, or one
+longer than `synth.max_response_chars`, is asked again with a new seed, then rejected. An
+answer cut at max_new_tokens is kept and counted (`truncated` in the stats): a budget choice
+of the profile, not a malformed answer.
+
+Writes artifacts/synth/responses.jsonl (the system-message row + `output`), the rejects and
+artifacts/synth/stats/responses.json.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+from janus_align.config import Params
+from janus_align.llm import ChatRequest, ChatResult, LLMEngine
+from janus_align.synth import artifacts
+from janus_align.synth.rows import RejectRow, ResponseRow, SystemMessageRow, read_rows
+from janus_align.synth.teacher import (
+    Outcome,
+    ask,
+    extend_row,
+    finish_stage,
+    reject_row,
+    request_seed,
+    teacher_engine,
+)
+
+STAGE = "responses"
+
+
+def check_response(text: str, min_chars: int, max_chars: int) -> str | None:
+    if len(text) < min_chars:
+        return f"empty (fewer than synth.min_text_chars={min_chars} characters)"
+    if len(text) > max_chars:
+        return f"overlong ({len(text)} characters > synth.max_response_chars={max_chars})"
+    return None
+
+
+def generate_responses(
+    engine: LLMEngine, rows: Sequence[SystemMessageRow], params: Params, stage: str = STAGE
+) -> tuple[list[ResponseRow], list[RejectRow], list[Outcome]]:
+    synth = params.synth
+
+    def build(row: SystemMessageRow, attempt: int) -> ChatRequest:
+        return ChatRequest.of(
+            row.prompt,
+            system=row.system,
+            sampling=synth.response_sampling,
+            seed=request_seed(params.seed, stage, row.id, attempt),
+        )
+
+    def accept(row: SystemMessageRow, result: ChatResult) -> tuple[Any, str | None]:
+        text = result.text.strip()
+        reason = check_response(text, synth.min_text_chars, synth.max_response_chars)
+        return (None, reason) if reason else (text, None)
+
+    outcomes = ask(engine, list(rows), build, accept, params.teacher.max_reasks, desc=stage)
+    done, rejects = [], []
+    for outcome in outcomes:
+        row: SystemMessageRow = outcome.unit
+        if not outcome.ok:
+            rejects.append(reject_row(stage, row.id, outcome))
+            continue
+        done.append(extend_row(row, ResponseRow, engine, outcome, stage, output=outcome.value))
+    return done, rejects, outcomes
+
+
+def run(params: Params) -> list[ResponseRow]:
+    started = time.perf_counter()
+    rows = read_rows(artifacts.SYSTEM_MESSAGES, SystemMessageRow)
+    with teacher_engine(params) as engine:
+        done, rejects, outcomes = generate_responses(engine, rows, params)
+        finish_stage(STAGE, params, engine, outcomes, done, rejects, started, artifacts.RESPONSES)
+    return done

@@ -1,0 +1,109 @@
+"""The rows the synthesis stages hand each other (artifacts/synth/*.jsonl), as pydantic models.
+
+Each stage reads the previous stage's file through `read_rows`, so a hand-edited or truncated
+file fails with the file and line named, and adds its own fields:
+
+    instructions.jsonl      InstructionRow     {id, prompt, main_source, original_source}
+    preference_sets.jsonl   PreferenceSetRow   + instruction_id, set_index, preference_set,
+                                                 teacher, template_version, usage, provenance
+    system_messages.jsonl   SystemMessageRow   + system
+    responses.jsonl         ResponseRow        + output
+
+`teacher`, `template_version` and `usage` describe the call that made the stage's own field
+(in responses.jsonl: the response); `provenance` keeps that record for every stage so far.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from janus_align.errors import JanusError
+from janus_align.records import RecordError, iter_jsonl
+
+
+class Row(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Usage(Row):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Provenance(Row):
+    """Who wrote a field, with which prompt template, for how many tokens, in how many tries."""
+
+    teacher: str
+    template_version: str
+    usage: Usage
+    attempts: int = 1
+
+
+class PreferenceEntry(Row):
+    dimension: str
+    subdimension: str
+    preference: str
+    description: str
+
+
+class InstructionRow(Row):
+    id: str
+    prompt: str
+    main_source: str
+    original_source: str
+
+
+class PreferenceSetRow(InstructionRow):
+    instruction_id: str
+    set_index: int
+    preference_set: list[PreferenceEntry]
+    teacher: str
+    template_version: str
+    usage: Usage
+    provenance: dict[str, Provenance] = {}
+
+
+class SystemMessageRow(PreferenceSetRow):
+    system: str
+
+
+class ResponseRow(SystemMessageRow):
+    output: str
+
+
+class RejectRow(Row):
+    """A row a stage could not produce: written to artifacts/synth/rejects/<stage>.jsonl."""
+
+    stage: str
+    id: str
+    reason: str
+    raw: str
+
+
+RowT = TypeVar("RowT", bound=Row)
+
+
+def read_rows(path: str | Path, model: type[RowT]) -> list[RowT]:
+    """Every row of a JSONL file as `model`; a bad row raises JanusError naming file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise JanusError(f"{path}: not found (run the stage that writes it first)")
+    rows: list[RowT] = []
+    try:
+        for number, raw in enumerate(iter_jsonl(path), start=1):
+            try:
+                rows.append(model.model_validate(raw))
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"]) or "<row>"
+                raise JanusError(f"{path}:{number}: {where}: {first['msg']}") from None
+    except RecordError as exc:
+        raise JanusError(str(exc)) from None
+    return rows
+
+
+def dump(rows: list[Row]) -> list[dict[str, Any]]:
+    return [row.model_dump(mode="json") for row in rows]

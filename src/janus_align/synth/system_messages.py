@@ -1,0 +1,97 @@
+"""Stage `system_messages`: one system message per preference set (PAPER.md section 2).
+
+The teacher turns the four preferences into one second-person paragraph that gives the
+assistant a role suited to the instruction, weaves every preference in without listing them,
+and does not restate the instruction. An answer that is empty, longer than
+`synth.max_system_chars`, a list, or a copy of the instruction is asked again with a new seed
+(up to `teacher.max_reasks`), then rejected.
+
+Writes artifacts/synth/system_messages.jsonl (the preference-set row + `system`), the rejects
+and artifacts/synth/stats/system_messages.json. `generate_system_messages` is reusable (bench).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, Sequence
+
+from janus_align.config import Params
+from janus_align.llm import ChatRequest, ChatResult, LLMEngine
+from janus_align.synth import artifacts
+from janus_align.synth.filters import dedup_key
+from janus_align.synth.prompts import (
+    SYSTEM_MESSAGE_SYSTEM,
+    clean_system_message,
+    system_message_prompt,
+)
+from janus_align.synth.rows import PreferenceSetRow, RejectRow, SystemMessageRow, read_rows
+from janus_align.synth.teacher import (
+    Outcome,
+    ask,
+    extend_row,
+    finish_stage,
+    reject_row,
+    request_seed,
+    teacher_engine,
+)
+
+STAGE = "system_messages"
+_LIST_LINE = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+", re.MULTILINE)
+# A list of three or more items is the enumeration the paper's prompt forbids.
+_MAX_LIST_LINES = 2
+# Shorter instructions ("Explain X.") may legitimately reappear inside a role description.
+_MIN_RESTATED_CHARS = 40
+
+
+def check_system_message(text: str, prompt: str, min_chars: int, max_chars: int) -> str | None:
+    """Why `text` is not a usable system message for `prompt`, or None when it is."""
+    if len(text) < min_chars:
+        return f"empty (fewer than synth.min_text_chars={min_chars} characters)"
+    if len(text) > max_chars:
+        return f"overlong ({len(text)} characters > synth.max_system_chars={max_chars})"
+    if len(_LIST_LINE.findall(text)) > _MAX_LIST_LINES:
+        return "lists the preferences instead of weaving them into a paragraph"
+    instruction = dedup_key(prompt.split("\n\n", 1)[0])
+    if len(instruction) >= _MIN_RESTATED_CHARS and instruction in dedup_key(text):
+        return "restates the instruction"
+    return None
+
+
+def generate_system_messages(
+    engine: LLMEngine, rows: Sequence[PreferenceSetRow], params: Params, stage: str = STAGE
+) -> tuple[list[SystemMessageRow], list[RejectRow], list[Outcome]]:
+    """A system message for every preference-set row: (rows, rejects, outcomes)."""
+    synth = params.synth
+
+    def build(row: PreferenceSetRow, attempt: int) -> ChatRequest:
+        return ChatRequest.of(
+            system_message_prompt(row.prompt, row.preference_set),
+            system=SYSTEM_MESSAGE_SYSTEM,
+            sampling=synth.system_message_sampling,
+            seed=request_seed(params.seed, stage, row.id, attempt),
+        )
+
+    def accept(row: PreferenceSetRow, result: ChatResult) -> tuple[Any, str | None]:
+        text = clean_system_message(result.text)
+        reason = check_system_message(text, row.prompt, synth.min_text_chars, synth.max_system_chars)
+        return (None, reason) if reason else (text, None)
+
+    outcomes = ask(engine, list(rows), build, accept, params.teacher.max_reasks, desc=stage)
+    done, rejects = [], []
+    for outcome in outcomes:
+        row: PreferenceSetRow = outcome.unit
+        if not outcome.ok:
+            rejects.append(reject_row(stage, row.id, outcome))
+            continue
+        done.append(extend_row(row, SystemMessageRow, engine, outcome, stage, system=outcome.value))
+    return done, rejects, outcomes
+
+
+def run(params: Params) -> list[SystemMessageRow]:
+    started = time.perf_counter()
+    rows = read_rows(artifacts.PREFERENCE_SETS, PreferenceSetRow)
+    with teacher_engine(params) as engine:
+        done, rejects, outcomes = generate_system_messages(engine, rows, params)
+        finish_stage(STAGE, params, engine, outcomes, done, rejects, started, artifacts.SYSTEM_MESSAGES)
+    return done

@@ -1,0 +1,203 @@
+"""How a generating stage asks the teacher: deterministic requests, re-asks, rejects, stats.
+
+Resuming after a kill relies on one property: the request for a given row and attempt is
+always the same (same messages, sampling, seed and schema), so its answer comes from the
+engine's request cache instead of being paid for again. `request_seed` derives the seed from
+the row id, never from the row's position or from earlier random draws.
+
+Malformed JSON is re-asked by the engine itself. An answer that parses but is unusable (a
+blank field, an over-long message, duplicate preference sets) is asked again here with the
+next seed, up to `teacher.max_reasks` times; a row that still fails becomes a reject with the
+raw output and the reason. The stage fails only when the reject rate exceeds
+`synth.max_reject_rate`, after writing its rows, rejects and stats.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, Iterator, Sequence, TypeVar
+
+from janus_align.config import Params
+from janus_align.errors import JanusError
+from janus_align.llm import ChatRequest, ChatResult, LLMEngine, open_engine
+from janus_align.records import write_json, write_jsonl
+from janus_align.synth import artifacts
+from janus_align.synth.prompts import TEMPLATE_VERSION
+from janus_align.synth.rows import Provenance, RejectRow, Row, Usage, dump
+
+UnitT = TypeVar("UnitT")
+# accept(unit, result) -> (value, None) when usable, (None, reason) when not.
+Accept = Callable[[UnitT, ChatResult], tuple[Any, str | None]]
+Build = Callable[[UnitT, int], ChatRequest]
+
+
+def request_seed(seed: int, stage: str, row_id: str, attempt: int) -> int:
+    """A seed that depends only on what identifies the request (stable across runs and kills)."""
+    digest = hashlib.sha256(f"{seed}:{stage}:{row_id}:{attempt}".encode("utf-8")).hexdigest()
+    return int(digest[:8], 16) % (2**31)
+
+
+@dataclass
+class Outcome(Generic[UnitT]):
+    """What asking for one unit gave: a value, or the reason and raw text of the last failure."""
+
+    unit: UnitT
+    value: Any = None
+    reason: str | None = None
+    raw: str = ""
+    attempts: int = 0
+    usage: Usage = field(default_factory=Usage)
+    truncated: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+def ask(
+    engine: LLMEngine,
+    units: Sequence[UnitT],
+    build: Build,
+    accept: Accept,
+    max_reasks: int,
+    desc: str,
+) -> list[Outcome[UnitT]]:
+    """Ask for every unit, re-asking unusable answers with a new seed; one Outcome per unit.
+
+    `build(unit, attempt)` must be deterministic. A request the engine could not answer (an API
+    error, or JSON still malformed after the engine's own re-asks) is not asked again here.
+    """
+    outcomes = [Outcome(unit) for unit in units]
+    pending = list(range(len(units)))
+    for attempt in range(max_reasks + 1):
+        if not pending:
+            break
+        label = desc if attempt == 0 else f"{desc} (new seed, try {attempt + 1})"
+        requests = [build(units[i], attempt) for i in pending]
+        results = engine.complete(requests, desc=label)
+        retry = []
+        for i, request, result in zip(pending, requests, results):
+            outcome = outcomes[i]
+            outcome.attempts += result.attempts
+            outcome.usage.prompt_tokens += result.prompt_tokens
+            outcome.usage.completion_tokens += result.completion_tokens
+            outcome.raw = result.text
+            outcome.truncated = result.completion_tokens >= request.sampling.max_new_tokens
+            if not result.ok:
+                outcome.value, outcome.reason = None, f"unusable answer: {result.error}"
+                continue
+            outcome.value, outcome.reason = accept(units[i], result)
+            if outcome.reason is not None:
+                retry.append(i)
+        pending = retry
+    return outcomes
+
+
+def provenance(engine: LLMEngine, outcome: Outcome) -> Provenance:
+    return Provenance(
+        teacher=engine.model_id, template_version=TEMPLATE_VERSION, usage=outcome.usage, attempts=outcome.attempts
+    )
+
+
+RowT = TypeVar("RowT", bound=Row)
+
+
+def extend_row(row: Row, model: type[RowT], engine: LLMEngine, outcome: Outcome, stage: str, **fields: Any) -> RowT:
+    """`row` + this stage's `fields`, with teacher/template_version/usage now describing this
+    stage's call and `provenance` keeping every stage's record."""
+    origin = provenance(engine, outcome)
+    kept = row.model_dump(exclude={"teacher", "template_version", "usage", "provenance"})
+    return model(
+        **kept,
+        teacher=origin.teacher,
+        template_version=origin.template_version,
+        usage=origin.usage,
+        provenance={**getattr(row, "provenance", {}), stage: origin},
+        **fields,
+    )
+
+
+@contextlib.contextmanager
+def teacher_engine(params: Params) -> Iterator[LLMEngine]:
+    """The teacher's engine (request cache included), closed when the stage is done."""
+    try:
+        engine = open_engine(params.teacher)
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise JanusError(f"teacher ({params.teacher.backend}:{params.teacher.model}): {exc}") from None
+    try:
+        yield engine
+    finally:
+        engine.close()
+
+
+def reject_row(stage: str, row_id: str, outcome: Outcome) -> RejectRow:
+    return RejectRow(stage=stage, id=row_id, reason=outcome.reason or "unknown", raw=outcome.raw)
+
+
+def finish_stage(
+    stage: str,
+    params: Params,
+    engine: LLMEngine,
+    outcomes: Sequence[Outcome],
+    rows: Sequence[Row],
+    rejects: Sequence[RejectRow],
+    started: float,
+    output_path: Any,
+) -> dict[str, Any]:
+    """Write rows, rejects and stats; log the stats to the active MLflow run; enforce the reject rate.
+
+    The reject rate counts units (what one request asks for), so in `generated` mode an
+    instruction whose three sets failed together counts once.
+    """
+    write_jsonl(output_path, dump(list(rows)))
+    write_jsonl(artifacts.rejects(stage), dump(list(rejects)))
+    units = len(outcomes)
+    failed = sum(1 for o in outcomes if not o.ok)
+    prompt_tokens = sum(o.usage.prompt_tokens for o in outcomes)
+    completion_tokens = sum(o.usage.completion_tokens for o in outcomes)
+    prices = params.teacher.prices
+    stats = {
+        "stage": stage,
+        "teacher": engine.model_id,
+        "template_version": TEMPLATE_VERSION,
+        "units": units,
+        "rows_out": len(rows),
+        "rejected": failed,
+        "reject_rate": round(failed / units, 4) if units else 0.0,
+        "truncated": sum(1 for o in outcomes if o.truncated),
+        "reasked": sum(1 for o in outcomes if o.attempts > 1),
+        # What producing these rows took, re-asks and rejects included, however many runs it took.
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "cost_usd": round((prompt_tokens * prices.input_per_mtok + completion_tokens * prices.output_per_mtok) / 1e6, 6),
+        "wall_s": round(time.perf_counter() - started, 3),
+        # What this run itself asked the engine (cached answers cost nothing again).
+        "engine": engine.usage.as_dict(),
+    }
+    write_json(artifacts.stats(stage), stats)
+    _log_stats(stats)
+    print(
+        f"{stage}: {len(rows)} rows, {failed}/{units} rejected, {stats['engine']['cached']} cached of "
+        f"{stats['engine']['requests']} requests, {stats['wall_s']:.1f} s"
+    )
+    if units and failed / units > params.synth.max_reject_rate:
+        reasons = "; ".join(sorted({r.reason for r in rejects})[:3])
+        raise JanusError(
+            f"{stage}: {failed} of {units} rejected ({failed / units:.0%}), above synth.max_reject_rate "
+            f"{params.synth.max_reject_rate:.0%}; see {artifacts.rejects(stage)} (reasons: {reasons})"
+        )
+    return stats
+
+
+def _log_stats(stats: dict[str, Any]) -> None:
+    import mlflow
+
+    if mlflow.active_run() is None:
+        return
+    flat = {k: v for k, v in stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    flat.update({f"engine_{k}": v for k, v in stats["engine"].items()})
+    mlflow.log_metrics({k: float(v) for k, v in flat.items()})
+    mlflow.set_tags({"teacher": stats["teacher"], "template_version": stats["template_version"]})

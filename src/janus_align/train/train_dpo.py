@@ -1,0 +1,88 @@
+"""Stage `train_dpo` (Janus+DPO): DPO on the DPO split, starting from Janus* (artifacts/models/sft_small).
+
+With LoRA the reference model is the same network with the adapter switched off (no second
+copy in memory); with full fine-tuning TRL keeps a frozen copy. The prompt goes through the
+project's prompt format; the loss covers the chosen and rejected answers only.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from janus_align import paths
+from janus_align.config import Params
+from janus_align.models.checkpoint import load_tokenizer
+from janus_align.train.datasets import SplitRows, load_split, to_dataset
+from janus_align.train.mlflow_logging import MlflowStepLogger, log_trainer_config
+from janus_align.train.recipe import (
+    RecipeSettings,
+    is_main_process,
+    load_model,
+    peft_config,
+    require_checkpoint,
+    resolve,
+    train_and_save,
+    training_args,
+    write_train_record,
+)
+from janus_align.train.stage import run_training_stage
+
+START_FROM = paths.model_dir("sft_small")
+
+
+def build_trainer(
+    params: Params, settings: RecipeSettings, split: SplitRows, start_from: Path, output_dir: str | Path
+) -> tuple[Any, Any]:
+    """(DPOTrainer, tokenizer) for one DPO run."""
+    from trl import DPOConfig, DPOTrainer
+
+    tokenizer = load_tokenizer(start_from, padding_side="right")
+    train_set = to_dataset(split.train, "preference", tokenizer, params.model.prompt_format)
+    eval_set = to_dataset(split.eval, "preference", tokenizer, params.model.prompt_format)
+    config = DPOConfig(
+        **training_args(settings, params.seed, output_dir, eval_set is not None),
+        max_length=settings.max_length,
+        beta=settings.beta,
+    )
+    trainer = DPOTrainer(
+        model=load_model(start_from),
+        ref_model=None,
+        args=config,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        processing_class=tokenizer,
+        peft_config=peft_config(settings),
+        callbacks=[MlflowStepLogger()],
+    )
+    log_trainer_config("dpo", config, settings.as_dict())
+    return trainer, tokenizer
+
+
+def train(params: Params) -> dict[str, Any]:
+    settings = resolve(params, "dpo")
+    split = load_split("dpo", params.train.common.eval_fraction, params.seed)
+    start_from = require_checkpoint(START_FROM, "train_sft_small")
+    out = paths.model_dir("dpo")
+    with tempfile.TemporaryDirectory(prefix="janus-dpo-") as tmp:
+        trainer, tokenizer = build_trainer(params, settings, split, start_from, tmp)
+        metrics = train_and_save(trainer, tokenizer, tokenizer.chat_template, params, out, start_from)
+    if is_main_process():
+        write_train_record(
+            out,
+            {
+                "model": "dpo",
+                "recipe": settings.as_dict(),
+                "metrics": metrics,
+                "prompt_format": params.model.prompt_format,
+                "start_from": str(start_from),
+                "train_rows": len(split.train),
+                "eval_rows": len(split.eval),
+            },
+        )
+    return metrics
+
+
+def run(params: Params) -> Path:
+    return run_training_stage(params, "train_dpo", "dpo", ["dpo"], train)

@@ -1,0 +1,120 @@
+"""Stage `train_orpo` (Janus+ORPO): ORPO on the ORPO split, from the base model (no SFT first).
+
+ORPO lives in `trl.experimental.orpo` in TRL 1.x and still tokenizes text rows itself, so the
+rows are rendered here with the project's prompt format (each answer ends with EOS: given
+conversational rows it would keep the template's newline after the end-of-turn token and then
+append a second EOS). It also prepends the tokenizer's BOS whenever the prompt lacks one, even
+for a format whose inference encoding has none; `orpo_trainer_class` drops that extra token so
+training sees exactly the tokens inference sends. `train.orpo.beta` is the paper's `orpo_alpha`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from janus_align import paths
+from janus_align.config import Params
+from janus_align.models.checkpoint import load_tokenizer
+from janus_align.models.prompt_format import encode_prompt
+from janus_align.train.datasets import SplitRows, load_split, to_dataset
+from janus_align.train.mlflow_logging import MlflowStepLogger, log_trainer_config
+from janus_align.train.recipe import (
+    RecipeSettings,
+    is_main_process,
+    load_model,
+    peft_config,
+    require_checkpoint,
+    resolve,
+    train_and_save,
+    training_args,
+    write_train_record,
+)
+from janus_align.train.stage import run_training_stage
+
+TOKEN_COLUMNS = (
+    "prompt_input_ids",
+    "prompt_attention_mask",
+    "chosen_input_ids",
+    "chosen_attention_mask",
+    "chosen_labels",
+    "rejected_input_ids",
+    "rejected_attention_mask",
+    "rejected_labels",
+)
+
+
+def orpo_trainer_class(prompt_format: str) -> type:
+    """ORPOTrainer whose rows start with BOS only when the inference encoding of the prompt does."""
+    from trl.experimental.orpo import ORPOTrainer
+
+    class BosFaithfulORPOTrainer(ORPOTrainer):
+        def tokenize_row(self, feature: dict[str, Any], model: Any = None) -> dict[str, Any]:
+            batch = super().tokenize_row(feature, model)
+            bos = self.processing_class.bos_token_id
+            expected = encode_prompt(self.processing_class, feature["prompt"], prompt_format)
+            if bos is not None and batch["prompt_input_ids"][:1] == [bos] and expected[:1] != [bos]:
+                for column in TOKEN_COLUMNS:
+                    batch[column] = batch[column][1:]
+            return batch
+
+    return BosFaithfulORPOTrainer
+
+
+def build_trainer(
+    params: Params, settings: RecipeSettings, split: SplitRows, start_from: Path, output_dir: str | Path
+) -> tuple[Any, Any]:
+    """(ORPOTrainer, tokenizer) for one ORPO run."""
+    from trl.experimental.orpo import ORPOConfig
+
+    prompt_format = params.model.prompt_format
+    tokenizer = load_tokenizer(start_from, padding_side="right")
+    train_set = to_dataset(split.train, "preference", tokenizer, prompt_format, as_text=True)
+    eval_set = to_dataset(split.eval, "preference", tokenizer, prompt_format, as_text=True)
+    config = ORPOConfig(
+        **training_args(settings, params.seed, output_dir, eval_set is not None),
+        max_length=settings.max_length,
+        max_completion_length=settings.max_completion_length,
+        beta=settings.beta,
+        remove_unused_columns=False,  # its collator needs the tokenized columns it adds
+    )
+    trainer = orpo_trainer_class(prompt_format)(
+        model=load_model(start_from),
+        args=config,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        processing_class=tokenizer,
+        peft_config=peft_config(settings),
+        callbacks=[MlflowStepLogger()],
+    )
+    log_trainer_config("orpo", config, settings.as_dict())
+    return trainer, tokenizer
+
+
+def train(params: Params) -> dict[str, Any]:
+    settings = resolve(params, "orpo")
+    split = load_split("orpo", params.train.common.eval_fraction, params.seed)
+    start_from = require_checkpoint(paths.BASE_MODEL, "prepare_model")
+    out = paths.model_dir("orpo")
+    with tempfile.TemporaryDirectory(prefix="janus-orpo-") as tmp:
+        trainer, tokenizer = build_trainer(params, settings, split, start_from, tmp)
+        metrics = train_and_save(trainer, tokenizer, tokenizer.chat_template, params, out, start_from)
+    if is_main_process():
+        write_train_record(
+            out,
+            {
+                "model": "orpo",
+                "recipe": settings.as_dict(),
+                "metrics": metrics,
+                "prompt_format": params.model.prompt_format,
+                "start_from": str(start_from),
+                "train_rows": len(split.train),
+                "eval_rows": len(split.eval),
+            },
+        )
+    return metrics
+
+
+def run(params: Params) -> Path:
+    return run_training_stage(params, "train_orpo", "orpo", ["orpo"], train)

@@ -1,0 +1,101 @@
+"""Stage `train_rm` (Janus-RM): a reward model (one score per sequence) on the RM split.
+
+As in the paper, it starts from a 1-epoch SFT of the base model on the full SFT split. That
+init is trained inside this stage (its curves are logged with the prefix `init_sft/`) into
+artifacts/models/rm.init/ and deleted afterwards: nothing else reads it, and keeping it as a
+stage of its own would store one more full checkpoint. The score is read at the last token
+(Bradley-Terry loss), as OpenRLHF's value head did; the RM split's test file is the
+held-out set. The saved model loads with AutoModelForSequenceClassification.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from janus_align import paths
+from janus_align.config import Params
+from janus_align.models.checkpoint import load_tokenizer
+from janus_align.train import train_sft
+from janus_align.train.datasets import SplitRows, load_split, to_dataset
+from janus_align.train.mlflow_logging import MlflowStepLogger, log_trainer_config
+from janus_align.train.recipe import (
+    RecipeSettings,
+    is_main_process,
+    load_model,
+    peft_config,
+    require_checkpoint,
+    resolve,
+    train_and_save,
+    training_args,
+    write_train_record,
+)
+from janus_align.train.stage import run_training_stage
+
+INIT_DIR = paths.MODELS / "rm.init"
+
+
+def train_init(params: Params) -> dict[str, Any]:
+    """The 1-epoch SFT the reward model starts from (the paper's janus-7b-196k-epoch1)."""
+    settings = dataclasses.replace(resolve(params, "sft"), epochs=1.0)
+    split = load_split("sft", params.train.common.eval_fraction, params.seed)
+    return train_sft.fit(params, settings, split, INIT_DIR, metric_prefix="init_sft/")
+
+
+def build_trainer(
+    params: Params, settings: RecipeSettings, split: SplitRows, start_from: Path, output_dir: str | Path
+) -> tuple[Any, Any]:
+    """(RewardTrainer, tokenizer) for the reward model."""
+    from trl import RewardConfig, RewardTrainer
+
+    tokenizer = load_tokenizer(start_from, padding_side="right")
+    train_set = to_dataset(split.train, "preference", tokenizer, params.model.prompt_format)
+    eval_set = to_dataset(split.eval, "preference", tokenizer, params.model.prompt_format)
+    config = RewardConfig(**training_args(settings, params.seed, output_dir, eval_set is not None), max_length=settings.max_length)
+    trainer = RewardTrainer(
+        model=load_model(start_from, "reward", tokenizer.pad_token_id),
+        args=config,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        processing_class=tokenizer,
+        peft_config=peft_config(settings, task_type="SEQ_CLS"),
+        callbacks=[MlflowStepLogger()],
+    )
+    log_trainer_config("rm", config, settings.as_dict())
+    return trainer, tokenizer
+
+
+def train(params: Params) -> dict[str, Any]:
+    require_checkpoint(paths.BASE_MODEL, "prepare_model")
+    init_metrics = train_init(params)
+    settings = resolve(params, "rm")
+    split = load_split("rm", params.train.common.eval_fraction, params.seed)
+    out = paths.model_dir("rm")
+    start_from = require_checkpoint(INIT_DIR, "train_rm")
+    with tempfile.TemporaryDirectory(prefix="janus-rm-") as tmp:
+        trainer, tokenizer = build_trainer(params, settings, split, start_from, tmp)
+        metrics = train_and_save(trainer, tokenizer, tokenizer.chat_template, params, out, start_from, kind="reward")
+    if is_main_process():
+        shutil.rmtree(INIT_DIR, ignore_errors=True)
+        write_train_record(
+            out,
+            {
+                "model": "rm",
+                "kind": "reward",
+                "recipe": settings.as_dict(),
+                "metrics": metrics,
+                "init_metrics": init_metrics,
+                "prompt_format": params.model.prompt_format,
+                "start_from": f"1-epoch SFT of {paths.BASE_MODEL} on the sft split (not kept)",
+                "train_rows": len(split.train),
+                "eval_rows": len(split.eval),
+            },
+        )
+    return metrics
+
+
+def run(params: Params) -> Path:
+    return run_training_stage(params, "train_rm", "rm", ["sft", "rm"], train, chat_model=False)

@@ -1,0 +1,177 @@
+"""params.yaml validation: every bad setting fails before any work, naming its key path and value."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, run_janus
+from janus_align.config import ConfigError, LLMConfig, Params, load_params
+from janus_align.config.load import parse_params
+from janus_align.config.profiles import profile_params
+from janus_align.errors import JanusError
+
+DEFAULT = yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def with_setting(key_path: str, value: object) -> dict:
+    """The default params with one key (dotted path) set to `value`."""
+    raw = copy.deepcopy(DEFAULT)
+    *parents, last = key_path.split(".")
+    section = raw
+    for part in parents:
+        section = section[part]
+    section[last] = value
+    return raw
+
+
+def error_for(raw: dict) -> str:
+    with pytest.raises(ConfigError) as caught:
+        parse_params(raw)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("key_path", "value", "expected"),
+    [
+        ("teacher.max_concurrency", 0, "teacher.max_concurrency: must be >= 1, got 0"),
+        ("teacher.sampling.temperature", 3.5, "teacher.sampling.temperature: must be <= 2, got 3.5"),
+        ("synth.rm_test_fraction", 1.0, "synth.rm_test_fraction: must be < 1, got 1.0"),
+        ("judge.repeats", 0, "judge.repeats: must be >= 1, got 0"),
+        ("report.confidence", 0, "report.confidence: must be > 0, got 0"),
+    ],
+)
+def test_out_of_range_value_names_key_path_bound_and_value(key_path, value, expected):
+    assert expected in error_for(with_setting(key_path, value))
+
+
+@pytest.mark.parametrize(
+    ("key_path", "value", "expected"),
+    [
+        ("teacher.batch_size", "many", "teacher.batch_size: must be a valid integer"),
+        ("teacher.max_concurrency", 2.5, "teacher.max_concurrency: must be a valid integer"),
+        ("train.common.bf16", "maybe", "train.common.bf16: must be a valid boolean"),
+        ("generate.candidates", "base", "generate.candidates: must be a valid list"),
+        ("teacher.sampling", [1, 2], "teacher.sampling: must be a valid dictionary"),
+        ("teacher.backend", "anthropic", "teacher.backend: must be 'transformers' or 'openai', got 'anthropic'"),
+        ("model.base", None, "model.base: must be a valid string, got None"),
+    ],
+)
+def test_wrong_type_names_key_path_and_value(key_path, value, expected):
+    message = error_for(with_setting(key_path, value))
+    assert expected in message
+    assert repr(value) in message
+
+
+@pytest.mark.parametrize(
+    ("key_path", "expected"),
+    [
+        ("teaher", "teaher: unknown key (did you mean 'teacher'?)"),
+        ("teacher.max_concurency", "teacher.max_concurency: unknown key (did you mean 'max_concurrency'?)"),
+        ("judge.llm.sampling.temprature", "judge.llm.sampling.temprature: unknown key (did you mean 'temperature'?)"),
+        ("train.sft.nonsense_knob", "train.sft.nonsense_knob: unknown key"),
+    ],
+)
+def test_unknown_key_names_key_path(key_path, expected):
+    assert expected in error_for(with_setting(key_path, 1))
+
+
+def test_every_bad_key_is_reported_at_once_with_the_file_name():
+    raw = with_setting("teacher.max_concurrency", 0)
+    raw["judge"]["repeats"] = "three"
+    raw["bogus"] = True
+    message = error_for(raw)
+    assert message.startswith("params.yaml: 3 invalid setting(s)")
+    for key in ("teacher.max_concurrency", "judge.repeats", "bogus"):
+        assert f"\n  {key}: " in message
+
+
+def test_cross_field_rule_names_its_section():
+    message = error_for(with_setting("tune.learning_rate", {"low": 1e-3, "high": 1e-5, "log": True}))
+    assert "tune.learning_rate: high (1e-05) must be >= low (0.001)" in message
+
+
+def test_broken_yaml_names_file_and_line(tmp_path):
+    path = tmp_path / "params.yaml"
+    lines = (REPO / "params.yaml").read_text().splitlines()
+    bad_line = next(i for i, line in enumerate(lines) if line.startswith("  max_concurrency:"))
+    lines[bad_line] = "  max_concurrency: [8"  # an unclosed flow sequence
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match=r"params\.yaml:(\d+):\d+: not valid YAML") as caught:
+        load_params(path)
+    reported = int(str(caught.value).split("params.yaml:")[1].split(":")[0])
+    assert abs(reported - (bad_line + 1)) <= 1  # the parser notices at the line or the next one
+
+
+def test_missing_params_file_and_non_mapping_are_clear(tmp_path):
+    with pytest.raises(ConfigError, match="missing.yaml: file not found"):
+        load_params(tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_params(tmp_path / "list.yaml")
+
+
+def test_config_errors_are_user_errors():
+    assert issubclass(ConfigError, JanusError)  # the CLI prints them without a traceback
+
+
+@pytest.mark.parametrize("profile", ["ci", "paper"])
+def test_every_profile_validates(profile):
+    merged = profile_params(profile, base=REPO / "params.yaml", profiles_dir=REPO / "profiles")
+    params = Params.model_validate(merged)
+    assert params.profile == profile
+
+
+def test_default_params_validate_and_spell_out_every_llm_setting():
+    params = load_params(REPO / "params.yaml")
+    assert params.profile == "default"
+    # params.yaml writes every LLM key out, so DVC tracks each of them.
+    assert set(DEFAULT["teacher"]) == set(LLMConfig.model_fields)
+    assert set(DEFAULT["judge"]["llm"]) == set(LLMConfig.model_fields)
+
+
+def test_profiles_apply_their_settings():
+    ci = Params.model_validate(profile_params("ci", base=REPO / "params.yaml", profiles_dir=REPO / "profiles"))
+    paper = Params.model_validate(profile_params("paper", base=REPO / "params.yaml", profiles_dir=REPO / "profiles"))
+    assert ci.model.base == "tiny-random"
+    assert (paper.teacher.backend, paper.teacher.max_concurrency) == ("openai", 32)
+    assert paper.teacher.prices.output_per_mtok > 0
+
+
+def test_unknown_profile_lists_the_known_ones():
+    with pytest.raises(JanusError, match="known: ci, paper"):
+        profile_params("nope", base=REPO / "params.yaml", profiles_dir=REPO / "profiles")
+
+
+def test_invalid_profile_overlay_names_both_files_and_the_key(tmp_path):
+    shutil.copytree(REPO / "profiles", tmp_path / "profiles")
+    (tmp_path / "profiles" / "broken.yaml").write_text("teacher:\n  max_concurrency: 0\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml(.|\n)*teacher\.max_concurrency: must be >= 1, got 0"):
+        profile_params("broken", base=REPO / "params.yaml", profiles_dir=tmp_path / "profiles")
+
+
+@pytest.mark.parametrize(
+    ("edit", "key_path"),
+    [
+        (lambda raw: raw["teacher"].update(max_concurency=4), "teacher.max_concurency: unknown key"),
+        (lambda raw: raw["teacher"].update(batch_size="sixteen"), "teacher.batch_size: must be a valid integer"),
+        (lambda raw: raw["teacher"].update(max_concurrency=0), "teacher.max_concurrency: must be >= 1, got 0"),
+    ],
+    ids=["unknown-key", "wrong-type", "out-of-range"],
+)
+def test_janus_check_rejects_invalid_params_fast_naming_the_key(tmp_path: Path, edit, key_path):
+    raw = copy.deepcopy(DEFAULT)
+    edit(raw)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    started = time.monotonic()
+    done = run_janus(tmp_path, "check", check=False, timeout=60)
+    elapsed = time.monotonic() - started
+    assert done.returncode != 0
+    assert key_path in done.stderr
+    assert "Traceback" not in done.stderr
+    assert elapsed < 5.0, f"janus check took {elapsed:.1f} s"

@@ -1,0 +1,339 @@
+"""The judge: its prompt (golden file), the one verdict parser, and what happens when judging fails.
+
+Failure tests run an openai-backend judge against a real HTTP server on 127.0.0.1 that answers
+500s or garbage, so the engine, the SDK and the re-ask logic all run for real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from bench_samples import official_rows, write_jsonl
+from conftest import make_project, run_janus
+from loopback_server import Fault, LoopbackServer
+
+from janus_align.bench.schema import bench_item
+from janus_align.config import LLMConfig, Sampling
+from janus_align.config.schema import JudgeConfig
+from janus_align.evaluate import scoring
+from janus_align.evaluate.judge import (
+    JUDGE_SYSTEM,
+    feedback_of,
+    judge_all,
+    judge_instruction,
+    official_evaluation,
+    parse_verdict,
+    render_judge_prompt,
+)
+from janus_align.evaluate.responses import Response
+from janus_align.llm import open_engine
+
+GOLDEN = Path(__file__).parent / "golden"
+KEY_ENV = "JANUS_TEST_JUDGE_KEY"
+
+
+# ------------------------------------------------------------------------------------------
+# The parser
+
+
+@pytest.mark.parametrize(
+    ("text", "verdict"),
+    [
+        ("Feedback: Clear and vivid. [RESULT] 4", 4),
+        ("Feedback: Clear and vivid. [RESULT] (4)", 4),
+        ("Feedback: Clear and vivid. [RESULT]: 4", 4),
+        ("Feedback: Clear and vivid. [RESULT] [4]", 4),
+        ("Feedback: Clear and vivid. **[RESULT]** 4", 4),
+        ("Feedback: Clear and vivid. [Result] 2", 2),
+        ("Feedback: fine [RESULT] 4/5", 4),
+        ("Feedback: fine [RESULT] 4 out of 5", 4),
+        ("Feedback: fine [RESULT] score of 2", 2),
+        ("Feedback: fine\nScore: 4", 4),
+        ("Feedback: fine\n**Score:** 4.", 4),
+        ("The response is fine overall. 4/5", 4),
+        ("The response is fine overall, I give it 4 out of 5.", 4),
+        ("Feedback: fine [RESULT] 3</s>", 3),
+        ("Feedback: fine [RESULT] 3\n\nI hope this feedback helps.", 3),
+        ("[RESULT] 1", 1),
+        ("[RESULT] 5", 5),
+    ],
+)
+def test_parse_verdict_accepts_the_common_variants(text, verdict):
+    assert parse_verdict(text) == verdict
+
+
+@pytest.mark.parametrize(
+    ("text", "verdict"),
+    [
+        # The feedback quotes scores; the verdict at the end wins.
+        ("Feedback: A score of 5 would need a story; this is a 2/5 attempt at best. [RESULT] 3", 3),
+        ("Feedback: It covers 3 of the 5 hazards and 4 out of 5 steps. Score: 2", 2),
+        ('Feedback: The format "[RESULT] 5" was not earned here. [RESULT] 2', 2),
+        # A number that only appears inside the feedback is not a verdict.
+        ("Feedback: It covers 3 of the 5 hazards, so it deserves 4/5 but rambles on.", None),
+        ("Feedback: Response 2 of 5 in the batch; no grade given.", None),
+        # Numbers outside 1..5 (and non-integers) are no verdict, not clamped.
+        ("Feedback: excellent [RESULT] 7", None),
+        ("Feedback: terrible [RESULT] 0", None),
+        ("Feedback: hmm [RESULT] 4.5", None),
+        ("Feedback: perfect [RESULT] 10/10", None),
+        ("Score: -1", None),
+        # The last verdict is out of range: no falling back to an earlier one.
+        ("Feedback: first [RESULT] 4, on reflection [RESULT] 9", None),
+        # No verdict at all.
+        ("Feedback: The response is vivid but long.", None),
+        ("[RESULT] (an integer number between 1 and 5)", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_parse_verdict_ignores_feedback_numbers_and_rejects_bad_ones(text, verdict):
+    assert parse_verdict(text) == verdict
+
+
+def test_feedback_is_the_text_before_the_verdict_without_its_label():
+    assert feedback_of("Feedback: Vivid, but misses two hazards. [RESULT] 3") == "Vivid, but misses two hazards."
+    assert feedback_of("Feedback: ok\n**Score:** 4") == "ok"
+    assert feedback_of("no verdict here") == "no verdict here"
+
+
+# ------------------------------------------------------------------------------------------
+# The prompt
+
+
+def _sample_item(**overrides):
+    row = {**official_rows(1)[0], **overrides}
+    return bench_item(row, "sample")
+
+
+GOLDEN_RUBRIC = {
+    "criteria": "Does the response explain with a vivid, concrete scene?",
+    "score_descriptions": {
+        "1": "No imagery at all.",
+        "2": "One generic comparison.",
+        "3": "A brief example, mostly abstract.",
+        "4": "A concrete scene carries most of it.",
+        "5": "A vivid scene makes every idea concrete.",
+    },
+}
+
+
+def test_judge_prompt_matches_the_golden_file():
+    item = _sample_item(
+        system="You are a gardener who teaches through stories.",
+        prompt="How do I grow tomatoes on a balcony?",
+        reference_answer="Picture a sunny corner in May: a deep pot, rich soil, a stake...",
+        rubrics=[GOLDEN_RUBRIC] * 4,
+    )
+    user = render_judge_prompt(
+        judge_instruction(item, show_system=False), "Use a big pot and water daily.", item.reference_answer, item.rubrics[0]
+    )
+    rendered = f"[system]\n{JUDGE_SYSTEM}\n\n[user]\n{user}\n"
+    golden = GOLDEN / "judge_prompt.txt"
+    if os.environ.get("JANUS_UPDATE_GOLDEN"):
+        golden.write_text(rendered, encoding="utf-8")
+    assert rendered == golden.read_text(encoding="utf-8")
+
+
+def test_judge_prompt_has_the_prometheus_sections_in_order_and_one_rubric_as_indented_json():
+    item = _sample_item()
+    user = render_judge_prompt(item.prompt, "RESPONSE-TEXT", item.reference_answer, item.rubrics[1])
+    headers = [
+        "###Task Description:",
+        "###The instruction to evaluate:",
+        "###Response to evaluate:",
+        "###Reference Answer (Score 5):",
+        "###Score Rubrics:",
+        "###Feedback:",
+    ]
+    positions = [user.index(h) for h in headers]
+    assert positions == sorted(positions)
+    assert json.dumps(item.rubrics[1].as_official(), indent=4) in user
+    assert json.dumps(item.rubrics[0].as_official(), indent=4) not in user
+    assert "[RESULT] (an integer number between 1 and 5)" in user
+
+
+def test_the_judge_sees_the_system_message_only_when_asked():
+    item = _sample_item()
+    assert judge_instruction(item, show_system=False) == item.prompt
+    assert judge_instruction(item, show_system=True) == f"{item.system}\n{item.prompt}"
+
+
+# ------------------------------------------------------------------------------------------
+# Judging against a real server that fails
+
+
+def _items(count: int = 2):
+    return [bench_item(row, f"row {i}", i) for i, row in enumerate(official_rows(count))]
+
+
+def _judge_engine(base_url: str, tmp_path: Path):
+    config = LLMConfig(
+        backend="openai", model="judge", base_url=base_url, api_key_env=KEY_ENV, timeout_s=2.0, max_retries=0
+    )
+    return open_engine(config, cache_path=tmp_path / "llm.sqlite")
+
+
+def _judge_config(**overrides) -> JudgeConfig:
+    llm = LLMConfig(backend="openai", model="judge", sampling=Sampling(max_new_tokens=64, temperature=1.0))
+    return JudgeConfig(llm=llm, **{"repeats": 1, "max_reasks": 2, **overrides})
+
+
+def _scripted_answer(body: dict) -> str:
+    """Garbage for the response "GARBAGE", a verdict of 4 for everything else."""
+    user = body["messages"][-1]["content"]
+    if "GARBAGE-RESPONSE" in user:
+        return "I think this is quite nice, 10 points for effort!"
+    return "Feedback: The response uses a clear scene. [RESULT] 4"
+
+
+def test_unparseable_verdicts_are_reasked_then_unscored_never_zero(tmp_path):
+    items = _items(2)
+    responses = {items[0].id: Response(items[0].id, "GOOD-RESPONSE"), items[1].id: Response(items[1].id, "GARBAGE-RESPONSE")}
+    with LoopbackServer(answer=_scripted_answer) as server:
+        engine = _judge_engine(server.base_url, tmp_path)
+        rows = judge_all(engine, items, responses, _judge_config(max_reasks=2), seed=7, model="m")
+        asked = server.count()
+    good = [r for r in rows if r["id"] == items[0].id]
+    bad = [r for r in rows if r["id"] == items[1].id]
+    assert [r["verdict"] for r in good] == [4, 4, 4, 4]
+    assert all(r["verdict"] is None and r["attempts"] == 3 for r in bad)  # 1 ask + 2 re-asks each
+    assert all("10 points" in r["raw"] and r["error"] == "no verdict in the judge's answer" for r in bad)
+    assert len({r["seed"] for r in bad}) == 4 and asked == 4 + 4 * 3
+    summary = scoring.summarize(rows, items, responses)
+    assert summary["overall"] == 4.0  # the unscored item is left out, not averaged in as 0
+    assert summary["unscored"] == 4 and summary["unscored_rate"] == 0.5
+    official = official_evaluation(items, responses, rows)
+    assert official[items[0].id]["score"] == [4, 4, 4, 4]
+    assert official[items[1].id]["score"] == [None, None, None, None]
+    assert official[items[1].id]["feedback"] == [None, None, None, None]
+
+
+def test_judge_calls_answered_with_500_neither_crash_nor_score_zero(tmp_path):
+    items = _items(2)
+    responses = {item.id: Response(item.id, "GOOD-RESPONSE") for item in items}
+    with LoopbackServer(answer=_scripted_answer) as server:
+        # Every call about the first item fails on every try; the second item is judged normally.
+        first_prompts = [
+            render_judge_prompt(items[0].prompt, "GOOD-RESPONSE", items[0].reference_answer, rubric)
+            for rubric in items[0].rubrics
+        ]
+        for prompt in first_prompts:
+            server.script(*[Fault.status_code(500)] * 3, prompt=prompt)
+        rows = judge_all(_judge_engine(server.base_url, tmp_path), items, responses, _judge_config(), 7, "m")
+    failed = [r for r in rows if r["id"] == items[0].id]
+    assert all(r["verdict"] is None and r["call_failed"] and "500" in r["error"] for r in failed)
+    assert all(r["verdict"] == 4 for r in rows if r["id"] == items[1].id)
+    summary = scoring.summarize(rows, items, responses)
+    assert summary["overall"] == 4.0 and summary["failed_calls"] == 4 and summary["unscored"] == 4
+
+
+class _BrokenHandler(BaseHTTPRequestHandler):
+    """Answers every request 200 with a body that is not JSON at all."""
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = b"<html>upstream proxy error</html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_server_answering_non_json_bodies_leaves_every_verdict_unscored(tmp_path):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _BrokenHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        items = _items(1)
+        responses = {items[0].id: Response(items[0].id, "GOOD-RESPONSE")}
+        engine = _judge_engine(f"http://127.0.0.1:{server.server_address[1]}/v1", tmp_path)
+        rows = judge_all(engine, items, responses, _judge_config(max_reasks=1), 7, "m")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(rows) == 4 and all(r["verdict"] is None for r in rows)
+    assert scoring.summarize(rows, items, responses)["overall"] is None
+
+
+def test_failed_generations_are_not_judged_and_count_as_unscored(tmp_path):
+    items = _items(2)
+    responses = {items[0].id: Response(items[0].id, "GOOD-RESPONSE"), items[1].id: Response(items[1].id, "", "APIError")}
+    with LoopbackServer(answer=_scripted_answer) as server:
+        rows = judge_all(_judge_engine(server.base_url, tmp_path), items, responses, _judge_config(repeats=2), 7, "m")
+        assert server.count() == 4 * 2  # only the first item, twice
+    skipped = [r for r in rows if r["id"] == items[1].id]
+    assert len(skipped) == 8 and all(r["verdict"] is None and r["attempts"] == 0 for r in skipped)
+    assert all(r["error"] == "generation failed: APIError" for r in skipped)
+
+
+@pytest.mark.slow
+def test_judge_stage_survives_a_judge_that_only_answers_500(tmp_path):
+    """`janus judge` with every judge call failing: exit 0, all verdicts unscored, rate printed."""
+    project = make_project(tmp_path / "project")
+    rows = official_rows(2)
+    write_jsonl(project / "artifacts" / "bench" / "bench.jsonl", rows)
+    write_jsonl(
+        project / "artifacts" / "eval" / "responses" / "base.jsonl",
+        [{"id": r["id"], "source": r["source"], "model": "base", "response": "an answer"} for r in rows],
+    )
+    with LoopbackServer() as server:
+        server.script(*[Fault.status_code(500)] * 1000)
+        overrides = (
+            f"judge:\n  llm:\n    backend: openai\n    model: judge\n    base_url: {server.base_url}\n"
+            f"    api_key_env: {KEY_ENV}\n    max_retries: 0\n    timeout_s: 2\n  max_reasks: 1\n"
+        )
+        (project / "profiles" / "loopback.yaml").write_text(overrides)
+        run_janus(project, "use-profile", "loopback")
+        done = run_janus(project, "judge", "--model", "base", timeout=300)
+    assert "unscored 8/8 verdicts (100.0%), 8 failed judge call(s)" in done.stdout
+    metrics = json.loads((project / "metrics" / "eval" / "base.json").read_text())
+    assert metrics["overall"] is None and metrics["unscored_rate"] == 1.0
+    judgments = [json.loads(line) for line in (project / "artifacts/eval/judgments/base.jsonl").read_text().splitlines()]
+    assert len(judgments) == 8 and all(j["verdict"] is None and j["attempts"] == 2 for j in judgments)
+    official = json.loads((project / "artifacts/eval/official/base_evaluation.json").read_text())
+    assert official[rows[0]["id"]]["score"] == [None] * 4
+
+
+@pytest.mark.slow
+def test_janus_evaluate_judges_official_files_against_an_official_bench(tmp_path):
+    """`janus evaluate` on the released layouts: a JSON bench list without ids and with the old
+    `rubric` key, and responses as the official {id: {"response": ...}} map."""
+    project = make_project(tmp_path / "project")
+    rows = official_rows(3, with_ids=False)
+    for row in rows:
+        row["rubric"] = row.pop("rubrics")
+    bench = tmp_path / "Multifaceted-Bench.json"
+    bench.write_text(json.dumps(rows))
+    responses = tmp_path / "gpt-x_responses.json"
+    responses.write_text(json.dumps({"0": {"response": "GOOD-RESPONSE"}, "1": {"response": "GARBAGE-RESPONSE"}}))
+    with LoopbackServer(answer=_scripted_answer) as server:
+        overlay = (
+            f"judge:\n  llm:\n    backend: openai\n    model: judge\n    base_url: {server.base_url}\n"
+            f"    api_key_env: {KEY_ENV}\n    max_retries: 0\n  max_reasks: 1\n  constrained: false\n"
+        )
+        (project / "profiles" / "loopback.yaml").write_text(overlay)
+        run_janus(project, "use-profile", "loopback")
+        out = tmp_path / "eval-out"
+        done = run_janus(project, "evaluate", "--bench", str(bench), "--responses", str(responses), "--out", str(out))
+        bad = tmp_path / "other_responses.json"
+        bad.write_text(json.dumps({"999": {"response": "x"}}))
+        refused = run_janus(project, "evaluate", "--bench", str(bench), "--responses", str(bad), check=False)
+    assert "1 bench item(s) have no response" in done.stdout
+    assert "judge gpt-x: overall 4.000 over 1/3 items; unscored 8/12 verdicts (66.7%)" in done.stdout
+    official = json.loads((out / "gpt-x_evaluation.json").read_text())
+    assert official["0"]["score"] == [4, 4, 4, 4] and official["0"]["response"] == "GOOD-RESPONSE"
+    assert official["1"]["score"] == [None] * 4 and official["2"]["response"] is None
+    scores = json.loads((out / "gpt-x_scores.json").read_text())
+    assert scores["overall"] == 4.0 and scores["unscored"] == 8
+    assert len((out / "gpt-x_judgments.jsonl").read_text().splitlines()) == 12
+    assert refused.returncode == 2 and "'999'" in refused.stderr and "Traceback" not in refused.stderr

@@ -1,0 +1,144 @@
+"""The in-process transformers backend through the engine, on the tiny random model.
+
+Its weights are random, so the text is noise; what is pinned is the machinery: batching with
+left padding keeps the order, token counts are honest, the system message reaches the model,
+and constrained decoding makes even noise schema-valid JSON.
+"""
+
+from __future__ import annotations
+
+import jsonschema
+import pytest
+import torch
+
+from janus_align.config import LLMConfig, Sampling
+from janus_align.llm import ChatRequest
+from janus_align.llm.cache import RequestCache
+from janus_align.llm.engine import LLMEngine
+from janus_align.llm.transformers_backend import TransformersBackend
+from janus_align.models.checkpoint import load_causal_lm, resolve_dtype
+from janus_align.models.prompt_format import encode_prompt, system_reaches_model
+
+GREEDY = Sampling(max_new_tokens=8, temperature=0.0, top_p=1.0)
+SAMPLED = Sampling(max_new_tokens=64, temperature=1.0, top_p=0.95)
+VERDICT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "feedback": {"type": "string", "maxLength": 24},
+        "score": {"type": "integer", "enum": [1, 2, 3, 4, 5]},
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 6}, "maxItems": 2},
+    },
+    "required": ["feedback", "score", "tags"],
+    "additionalProperties": False,
+}
+# Prompts of clearly different lengths, not in length order (the backend sorts them internally).
+PROMPTS = [
+    "Summarize the water cycle in three sentences for a child who likes boats.",
+    "Hi.",
+    "List two prime numbers.",
+    "Write a haiku about autumn leaves falling on a quiet pond at dusk, then explain the imagery you chose.",
+    "Why is the sky blue?",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(ci_base_project):
+    return ci_base_project / "artifacts" / "models" / "base"
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_checkpoint):
+    return TransformersBackend(tiny_checkpoint, LLMConfig(batch_size=4, dtype="float32"))
+
+
+def engine_on(backend: TransformersBackend, batch_size: int | None = None) -> LLMEngine:
+    """A fresh engine (empty in-memory cache) over the shared loaded model."""
+    if batch_size is not None:
+        backend.config = backend.config.model_copy(update={"batch_size": batch_size})
+    return LLMEngine(backend, RequestCache(":memory:"))
+
+
+def test_batched_generation_with_left_padding_returns_results_in_request_order(backend):
+    requests = [ChatRequest.of(p, sampling=GREEDY, seed=i) for i, p in enumerate(PROMPTS)]
+    batched = engine_on(backend, batch_size=4).complete(requests)
+    assert backend.tokenizer.padding_side == "left"
+    assert len(batched) == len(requests)
+    # prompt_tokens is each row's unpadded length: it matches the request at the same index.
+    expected_lengths = [len(encode_prompt(backend.tokenizer, backend.render(r), "chat_template")) for r in requests]
+    assert [r.prompt_tokens for r in batched] == expected_lengths
+    assert len(set(expected_lengths)) == len(PROMPTS)
+    # Left padding leaves greedy answers unchanged: batched equals one request at a time.
+    single = engine_on(backend, batch_size=1).complete(requests)
+    assert [r.text for r in batched] == [r.text for r in single] and any(r.text for r in single)
+    assert [r.completion_tokens for r in batched] == [r.completion_tokens for r in single]
+
+
+def test_token_counts_match_plain_generate(backend):
+    request = ChatRequest.of("Count to three.", system="You count slowly.", sampling=GREEDY)
+    engine = engine_on(backend, batch_size=4)
+    [result] = engine.complete([request])
+    ids = encode_prompt(backend.tokenizer, backend.render(request), "chat_template")
+    with torch.inference_mode():
+        output = backend.model.generate(
+            torch.tensor([ids]), max_new_tokens=GREEDY.max_new_tokens, do_sample=False,
+            eos_token_id=backend._eos_ids, pad_token_id=backend.tokenizer.pad_token_id,
+        )
+    new = output[0, len(ids):].tolist()
+    stop = next((k for k, t in enumerate(new) if t in backend._eos_ids), None)
+    # Completion tokens are those generated, EOS included when one was generated, never padding.
+    assert result.completion_tokens == (len(new) if stop is None else stop + 1)
+    assert result.text == backend.tokenizer.decode(new[:stop], skip_special_tokens=True)
+    assert result.prompt_tokens == len(ids)
+    usage = engine.usage.as_dict()
+    assert (usage["prompt_tokens"], usage["completion_tokens"]) == (len(ids), result.completion_tokens)
+
+
+def test_schema_constrained_output_is_valid_json_even_from_a_random_model(backend):
+    requests = [
+        ChatRequest.of(f"Judge answer {i}. Reply in JSON.", sampling=SAMPLED, seed=i, response_schema=VERDICT_SCHEMA)
+        for i in range(4)
+    ]
+    engine = engine_on(backend, batch_size=4)
+    results = engine.complete(requests)
+    for result in results:
+        assert result.error is None, result.text
+        jsonschema.validate(result.parsed, VERDICT_SCHEMA)
+        assert result.attempts == 1  # the grammar got it right the first time: no re-ask
+        assert result.completion_tokens <= SAMPLED.max_new_tokens
+    assert engine.usage.requests == 4
+
+
+def test_chat_template_carries_the_system_message_to_the_model(backend):
+    system = "You are a pirate who answers in rhymes."
+    tokenizer = backend.tokenizer
+    assert system_reaches_model(tokenizer, system, "chat_template")
+    with_system = ChatRequest.of("Where is the treasure?", system=system, sampling=GREEDY)
+    without = ChatRequest.of("Where is the treasure?", sampling=GREEDY)
+    rendered = backend.render(with_system)
+    assert rendered.count(system) == 1
+    assert rendered.index(system) < rendered.index("Where is the treasure?")
+    assert "named SmolLM" not in rendered  # ours replaces the template's default system text
+    [answered, plain] = engine_on(backend).complete([with_system, without])
+    system_ids = tokenizer(system, add_special_tokens=False)["input_ids"]
+    default_ids = tokenizer(
+        "You are a helpful AI assistant named SmolLM, trained by Hugging Face", add_special_tokens=False
+    )["input_ids"]
+    assert answered.prompt_tokens - plain.prompt_tokens == len(system_ids) - len(default_ids)
+
+
+def test_second_run_is_answered_from_the_cache_without_generating(backend, tmp_path):
+    requests = [ChatRequest.of(p, sampling=GREEDY) for p in PROMPTS[:3]]
+    first = LLMEngine(backend, RequestCache(tmp_path / "llm.sqlite")).complete(requests)
+    again_engine = LLMEngine(backend, RequestCache(tmp_path / "llm.sqlite"))
+    again = again_engine.complete(requests)
+    assert [r.text for r in again] == [r.text for r in first] and all(r.cached for r in again)
+    assert again_engine.usage.cached == 3 and again_engine.usage.completion_tokens == 0
+    assert backend.model_id.startswith("base@")  # checkpoint name + weights fingerprint
+
+
+def test_dtype_auto_is_bfloat16_only_on_a_cpu_with_native_bf16(tiny_checkpoint):
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert resolve_dtype("auto") == ("bfloat16" if native else "float32")
+    assert (resolve_dtype("float32"), resolve_dtype("bfloat16")) == ("float32", "bfloat16")
+    model = load_causal_lm(tiny_checkpoint, "auto")
+    assert model.dtype == (torch.bfloat16 if native else torch.float32)

@@ -1,0 +1,140 @@
+"""The register stage's promotion gate, against a real SQLite MLflow store, and the champion
+served back: pyfunc predict with the signature's input, the scoring server, `janus chat`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from janus_align.config.load import parse_params
+from janus_align.config.profiles import profile_params
+from janus_align.errors import JanusError
+
+REPO = Path(__file__).resolve().parents[1]
+MESSAGES = [{"role": "system", "content": "You answer in one word."}, {"role": "user", "content": "Capital of France?"}]
+
+
+@pytest.fixture
+def store(ci_base_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A project dir (cwd) with an empty sqlite MLflow store and two 'trained' checkpoints.
+
+    The checkpoints are copies of the tiny base with a training record but no logged model, so
+    `register` logs the winner itself (the path the paper profile takes).
+    """
+    import mlflow
+
+    from janus_align import tracking
+
+    monkeypatch.chdir(tmp_path)
+    # Absolute: MLflow caches stores by URI, and a relative one would outlive this test's cwd.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    params = parse_params(profile_params("ci", base=REPO / "params.yaml", profiles_dir=REPO / "profiles"))
+    base = ci_base_project / "artifacts" / "models" / "base"
+    for name in ("sft", "dpo", "rm"):
+        shutil.copytree(base, tmp_path / "artifacts" / "models" / name)
+        record = {"model": name, "prompt_format": "chat_template", "run_id": f"run-{name}", "start_from": "base"}
+        if name == "rm":
+            record["kind"] = "reward"
+        (tmp_path / "artifacts" / "models" / name / "janus_train.json").write_text(json.dumps(record))
+    tracking.configure(params)
+    yield params
+    mlflow.set_tracking_uri(None)
+
+
+def _register(params, scores: dict[str, float]) -> dict:
+    import mlflow
+
+    from janus_align.registry import register
+
+    board = {"models": {name: {"overall": score, "per_dimension": {"style": score - 0.1}} for name, score in scores.items()}}
+    Path("metrics").mkdir(exist_ok=True)
+    Path("metrics/leaderboard.json").write_text(json.dumps(board))
+    with mlflow.start_run(run_name="register"):
+        return register.run(params)
+
+
+def _alias(name: str, alias: str) -> int | None:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return int(MlflowClient().get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+@pytest.mark.slow
+def test_champion_moves_only_to_a_better_model_and_previous_is_kept(store) -> None:
+    from mlflow import MlflowClient
+
+    first = _register(store, {"base": 4.9, "sft": 2.5, "dpo": 2.0, "rm": 4.5, "gpt-4": 4.8})
+    assert (first["candidate"], first["version"], first["promoted"]) == ("sft", 1, True)  # base/rm/API excluded
+    assert _alias("janus", "champion") == 1 and _alias("janus", "previous") is None
+
+    worse = _register(store, {"sft": 2.2, "dpo": 2.4})
+    assert (worse["candidate"], worse["version"], worse["promoted"], worse["alias"]) == ("dpo", 2, False, "challenger")
+    assert _alias("janus", "champion") == 1 and _alias("janus", "challenger") == 2
+
+    tie = _register(store, {"sft": 2.5})
+    assert not tie["promoted"] and _alias("janus", "champion") == 1  # a tie does not beat the champion
+
+    better = _register(store, {"sft": 2.1, "dpo": 3.0})
+    assert (better["version"], better["promoted"], better["previous_version"]) == (4, True, 1)
+    assert _alias("janus", "champion") == 4 and _alias("janus", "previous") == 1
+    written = json.loads(Path("metrics/register.json").read_text())
+    assert written["champion_version"] == 4 and written["promoted"] is True
+
+    version = MlflowClient().get_model_version("janus", "4")
+    assert version.tags["bench_average"] == "3" and version.tags["candidate"] == "dpo"
+    assert version.tags["bench/style"] == "2.9" and version.tags["run_id"] == "run-dpo"
+    assert {"data_version", "git_commit", "profile"} <= set(version.tags)
+    assert "bench average 3" in version.description
+
+
+@pytest.mark.slow
+def test_the_champion_answers_a_system_message_and_a_prompt(store, capsys: pytest.CaptureFixture) -> None:
+    import mlflow
+    import pandas as pd
+    from fastapi.testclient import TestClient
+    from mlflow.pyfunc import scoring_server
+
+    from janus_align.registry import chat
+
+    _register(store, {"sft": 2.5})
+    capsys.readouterr()
+    model = mlflow.pyfunc.load_model("models:/janus@champion")
+    assert model.metadata.signature.inputs.input_names() == ["messages"]
+    answers = model.predict(pd.DataFrame({"messages": [MESSAGES]}), params={"max_new_tokens": 4})
+    assert len(answers) == 1 and isinstance(answers[0], str)
+
+    # What `mlflow models serve -m models:/janus@champion` answers (same app, in process).
+    client = TestClient(scoring_server.init(model))
+    response = client.post("/invocations", json={"inputs": [{"messages": MESSAGES}], "params": {"max_new_tokens": 4}})
+    assert response.status_code == 200 and len(response.json()["predictions"]) == 1
+
+    args = argparse.Namespace(
+        model="models:/janus@champion", system="You answer in one word.", prompt="Capital of France?",
+        max_new_tokens=4, params=str(REPO / "profiles" / "missing.yaml"),
+    )
+    chat.main(args)
+    from_registry = capsys.readouterr().out
+    chat.main(argparse.Namespace(**{**vars(args), "model": "artifacts/models/sft"}))
+    assert capsys.readouterr().out == from_registry  # greedy: the checkpoint answers alike
+    with pytest.raises(JanusError, match="neither a checkpoint directory nor an MLflow model URI"):
+        chat.main(argparse.Namespace(**{**vars(args), "model": "no-such-thing"}))
+
+
+def test_a_broken_leaderboard_is_named(store) -> None:
+    from janus_align.registry import register
+
+    Path("metrics").mkdir(exist_ok=True)
+    Path("metrics/leaderboard.json").write_text(json.dumps({"models": {"sft": {"overall": "high"}}}))
+    with pytest.raises(JanusError, match=r"leaderboard\.json: models\.sft\.overall: expected a finite number"):
+        register.register(store)
+    Path("metrics/leaderboard.json").write_text(json.dumps({"models": {"base": {"overall": 2.0}}}))
+    with pytest.raises(JanusError, match="no trained model on the leaderboard"):
+        register.register(store)

@@ -1,0 +1,111 @@
+"""The report stage on hand-made judgments: leaderboard numbers, win/tie matrix, plots, HTML, MLflow."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from bench_samples import official_rows, set_params, write_jsonl
+from conftest import make_project, run_janus
+
+from janus_align.bench.schema import bench_item
+from janus_align.config import Params
+from janus_align.evaluate.report import ModelResult, leaderboard
+from janus_align.evaluate.responses import Response
+
+# Per-item verdicts (the same for all 4 rubrics) of three models on 5 items.
+VERDICTS = {
+    "alpha": [5, 4, 4, 3, None],
+    "beta": [4, 4, 2, 3, 2],
+    "gamma": [1, 1, 1, 1, 1],
+}
+
+
+def _judgments(model: str) -> list[dict]:
+    rows = []
+    for n, verdict in enumerate(VERDICTS[model]):
+        for rubric in range(4):
+            rows.append(
+                {"id": f"bench-{n}", "model": model, "rubric_index": rubric, "repeat": 0, "verdict": verdict,
+                 "feedback": f"feedback {model} {n} {rubric}", "raw": "...", "judge_model": "judge@test",
+                 "call_failed": False}
+            )
+    return rows
+
+
+def _responses(model: str) -> list[dict]:
+    return [{"id": f"bench-{n}", "source": "x", "model": model, "response": "r" * (10 * (n + 1))} for n in range(5)]
+
+
+def test_leaderboard_scores_cis_and_win_tie_loss_matrix():
+    items = [bench_item(row, "row", i) for i, row in enumerate(official_rows(5))]
+    results = [
+        ModelResult(m, _judgments(m), {r["id"]: Response(r["id"], r["response"]) for r in _responses(m)}, items)
+        for m in VERDICTS
+    ]
+    params = Params.model_validate({"report": {"bootstrap_samples": 500, "tie_margin": 0.0}})
+    board = leaderboard(results, params)
+    alpha = board["models"]["alpha"]
+    assert alpha["overall"] == pytest.approx(4.0)  # (5+4+4+3)/4: the unscored item is left out
+    assert alpha["unscored"] == 4 and alpha["unscored_rate"] == pytest.approx(0.2)
+    assert alpha["ci_low"] <= 4.0 <= alpha["ci_high"] and alpha["ci_low"] >= 3.0 and alpha["ci_high"] <= 5.0
+    assert board["models"]["gamma"]["ci_low"] == board["models"]["gamma"]["ci_high"] == 1.0
+    assert alpha["per_source"] == {"AlpacaEval": 5.0, "FLASK": 4.0, "Koala": 4.0, "MT-Bench": 3.0, "Self-Instruct": None}
+    assert alpha["per_dimension"]["style"] == pytest.approx(4.0)
+    assert alpha["mean_response_length"] == 30.0
+    assert board["ranking"] == ["alpha", "beta", "gamma"]
+    matrix = board["win_tie_loss"]
+    # alpha vs beta on the 4 items both scored: 5>4 win, 4=4 tie, 4>2 win, 3=3 tie.
+    assert {k: matrix["alpha"]["beta"][k] for k in ("win", "tie", "loss", "n")} == {"win": 2, "tie": 2, "loss": 0, "n": 4}
+    assert {k: matrix["beta"]["alpha"][k] for k in ("win", "tie", "loss")} == {"win": 0, "tie": 2, "loss": 2}
+    assert {k: matrix["beta"]["gamma"][k] for k in ("win", "tie", "loss", "n")} == {"win": 5, "tie": 0, "loss": 0, "n": 5}
+    loose = leaderboard(results, Params.model_validate({"report": {"tie_margin": 2.0, "bootstrap_samples": 50}}))
+    assert loose["win_tie_loss"]["alpha"]["beta"]["tie"] == 4
+
+
+@pytest.mark.slow
+def test_report_stage_writes_leaderboard_plots_html_and_one_mlflow_run_per_model(tmp_path):
+    project = make_project(tmp_path / "project")
+    set_params(project, "generate", candidates=list(VERDICTS))
+    write_jsonl(project / "artifacts/bench/bench.jsonl", official_rows(5))
+    for model in VERDICTS:
+        write_jsonl(project / f"artifacts/eval/judgments/{model}.jsonl", _judgments(model))
+        write_jsonl(project / f"artifacts/eval/responses/{model}.jsonl", _responses(model))
+    done = run_janus(project, "report", timeout=300)
+    assert "report alpha: 4.000" in done.stdout and "unscored 4/20 (20.0%)" in done.stdout
+
+    board = json.loads((project / "metrics/leaderboard.json").read_text())
+    assert set(board["models"]) == {"alpha", "beta", "gamma"}
+    assert board["models"]["alpha"]["overall"] == pytest.approx(4.0)
+    assert board["win_tie_loss"]["alpha"]["beta"]["win"] == 2
+    with (project / "plots/per_dimension.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0])[:3] == ["model", "dimension", "score"] and len(rows) == 3 * 4
+    with (project / "plots/per_source.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0])[:3] == ["model", "source", "score"] and len(rows) == 3 * 5
+    html = (project / "reports/eval/report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3 and "<table>" in html and "alpha" in html
+    markdown = (project / "reports/eval/report.md").read_text()
+    assert "| 1 | alpha | 4.00 |" in markdown
+    assert all((project / "reports/eval" / f"{name}.png").stat().st_size > 1000 for name in ("overall", "per_dimension", "per_source"))
+
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["janus"], output_format="list")
+    report_run = next(r for r in runs if r.info.run_name == "report")
+    evaluate = {r.info.run_name: r for r in runs if r.info.run_name.startswith("evaluate-")}
+    assert set(evaluate) == {"evaluate-alpha", "evaluate-beta", "evaluate-gamma"}
+    alpha = evaluate["evaluate-alpha"]
+    assert alpha.data.tags["mlflow.parentRunId"] == report_run.info.run_id
+    assert alpha.data.tags["stage"] == "evaluate" and alpha.data.metrics["overall"] == pytest.approx(4.0)
+    client = mlflow.MlflowClient()
+    artifacts = {a.path for a in client.list_artifacts(alpha.info.run_id)}
+    assert "per_item.json" in artifacts
+    assert {a.path for a in client.list_artifacts(alpha.info.run_id, "report")} >= {"report/report.html", "report/report.md"}
+    table = json.loads(Path(client.download_artifacts(alpha.info.run_id, "per_item.json", str(tmp_path))).read_text())
+    assert {"prompt", "system", "response", "rubric_scores", "feedback"} <= set(table["columns"])
+    assert len(table["data"]) == 5
