@@ -127,6 +127,7 @@ def test_valid_collection_passes_publishes_data_docs_and_logs_to_mlflow(project:
 
     write_collection(project, collection(instructions=24))  # 72 SFT rows: the default profile's size
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    mlflow.set_experiment("validate-test")  # not an experiment id cached from another store
     with mlflow.start_run() as active:
         started = time.perf_counter()
         summary = validate.run(Params())

@@ -81,16 +81,16 @@ class SynthConfig(Section):
     preference_mode: Literal["generated", "sampled"] = "sampled"
     sets_per_instruction: int = Field(3, ge=2, le=10)
     # JSON-schema maxLength of what the teacher writes per preference (bounded output terminates).
-    max_preference_chars: int = Field(60, ge=8, le=2000)
-    max_description_chars: int = Field(160, ge=8, le=4000)
+    max_preference_chars: int = Field(48, ge=8, le=2000)
+    max_description_chars: int = Field(112, ge=8, le=4000)
     max_reject_rate: float = Field(0.25, ge=0.0, le=1.0)
     rm_test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     min_text_chars: int = Field(1, ge=1)
     max_system_chars: int = Field(4000, ge=1)
     max_response_chars: int = Field(16000, ge=1)
-    preference_sampling: Sampling = Sampling(max_new_tokens=512, temperature=0.8)
-    system_message_sampling: Sampling = Sampling(max_new_tokens=192, temperature=0.8)
-    response_sampling: Sampling = Sampling(max_new_tokens=256, temperature=0.7)
+    preference_sampling: Sampling = Sampling(max_new_tokens=384, temperature=0.8)
+    system_message_sampling: Sampling = Sampling(max_new_tokens=128, temperature=0.8, repetition_penalty=1.05)
+    response_sampling: Sampling = Sampling(max_new_tokens=160, temperature=0.7, repetition_penalty=1.05)
 
     @model_validator(mode="after")
     def _lengths_ordered(self) -> "SynthConfig":

@@ -87,7 +87,8 @@ def ask(
             outcome.raw = result.text
             outcome.truncated = result.completion_tokens >= request.sampling.max_new_tokens
             if not result.ok:
-                outcome.value, outcome.reason = None, f"unusable answer: {result.error}"
+                cut = f" (cut at max_new_tokens {request.sampling.max_new_tokens})" if outcome.truncated else ""
+                outcome.value, outcome.reason = None, f"unusable answer{cut}: {result.error}"
                 continue
             outcome.value, outcome.reason = accept(units[i], result)
             if outcome.reason is not None:

@@ -235,6 +235,14 @@ def save_trained(
         model.save_pretrained(str(adapter_partial))
         tokenizer.save_pretrained(str(adapter_partial))
         model = model.merge_and_unload()
+    diverged = [name for name, tensor in model.state_dict().items() if not tensor.isfinite().all()]
+    if diverged:
+        # A NaN model would only fail later, at generation, far from the cause. Seen when every
+        # completion token was truncated away (prompt longer than max_length): 0/0 log-probs.
+        raise JanusError(
+            f"{out.name}: training diverged, non-finite weights in {diverged[:3]}; check the loss curve "
+            "and that max_length leaves room for the completion after the prompt"
+        )
     save_checkpoint(model, tokenizer, out, params.model.save_dtype, f"{out.name} trained from {start_from}")
     if adapter_partial.is_dir():
         adapter_partial.rename(out / "adapter")
