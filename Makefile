@@ -18,7 +18,7 @@ export DO_NOT_TRACK := 1
 export TOKENIZERS_PARALLELISM := false
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: help install data repro test ui clean-venv
+.PHONY: help install data repro test test-all ui clean-venv
 
 help:
 	@echo "make repro   run the whole pipeline (dvc repro) on params.yaml"
@@ -45,7 +45,14 @@ repro: data
 	JANUS_PIPELINE_ID=$${JANUS_PIPELINE_ID:-$$(date -u +%Y%m%dT%H%M%SZ)} $(BIN)/dvc repro
 	$(BIN)/janus summary
 
+# `make test` (what CI runs): every fast test, plus the slow ones a release cannot do without:
+# the embedded GGUF conversion and the fresh-clone `dvc repro` of the whole pipeline.
+# `make test-all` adds the remaining slow tests (about half an hour on 2 cores).
 test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m slow tests/test_prepare_model.py tests/test_pipeline_e2e.py $(PYTEST_ARGS)
+
+test-all: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ui: $(STAMP)
