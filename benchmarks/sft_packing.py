@@ -5,7 +5,7 @@
 
 Rows are conversations in the Janus shape (system, user, assistant) built from the bundled
 instruction pool, so their lengths vary as real ones do. Each mode trains `--steps` steps with
-the same batch size, LoRA and bf16 autocast as the default profile; throughput counts the real
+the same batch size, LoRA and fp32 as the default profile; throughput counts the real
 (non-padding) tokens TRL reports (`num_tokens`) over the training time. With packing, TRL's
 best-fit-decreasing packer fills each `max_length` row with whole conversations, and
 transformers keeps them apart with a block-diagonal mask built from the position ids.
@@ -68,7 +68,7 @@ def measure(model_dir: str, rows: list[dict], packing: bool, args: argparse.Name
     with tempfile.TemporaryDirectory() as tmp:
         config = SFTConfig(
             output_dir=tmp, per_device_train_batch_size=args.batch_size, max_steps=args.steps, learning_rate=1e-4,
-            max_length=args.max_length, packing=packing, assistant_only_loss=True, use_cpu=True, bf16=True,
+            max_length=args.max_length, packing=packing, assistant_only_loss=True, use_cpu=True, bf16=args.bf16,
             gradient_checkpointing=False, logging_steps=1, save_strategy="no", report_to="none", seed=0,
             disable_tqdm=True,
         )
@@ -91,6 +91,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=384)
     parser.add_argument("--rows", type=int, default=96)
     parser.add_argument("--no-lora", dest="lora", action="store_false")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (slower than fp32 on AVX2-only CPUs)")
     args = parser.parse_args()
     if not Path(args.model, "config.json").is_file():
         raise SystemExit(f"{args.model}: no checkpoint (run `janus prepare_model` first)")
@@ -101,7 +102,8 @@ def main() -> None:
         print(json.dumps(result))
     print(f"packed/padded tokens per second: {packed['tokens_per_s'] / padded['tokens_per_s']:.2f}x "
           f"({packed['tokens_per_s']} vs {padded['tokens_per_s']} tok/s, batch {args.batch_size}, "
-          f"max_length {args.max_length}, {'LoRA' if args.lora else 'full'}, bf16 autocast, {os.cpu_count()} cores)")
+          f"max_length {args.max_length}, {'LoRA' if args.lora else 'full'}, {'bf16 autocast' if args.bf16 else 'fp32'}, "
+          f"{os.cpu_count()} cores)")
 
 
 if __name__ == "__main__":

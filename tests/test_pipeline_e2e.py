@@ -49,6 +49,7 @@ def test_setup_data_materializes_exactly_what_data_dvc_records(tmp_path: Path) -
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_fresh_clone_repro_runs_every_stage_then_is_a_noop(tmp_path: Path) -> None:
     project = fresh_clone(tmp_path / "clone")
     run_janus(project, "setup-data")
