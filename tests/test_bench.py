@@ -82,7 +82,8 @@ def test_items_whose_system_message_is_in_the_collection_are_dropped_and_counted
 
 
 def _instruction_of(user: str) -> str:
-    return user.split("Instruction (do not restate or answer it):\n", 1)[1].split("\n\nPreferences:", 1)[0]
+    """Which bench prompt a system-message request is about (whatever the template's wording)."""
+    return max((row["prompt"] for row in PROMPTS if row["prompt"] in user), key=len)
 
 
 def persona_for(instruction: str) -> str:

@@ -82,8 +82,21 @@ def test_a_broken_row_names_the_file_line_and_key(tmp_path, mutate, message):
 def test_duplicate_ids_are_refused(tmp_path):
     rows = official_rows(2)
     rows[1]["id"] = rows[0]["id"]
-    with pytest.raises(BenchFileError, match="duplicate id 'bench-0'"):
+    with pytest.raises(BenchFileError, match=r"dup\.jsonl:2: duplicate id 'bench-0' \(first at .*dup\.jsonl:1\)"):
         load_bench(write_jsonl(tmp_path / "dup.jsonl", rows))
+
+
+def test_an_error_names_the_real_line_when_the_file_has_blank_lines(tmp_path):
+    rows = official_rows(2)
+    rows[1].pop("prompt")
+    path = tmp_path / "gaps.jsonl"
+    path.write_text("\n" + json.dumps(rows[0]) + "\n\n\n" + json.dumps(rows[1]) + "\n")
+    with pytest.raises(BenchFileError, match=r"gaps\.jsonl:5: .*prompt"):
+        load_bench(path)
+    official = tmp_path / "official.json"
+    official.write_text(json.dumps(rows))
+    with pytest.raises(BenchFileError, match=r"official\.json: row 2: .*prompt"):
+        load_bench(official)
 
 
 def test_responses_load_from_our_jsonl_and_the_official_id_map(tmp_path):

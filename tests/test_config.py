@@ -175,3 +175,15 @@ def test_janus_check_rejects_invalid_params_fast_naming_the_key(tmp_path: Path, 
     assert key_path in done.stderr
     assert "Traceback" not in done.stderr
     assert elapsed < 5.0, f"janus check took {elapsed:.1f} s"
+
+
+def test_a_profile_is_not_stacked_on_another(tmp_path):
+    ci = profile_params("ci", base=REPO / "params.yaml", profiles_dir=REPO / "profiles")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(ci))
+    with pytest.raises(JanusError, match=r"holds profile 'ci'; restore the default first"):
+        profile_params("paper", base=tmp_path / "params.yaml", profiles_dir=REPO / "profiles")
+    # An overlay without `profile:` is a tweak and layers on the current profile.
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "tweak.yaml").write_text("seed: 7\n")
+    tweaked = profile_params("tweak", base=tmp_path / "params.yaml", profiles_dir=tmp_path / "profiles")
+    assert (tweaked["profile"], tweaked["seed"], tweaked["model"]["base"]) == ("ci", 7, "tiny-random")

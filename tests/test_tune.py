@@ -100,3 +100,27 @@ def test_two_local_workers_share_one_study_and_log_nested_trials(ci_base_project
     complete_runs = [r for r in trial_runs if r.data.tags.get("trial_state") == "complete"]
     assert all({"hp/learning_rate", "hp/lora_r", "hp/epochs", "hp/warmup_steps"} <= set(r.data.params) for r in complete_runs)
     assert {t.user_attrs["worker"] for t in finished} == {0, 1}  # both processes ran trials
+
+
+@pytest.mark.slow
+def test_bench_objective_scores_each_trial_model_with_the_judge(ci_base_project: Path, tmp_path: Path) -> None:
+    from bench_samples import official_rows, write_jsonl
+
+    project = _tune_project(ci_base_project, tmp_path / "project", n_trials=1, max_steps=1, objective="bench")
+    write_jsonl(project / "artifacts" / "bench" / "bench.jsonl", official_rows(3))
+    process = run_janus(project, "tune", check=False)
+    assert process.returncode == 0, _errors(process.stderr)
+    (trial,) = _complete(_trials(project))
+    score = trial.user_attrs["bench_score"]
+    assert 1.0 <= score <= 5.0 and trial.value == -score  # minimized: minus the judge's mean score
+    best = json.loads((project / "artifacts" / "tune" / "best_params.json").read_text())
+    assert (best["objective"], best["bench_score"]) == ("bench", score)
+    assert best["eval_loss"] == trial.user_attrs["eval_loss"] > 0
+    assert "tune: best bench score" in process.stdout
+
+
+def test_bench_objective_without_a_bench_names_the_missing_file(ci_base_project: Path, tmp_path: Path) -> None:
+    project = _tune_project(ci_base_project, tmp_path / "project", objective="bench")
+    process = run_janus(project, "tune", check=False)
+    assert process.returncode != 0
+    assert "tune.objective: bench needs artifacts/bench/bench.jsonl; run `janus bench` first" in process.stderr

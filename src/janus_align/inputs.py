@@ -10,7 +10,7 @@ import yaml
 
 from janus_align import paths
 from janus_align.errors import JanusError
-from janus_align.records import RecordError, iter_jsonl
+from janus_align.records import RecordError, iter_located
 
 BENCH_GROUPS = ("AlpacaEval", "FLASK", "Koala", "MT-Bench", "Self-Instruct")
 DIMENSIONS = ("style", "background_knowledge", "informativeness", "harmlessness")
@@ -20,12 +20,12 @@ class InputError(JanusError, ValueError):
     """A raw input file is missing or malformed."""
 
 
-def _require_text(path: Path, number: int, row: dict, key: str, optional: bool = False) -> None:
+def _require_text(where: str, row: dict, key: str, optional: bool = False) -> None:
     value = row.get(key, "" if optional else None)
     if value is None:
-        raise InputError(f"{path}:{number}: missing key {key!r}")
+        raise InputError(f"{where}: missing key {key!r}")
     if not isinstance(value, str):
-        raise InputError(f"{path}:{number}: {key!r} must be a string, got {type(value).__name__}")
+        raise InputError(f"{where}: {key!r} must be a string, got {type(value).__name__}")
 
 
 def instruction_files(directory: Path = paths.INSTRUCTIONS_DIR) -> list[Path]:
@@ -40,10 +40,10 @@ def check_instructions(directory: Path = paths.INSTRUCTIONS_DIR) -> Counter:
     sources: Counter = Counter()
     for path in instruction_files(directory):
         try:
-            for number, row in enumerate(iter_jsonl(path), start=1):
-                _require_text(path, number, row, "instruction")
-                _require_text(path, number, row, "source")
-                _require_text(path, number, row, "input", optional=True)
+            for where, row in iter_located(path):
+                _require_text(where, row, "instruction")
+                _require_text(where, row, "source")
+                _require_text(where, row, "input", optional=True)
                 sources[row["source"]] += 1
         except RecordError as exc:
             raise InputError(str(exc)) from None
@@ -55,11 +55,11 @@ def check_bench_prompts(path: Path = paths.BENCH_PROMPTS) -> Counter:
     if not path.is_file():
         raise InputError(f"{path}: file not found (run `make data` or `janus setup-data`)")
     try:
-        for number, row in enumerate(iter_jsonl(path), start=1):
-            _require_text(path, number, row, "prompt")
-            _require_text(path, number, row, "source")
+        for where, row in iter_located(path):
+            _require_text(where, row, "prompt")
+            _require_text(where, row, "source")
             if row["source"] not in BENCH_GROUPS:
-                raise InputError(f"{path}:{number}: source {row['source']!r} is not one of {list(BENCH_GROUPS)}")
+                raise InputError(f"{where}: source {row['source']!r} is not one of {list(BENCH_GROUPS)}")
             groups[row["source"]] += 1
     except RecordError as exc:
         raise InputError(str(exc)) from None

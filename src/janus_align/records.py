@@ -20,7 +20,11 @@ class RecordError(JanusError, ValueError):
 
 def iter_jsonl(path: str | Path) -> Iterator[Row]:
     """Stream the rows of a JSONL file, skipping blank lines."""
-    path = Path(path)
+    for _, row in _numbered_jsonl(Path(path)):
+        yield row
+
+
+def _numbered_jsonl(path: Path) -> Iterator[tuple[int, Row]]:
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -31,7 +35,7 @@ def iter_jsonl(path: str | Path) -> Iterator[Row]:
                 raise RecordError(f"{path}:{number}: broken JSON line ({exc.msg} at column {exc.colno})") from None
             if not isinstance(row, dict):
                 raise RecordError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            yield row
+            yield number, row
 
 
 def iter_records(path: str | Path) -> Iterator[Row]:
@@ -40,12 +44,20 @@ def iter_records(path: str | Path) -> Iterator[Row]:
     A JSON file may hold a list of rows, or a mapping {id: row} as the official evaluation
     outputs do (the id is then kept under `id`).
     """
+    for _, row in iter_located(path):
+        yield row
+
+
+def iter_located(path: str | Path) -> Iterator[tuple[str, Row]]:
+    """(where, row) for each row of `iter_records`: `where` is what an error about the row names,
+    `FILE:LINE` for JSONL (blank lines counted), `FILE: row N` (1-based) or `FILE: id KEY` otherwise."""
     path = Path(path)
     if not path.is_file():
         raise RecordError(f"{path}: file not found")
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        yield from iter_jsonl(path)
+        for number, row in _numbered_jsonl(path):
+            yield f"{path}:{number}", row
     elif suffix == ".json":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -53,19 +65,22 @@ def iter_records(path: str | Path) -> Iterator[Row]:
             raise RecordError(f"{path}:{exc.lineno}: broken JSON ({exc.msg})") from None
         if isinstance(data, dict):
             for key, row in data.items():
-                yield {"id": key, **row} if isinstance(row, dict) else {"id": key, "value": row}
+                yield f"{path}: id {key!r}", ({"id": key, **row} if isinstance(row, dict) else {"id": key, "value": row})
         elif isinstance(data, list):
-            for number, row in enumerate(data):
+            for number, row in enumerate(data, start=1):
                 if not isinstance(row, dict):
-                    raise RecordError(f"{path}: item {number} is not an object")
-                yield row
+                    raise RecordError(f"{path}: row {number} is not an object")
+                yield f"{path}: row {number}", row
         else:
             raise RecordError(f"{path}: expected a list of rows or an {{id: row}} mapping")
     elif suffix == ".parquet":
         import pyarrow.parquet as pq
 
+        number = 0
         for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-            yield from batch.to_pylist()
+            for row in batch.to_pylist():
+                number += 1
+                yield f"{path}: row {number}", row
     else:
         raise RecordError(f"{path}: unsupported file type {suffix!r} (use .jsonl, .json or .parquet)")
 

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from janus_align import paths
 from janus_align.errors import JanusError
-from janus_align.records import iter_records, write_jsonl
+from janus_align.records import iter_located, write_jsonl
 
 # What the bench stage writes and generate/judge/report read.
 BENCH_FILE = paths.BENCH / "bench.jsonl"
@@ -135,14 +135,12 @@ def load_bench(path: str | Path) -> list[BenchItem]:
     """Every item of a bench file (JSON, JSONL or parquet), ids unique."""
     path = Path(path)
     items: list[BenchItem] = []
-    seen: dict[str, int] = {}
-    for position, row in enumerate(iter_records(path)):
-        # JSONL errors name the line; for the other formats the row number is what there is.
-        where = f"{path}:{position + 1}" if path.suffix == ".jsonl" else f"{path}: row {position}"
+    seen: dict[str, str] = {}
+    for position, (where, row) in enumerate(iter_located(path)):
         item = bench_item(row, where, position)
         if item.id in seen:
-            raise BenchFileError(f"{where}: duplicate id {item.id!r} (first at row {seen[item.id]})")
-        seen[item.id] = position
+            raise BenchFileError(f"{where}: duplicate id {item.id!r} (first at {seen[item.id]})")
+        seen[item.id] = where
         items.append(item)
     if not items:
         raise BenchFileError(f"{path}: the bench is empty")

@@ -31,7 +31,16 @@ def profile_params(name: str, base: Path = DEFAULT_PARAMS, profiles_dir: Path = 
     if not overlay_path.is_file():
         known = sorted(p.stem for p in profiles_dir.glob("*.yaml"))
         raise JanusError(f"{overlay_path}: no such profile (known: {', '.join(known) or 'none'})")
-    merged = deep_merge(read_yaml(base) or {}, read_yaml(overlay_path) or {})
+    current, overlay = read_yaml(base) or {}, read_yaml(overlay_path) or {}
+    applied, target = current.get("profile", "default"), overlay.get("profile")
+    if target and applied not in ("default", target):
+        # Overlays are partial: a profile applied on top of another would keep the first one's
+        # keys. (An overlay without `profile:` is a tweak, layered on whatever is there.)
+        raise JanusError(
+            f"{base} holds profile {applied!r}; restore the default first "
+            f"(`git checkout {base}`), then `janus use-profile {name}`"
+        )
+    merged = deep_merge(current, overlay)
     parse_params(merged, f"{base} + {overlay_path}")
     return merged
 

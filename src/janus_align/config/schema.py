@@ -201,7 +201,7 @@ class GenerateConfig(Section):
     best_of: int = Field(1, ge=1)
     prompt_format: Literal["auto", "chat_template", "mistral_inst"] = "auto"  # auto: model.prompt_format
     batch_size: int = Field(16, ge=1, le=512)
-    dtype: Literal["float32", "bfloat16"] = "bfloat16"
+    dtype: Literal["float32", "bfloat16"] = "float32"  # bf16 only where the hardware has it (GPUs)
     sampling: Sampling = Sampling(max_new_tokens=128, temperature=1.0, top_p=0.9, repetition_penalty=1.03)
 
     @model_validator(mode="after")

@@ -61,6 +61,12 @@ def candidate_config(params: Params, model: str) -> LLMConfig:
             f"generate --model {model}: no checkpoint at {checkpoint} (run `janus {stage}` first, "
             f"or name an external model from generate.external; candidates: {known})"
         )
+    return local_config(params, model)
+
+
+def local_config(params: Params, model: str) -> LLMConfig:
+    """The engine settings of an in-process checkpoint answering the bench."""
+    settings = params.generate
     return LLMConfig(
         backend="transformers",
         model=model,

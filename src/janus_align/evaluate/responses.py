@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from janus_align.errors import JanusError
-from janus_align.records import iter_records
+from janus_align.records import iter_located
 
 
 class ResponsesFileError(JanusError, ValueError):
@@ -33,8 +33,7 @@ def load_responses(path: str | Path) -> dict[str, Response]:
     """{id: Response} from our JSONL or the official {id: {"response": ...}} JSON."""
     path = Path(path)
     found: dict[str, Response] = {}
-    for position, row in enumerate(iter_records(path)):
-        where = f"{path}:{position + 1}" if path.suffix == ".jsonl" else f"{path}: row {position}"
+    for where, row in iter_located(path):
         if row.get("id") is None:
             raise ResponsesFileError(f"{where}: missing key 'id'")
         text: Any = row.get("response")

@@ -62,7 +62,8 @@ def parse_json_answer(text: str, schema: dict[str, Any]) -> Any:
     if body.startswith("```"):
         body = body.strip("`").removeprefix("json").strip()
     try:
-        value = json.loads(body)
+        # strict=False: constrained decoding may emit raw control characters (newlines) inside strings.
+        value = json.loads(body, strict=False)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not valid JSON: {exc.msg} at char {exc.pos}") from None
     try:

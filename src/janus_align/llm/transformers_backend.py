@@ -9,6 +9,7 @@ is several times slower per token; outlines drags in a much larger dependency tr
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import time
@@ -59,7 +60,12 @@ class TransformersBackend:
         return sorted(i for i in ids if i is not None)
 
     def render(self, request: ChatRequest) -> str:
-        return render_messages(self.tokenizer, list(request.messages), self.prompt_format)
+        text = render_messages(self.tokenizer, list(request.messages), self.prompt_format)
+        if self.prompt_format == "mistral_inst":
+            # Training moves the space after [/INST] into the answer's first token
+            # (train.datasets.literal_prompt); the model must read the same tokens here.
+            text = text.rstrip(" ")
+        return text
 
     def _grammar(self, schema: dict[str, Any]) -> Any:
         import xgrammar as xgr
@@ -126,4 +132,7 @@ class TransformersBackend:
         return results
 
     def close(self) -> None:
+        """Drop the model and grammars so a stage that loads several models keeps one in memory."""
         self._grammars.clear()
+        self.model = None
+        gc.collect()

@@ -1,10 +1,11 @@
 """The teacher prompts of the synthesis stages, their JSON schemas, and their version.
 
 The paper's appendix prompts are not available (PAPER.md section 2); these follow its summary:
-- preference sets: the instruction, the four dimension definitions and seed examples; the
-  teacher answers JSON, one {subdimension, preference, description} per dimension. In `sampled`
-  mode the subdimensions are drawn from the taxonomy and the teacher writes the rest; in
-  `generated` mode it proposes all of it, for several sets at once, which must differ;
+- preference sets: the instruction with seed examples (and, in `generated` mode, the four
+  dimension definitions); the teacher answers JSON, one {subdimension, preference, description}
+  per dimension. In `sampled` mode the subdimensions are drawn from the taxonomy and the teacher
+  writes the rest; in `generated` mode it proposes all of it, for several sets at once, which
+  must differ. Prompts are kept short: on a CPU the prompt's prefill is much of a request's cost;
 - system message: one preference set (and the instruction, so the role fits the task, as in
   the released data) -> one second-person paragraph that weaves in all four preferences
   without listing them or restating the instruction;
@@ -44,11 +45,11 @@ PREFERENCE_SYSTEM = (
 PREFERENCE_SAMPLED_USER = """Instruction:
 {instruction}
 
-For each dimension below, write one preference that a user could have for the response to this instruction, inside the given subdimension, and a one-sentence description of it. Make the preferences specific to the instruction.
+For each dimension, write a preference a user could have for the response to this instruction, within the given subdimension, and a one-sentence description of it, specific to the instruction.
 
 {dimensions}
 
-Answer in JSON: {{"style": {{"preference": "...", "description": "..."}}, "background_knowledge": {{...}}, "informativeness": {{...}}, "harmlessness": {{...}}}}"""
+Answer in JSON with keys style, background_knowledge, informativeness, harmlessness, each {{"preference": ..., "description": ...}}."""
 
 PREFERENCE_GENERATED_USER = """Instruction:
 {instruction}
@@ -62,15 +63,13 @@ Answer in JSON: {{"preference_sets": [{{"style": {{"subdimension": "...", "prefe
 
 SYSTEM_MESSAGE_SYSTEM = "You write system messages that tell an AI assistant who it is and how to answer."
 
-SYSTEM_MESSAGE_USER = """Write the system message for an AI assistant that will answer the instruction below for a user with these preferences.
-
-Instruction (do not restate or answer it):
+SYSTEM_MESSAGE_USER = """Instruction (do not restate or answer it):
 {instruction}
 
-Preferences:
+User preferences:
 {preferences}
 
-Write one paragraph in the second person ("You are ..."). Give the assistant a role that suits the instruction and weave all four preferences into it naturally. Do not list the preferences and do not mention this request. Reply with the system message only."""
+Write the system message for the assistant that will answer this instruction for this user: one paragraph in the second person ("You are ..."), giving it a role suited to the instruction and weaving in all four preferences without listing them. Reply with the system message only."""
 
 
 def _fingerprint() -> str:
@@ -131,9 +130,7 @@ def sampled_preference_prompt(instruction: str, draws: Sequence[tuple[str, str, 
     lines = []
     for dimension, subdimension, examples in draws:
         quoted = ", ".join(f'"{e}"' for e in examples[:EXAMPLES_PER_SUBDIMENSION])
-        lines.append(
-            f"- {dimension} ({DIMENSION_DEFINITIONS[dimension]}); subdimension: {subdimension}; e.g. {quoted}"
-        )
+        lines.append(f"- {dimension}, subdimension {subdimension} (e.g. {quoted})")
     return PREFERENCE_SAMPLED_USER.format(instruction=instruction, dimensions="\n".join(lines))
 
 

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from janus_align.errors import JanusError
-from janus_align.records import RecordError, iter_jsonl
+from janus_align.records import RecordError, iter_located
 
 
 class Row(BaseModel):
@@ -93,13 +93,13 @@ def read_rows(path: str | Path, model: type[RowT]) -> list[RowT]:
         raise JanusError(f"{path}: not found (run the stage that writes it first)")
     rows: list[RowT] = []
     try:
-        for number, raw in enumerate(iter_jsonl(path), start=1):
+        for located, raw in iter_located(path):
             try:
                 rows.append(model.model_validate(raw))
             except ValidationError as exc:
                 first = exc.errors()[0]
                 where = ".".join(str(p) for p in first["loc"]) or "<row>"
-                raise JanusError(f"{path}:{number}: {where}: {first['msg']}") from None
+                raise JanusError(f"{located}: {where}: {first['msg']}") from None
     except RecordError as exc:
         raise JanusError(str(exc)) from None
     return rows

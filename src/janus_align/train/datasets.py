@@ -26,7 +26,7 @@ from transformers import PreTrainedTokenizerBase
 from janus_align import paths
 from janus_align.errors import JanusError
 from janus_align.models.prompt_format import PromptFormat, mistral_inst, render_prompt, to_messages
-from janus_align.records import RecordError, iter_records
+from janus_align.records import RecordError, iter_located
 
 SplitName = Literal["sft", "sft_small", "dpo", "orpo", "rm"]
 DATA_SUFFIXES = (".parquet", ".jsonl", ".json")
@@ -91,9 +91,9 @@ def _read_rows(name: str, files: list[Path]) -> list[dict[str, Any]]:
     rows = []
     for path in files:
         try:
-            for number, row in enumerate(iter_records(path), start=1):
+            for located, row in iter_located(path):
                 for column in REQUIRED_COLUMNS[name]:
-                    where = f"{path}: row {number}: column {column!r}"
+                    where = f"{located}: column {column!r}"
                     if column not in row or row[column] is None:
                         raise SplitError(f"{where} is missing")
                     text = answer_text(row[column], where) if column in ("chosen", "rejected") else row[column]

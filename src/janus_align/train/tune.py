@@ -10,7 +10,10 @@ warmup), whose winner `train_sft` and `train_sft_small` read from artifacts/tune
   (ranges, SFT settings, base model, the SFT split's files), so a changed recipe starts a fresh
   study instead of mixing incomparable trials, and every worker of one recipe finds the same one.
 - Objective: the loss on the held-out part of the SFT split (`train.common.eval_fraction`),
-  reported every `tune.eval_steps` steps to a median pruner. `tune.objective: bench` is refused.
+  reported every `tune.eval_steps` steps to a median pruner. With `tune.objective: bench` each
+  trial's model also answers the bench and is judged (evaluate/bench_score.py): the study then
+  minimizes minus the bench score, so the pruner still reads the held-out loss (lower is better
+  for both) and stops hopeless trials before their expensive bench run.
 - Each trial is a nested MLflow run under the stage's `tune` run, its parameters prefixed `hp/`.
 - `janus tune --workers N` runs N local processes on one study; on several machines, run
   `janus tune` on each against one RDB storage URL.
@@ -132,7 +135,6 @@ def objective(trial: Any, params: Params, split: SplitRows, worker: int = 0) -> 
     import optuna
 
     from janus_align.tracking import run_tags
-    from janus_align.train.train_sft import fit
 
     chosen = suggest(trial, params)
     common = params.train.common.model_copy(update={"eval_steps": params.tune.eval_steps})
@@ -144,7 +146,7 @@ def objective(trial: Any, params: Params, split: SplitRows, worker: int = 0) -> 
     trial.set_user_attr("mlflow_run_id", run.info.run_id)
     trial.set_user_attr("worker", worker)
     try:
-        metrics = fit(params, settings, split, out=None, callbacks=[PruneOnEvalLoss(trial)])
+        value = _trial_value(trial, params, settings, split)
     except optuna.TrialPruned:
         mlflow.set_tag("trial_state", "pruned")
         mlflow.end_run("KILLED")
@@ -152,10 +154,34 @@ def objective(trial: Any, params: Params, split: SplitRows, worker: int = 0) -> 
     except BaseException:
         mlflow.end_run("FAILED")
         raise
-    mlflow.log_metric("objective", metrics["eval_loss"])
+    mlflow.log_metric("objective", value)
     mlflow.set_tag("trial_state", "complete")
     mlflow.end_run()
-    return metrics["eval_loss"]
+    return value
+
+
+def _trial_value(trial: Any, params: Params, settings: Any, split: SplitRows) -> float:
+    """The held-out loss, or minus the bench score of the trial's model (`tune.objective`)."""
+    import mlflow
+
+    from janus_align.train.train_sft import fit
+
+    callbacks = [PruneOnEvalLoss(trial)]
+    if params.tune.objective == "eval_loss":
+        loss = fit(params, settings, split, out=None, callbacks=callbacks)["eval_loss"]
+        trial.set_user_attr("eval_loss", loss)
+        return loss
+    from janus_align.evaluate.bench_score import bench_score
+
+    with tempfile.TemporaryDirectory(prefix="janus-trial-") as scratch:
+        checkpoint = Path(scratch) / "model"
+        trial.set_user_attr("eval_loss", fit(params, settings, split, out=checkpoint, callbacks=callbacks)["eval_loss"])
+        score = bench_score(params, checkpoint, f"trial-{trial.number}")
+    if score is None:
+        raise TuneError(f"trial {trial.number}: the judge scored none of the bench items (see judge.* params)")
+    mlflow.log_metric("bench_score", score)
+    trial.set_user_attr("bench_score", score)
+    return -score
 
 
 def optimize(params: Params, worker: int = 0) -> None:
@@ -176,10 +202,10 @@ def optimize(params: Params, worker: int = 0) -> None:
 
 def _check(params: Params) -> SplitRows:
     if params.tune.objective == "bench":
-        raise TuneError(
-            "tune.objective: bench is not supported in this pipeline yet (each trial would have to generate "
-            "and judge the whole bench); use eval_loss"
-        )
+        from janus_align.bench.schema import BENCH_FILE
+
+        if not BENCH_FILE.is_file():
+            raise TuneError(f"tune.objective: bench needs {BENCH_FILE}; run `janus bench` first")
     split = load_split("sft", params.train.common.eval_fraction, params.seed)
     if not split.eval:
         raise TuneError("train.common.eval_fraction: the tune objective needs held-out SFT rows; set it above 0")
@@ -225,7 +251,9 @@ def best_params(params: Params) -> dict[str, Any]:
             counts[key] += 1
     return {
         "params": best.params,
-        "eval_loss": best.value,
+        "objective": params.tune.objective,
+        "eval_loss": best.user_attrs.get("eval_loss", best.value),
+        "bench_score": best.user_attrs.get("bench_score"),
         "trial": best.number,
         "mlflow_run_id": best.user_attrs.get("mlflow_run_id"),
         "study": study.study_name,
@@ -261,13 +289,16 @@ def run(params: Params, workers: int = 1) -> dict[str, Any]:
         raise TuneError(f"tune: {sum(1 for c in codes if c)} worker process(es) failed (see their output above)")
     result = best_params(params)
     write_json(BEST_PARAMS, result)
-    write_json(TUNE_METRICS, {"best_eval_loss": result["eval_loss"], "best_trial": result["trial"],
-                              **{f"trials_{k}": v for k, v in result["trials"].items()},
+    scores = {"best_eval_loss": result["eval_loss"], "best_trial": result["trial"]}
+    if result["bench_score"] is not None:
+        scores["best_bench_score"] = result["bench_score"]
+    write_json(TUNE_METRICS, {**scores, **{f"trials_{k}": v for k, v in result["trials"].items()},
                               **{f"best_{k}": v for k, v in result["params"].items()}})
     if run_ is not None:
         mlflow.log_params({f"best/{k}": v for k, v in result["params"].items()} | {"study": result["study"]})
-        mlflow.log_metrics({"best_eval_loss": result["eval_loss"], "best_trial": result["trial"]})
-    print(f"tune: best eval_loss {result['eval_loss']:.4f} (trial {result['trial']}) {result['params']} -> {BEST_PARAMS}")
+        mlflow.log_metrics(scores)
+    won = f"bench score {result['bench_score']:.3f}" if result["bench_score"] is not None else f"eval_loss {result['eval_loss']:.4f}"
+    print(f"tune: best {won} (trial {result['trial']}) {result['params']} -> {BEST_PARAMS}")
     return result
 
 
