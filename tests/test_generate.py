@@ -17,6 +17,7 @@ from janus_align.errors import JanusError
 from janus_align.evaluate.generate import generation_requests, require_reward_model, resolve_prompt_format
 from janus_align.models.checkpoint import load_tokenizer
 from janus_align.models.prompt_format import (
+from janus_align.train.datasets import literal_prompt
     encode_prompt,
     system_reaches_model,
     system_tokens,
@@ -71,7 +72,10 @@ def test_the_system_message_reaches_the_model_token_by_token(checkpoints, checkp
     assert item.prompt in backend.tokenizer.decode(ids)
     assert system_reaches_model(backend.tokenizer, SYSTEM, prompt_format)
     if prompt_format == "mistral_inst":
-        assert text == f"[INST] {SYSTEM}\n{item.prompt} [/INST] "
+        # The paper's literal format, its space after [/INST] moved into the answer as training does
+        # (train.datasets.literal_prompt), so the model reads the very tokens it was trained on.
+        assert text == f"[INST] {SYSTEM}\n{item.prompt} [/INST]"
+        assert text == literal_prompt(SYSTEM, item.prompt, "answer")[0]
         assert ids.count(backend.tokenizer.bos_token_id) <= 1  # BOS (when the tokenizer adds one) never doubled
     if checkpoint == "no_system":
         assert text.count("<|im_start|>user\n" + SYSTEM + "\n" + item.prompt) == 1  # folded into the user turn

@@ -135,3 +135,13 @@ def test_a_worker_process_does_not_relaunch(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("LOCAL_RANK", "0")
     assert not launch.is_distributed(params)
     assert not launch.is_distributed(profile("ci"))
+
+
+def test_deepspeed_missing_on_a_cpu_setup_is_a_clear_error_before_any_worker_starts() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("deepspeed") is not None:
+        pytest.skip("deepspeed is installed here (a GPU machine)")
+    with pytest.raises(JanusError, match=r"needs the deepspeed package.*requirements-gpu\.txt"):
+        launch.require_backend("deepspeed_zero3")
+    launch.require_backend("fsdp")  # torch's own FSDP needs nothing more

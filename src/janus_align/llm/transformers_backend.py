@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from janus_align.config.schema import LLMConfig, Sampling
+from janus_align.llm.decoding import sample_batch
 from janus_align.llm.types import ChatRequest, ChatResult, ResultCallback
 from janus_align.models.checkpoint import load_causal_lm, load_tokenizer
 from janus_align.models.prompt_format import ADD_SPECIAL_TOKENS, PromptFormat, render_messages
@@ -90,46 +91,41 @@ class TransformersBackend:
             groups.setdefault(key, []).append(i)
         for indices in groups.values():
             indices.sort(key=lambda i: lengths[i])
-            for start in range(0, len(indices), self.config.batch_size):
-                batch = indices[start : start + self.config.batch_size]
+            # Even batches (70 requests at batch_size 64: 35 + 35, not 64 + 6): each batch's
+            # decoding steps cost a fixed part, so a small trailing batch is nearly a full one.
+            size = -(-len(indices) // -(-len(indices) // self.config.batch_size))
+            for start in range(0, len(indices), size):
+                batch = indices[start : start + size]
                 for i, result in zip(batch, self._generate_batch([requests[i] for i in batch], [prompts[i] for i in batch])):
                     on_result(i, result)
 
-    @torch.inference_mode()
     def _generate_batch(self, requests: list[ChatRequest], prompts: list[str]) -> list[ChatResult]:
         sampling: Sampling = requests[0].sampling
         schema = requests[0].response_schema
         encoded = self.tokenizer(
             prompts, return_tensors="pt", padding=True, add_special_tokens=ADD_SPECIAL_TOKENS[self.prompt_format]
         )
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": sampling.max_new_tokens,
-            "pad_token_id": self.tokenizer.pad_token_id,
-            "eos_token_id": self._eos_ids,
-            "repetition_penalty": sampling.repetition_penalty,
-        }
-        if sampling.temperature > 0:
-            kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if schema is not None:
-            import xgrammar as xgr
-
-            # A fresh processor per call: it keeps per-batch matcher state.
-            kwargs["logits_processor"] = [xgr.contrib.hf.LogitsProcessor(self._grammar(schema))]
-        # Seed from the batch's requests so a batch reproduces whatever else ran before it.
-        torch.manual_seed(sum(r.seed for r in requests) % (2**31))
         started = time.perf_counter()
-        output = self.model.generate(**encoded, **kwargs)
+        decoded = sample_batch(
+            self.model,
+            encoded["input_ids"],
+            encoded["attention_mask"],
+            sampling,
+            self._eos_ids,
+            # Seed from the batch's requests so a batch reproduces whatever else ran before it.
+            seed=sum(r.seed for r in requests),
+            grammar=self._grammar(schema) if schema is not None else None,
+        )
         latency = time.perf_counter() - started
-        new_tokens = output[:, encoded["input_ids"].shape[1] :]
-        results = []
-        for row, mask in zip(new_tokens, encoded["attention_mask"]):
-            ids = row.tolist()
-            stop = next((k for k, t in enumerate(ids) if t in self._eos_ids), len(ids))
-            text = self.tokenizer.decode(ids[:stop], skip_special_tokens=True)
-            results.append(ChatResult(text, int(mask.sum()), stop + (stop < len(ids)), latency / len(prompts)))
-        return results
+        return [
+            ChatResult(
+                self.tokenizer.decode(row.tokens, skip_special_tokens=True),
+                int(mask.sum()),
+                len(row.tokens) + row.finished,  # the stop token counts, as the API backends count it
+                latency / len(prompts),
+            )
+            for row, mask in zip(decoded, encoded["attention_mask"])
+        ]
 
     def close(self) -> None:
         """Drop the model and grammars so a stage that loads several models keeps one in memory."""

@@ -12,22 +12,13 @@ artifacts/synth/stats/responses.json.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Sequence
 
 from janus_align.config import Params
 from janus_align.llm import ChatRequest, ChatResult, LLMEngine
 from janus_align.synth import artifacts
-from janus_align.synth.rows import RejectRow, ResponseRow, SystemMessageRow, read_rows
-from janus_align.synth.teacher import (
-    Outcome,
-    ask,
-    extend_row,
-    finish_stage,
-    reject_row,
-    request_seed,
-    teacher_engine,
-)
+from janus_align.synth.rows import RejectRow, ResponseRow, SystemMessageRow
+from janus_align.synth.teacher import Outcome, ask, extend_rows, request_seed, run_row_stage
 
 STAGE = "responses"
 
@@ -59,20 +50,9 @@ def generate_responses(
         return (None, reason) if reason else (text, None)
 
     outcomes = ask(engine, list(rows), build, accept, params.teacher.max_reasks, desc=stage)
-    done, rejects = [], []
-    for outcome in outcomes:
-        row: SystemMessageRow = outcome.unit
-        if not outcome.ok:
-            rejects.append(reject_row(stage, row.id, outcome))
-            continue
-        done.append(extend_row(row, ResponseRow, engine, outcome, stage, output=outcome.value))
+    done, rejects = extend_rows(engine, outcomes, ResponseRow, stage, "output")
     return done, rejects, outcomes
 
 
 def run(params: Params) -> list[ResponseRow]:
-    started = time.perf_counter()
-    rows = read_rows(artifacts.SYSTEM_MESSAGES, SystemMessageRow)
-    with teacher_engine(params) as engine:
-        done, rejects, outcomes = generate_responses(engine, rows, params)
-        finish_stage(STAGE, params, engine, outcomes, done, rejects, started, artifacts.RESPONSES)
-    return done
+    return run_row_stage(STAGE, params, artifacts.SYSTEM_MESSAGES, SystemMessageRow, generate_responses, artifacts.RESPONSES)

@@ -13,7 +13,6 @@ and artifacts/synth/stats/system_messages.json. `generate_system_messages` is re
 from __future__ import annotations
 
 import re
-import time
 from typing import Any, Sequence
 
 from janus_align.config import Params
@@ -25,16 +24,8 @@ from janus_align.synth.prompts import (
     clean_system_message,
     system_message_prompt,
 )
-from janus_align.synth.rows import PreferenceSetRow, RejectRow, SystemMessageRow, read_rows
-from janus_align.synth.teacher import (
-    Outcome,
-    ask,
-    extend_row,
-    finish_stage,
-    reject_row,
-    request_seed,
-    teacher_engine,
-)
+from janus_align.synth.rows import PreferenceSetRow, RejectRow, SystemMessageRow
+from janus_align.synth.teacher import Outcome, ask, extend_rows, request_seed, run_row_stage
 
 STAGE = "system_messages"
 _LIST_LINE = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+", re.MULTILINE)
@@ -78,20 +69,9 @@ def generate_system_messages(
         return (None, reason) if reason else (text, None)
 
     outcomes = ask(engine, list(rows), build, accept, params.teacher.max_reasks, desc=stage)
-    done, rejects = [], []
-    for outcome in outcomes:
-        row: PreferenceSetRow = outcome.unit
-        if not outcome.ok:
-            rejects.append(reject_row(stage, row.id, outcome))
-            continue
-        done.append(extend_row(row, SystemMessageRow, engine, outcome, stage, system=outcome.value))
+    done, rejects = extend_rows(engine, outcomes, SystemMessageRow, stage, "system")
     return done, rejects, outcomes
 
 
 def run(params: Params) -> list[SystemMessageRow]:
-    started = time.perf_counter()
-    rows = read_rows(artifacts.PREFERENCE_SETS, PreferenceSetRow)
-    with teacher_engine(params) as engine:
-        done, rejects, outcomes = generate_system_messages(engine, rows, params)
-        finish_stage(STAGE, params, engine, outcomes, done, rejects, started, artifacts.SYSTEM_MESSAGES)
-    return done
+    return run_row_stage(STAGE, params, artifacts.PREFERENCE_SETS, PreferenceSetRow, generate_system_messages, artifacts.SYSTEM_MESSAGES)

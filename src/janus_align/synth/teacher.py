@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Generic, Iterator, Sequence, TypeVar
 
 from janus_align.config import Params
@@ -26,7 +27,7 @@ from janus_align.llm import ChatRequest, ChatResult, LLMEngine, open_engine
 from janus_align.records import write_json, write_jsonl
 from janus_align.synth import artifacts
 from janus_align.synth.prompts import TEMPLATE_VERSION
-from janus_align.synth.rows import Provenance, RejectRow, Row, Usage, dump
+from janus_align.synth.rows import Provenance, RejectRow, Row, Usage, dump, read_rows
 
 UnitT = TypeVar("UnitT")
 # accept(unit, result) -> (value, None) when usable, (None, reason) when not.
@@ -136,6 +137,37 @@ def teacher_engine(params: Params) -> Iterator[LLMEngine]:
 
 def reject_row(stage: str, row_id: str, outcome: Outcome) -> RejectRow:
     return RejectRow(stage=stage, id=row_id, reason=outcome.reason or "unknown", raw=outcome.raw)
+
+
+def extend_rows(
+    engine: LLMEngine, outcomes: Sequence[Outcome], model: type[RowT], stage: str, field: str
+) -> tuple[list[RowT], list[RejectRow]]:
+    """Each accepted outcome's row extended with `field` = its answer; each failed one as a reject."""
+    done: list[RowT] = []
+    rejects: list[RejectRow] = []
+    for outcome in outcomes:
+        if outcome.ok:
+            done.append(extend_row(outcome.unit, model, engine, outcome, stage, **{field: outcome.value}))
+        else:
+            rejects.append(reject_row(stage, outcome.unit.id, outcome))
+    return done, rejects
+
+
+def run_row_stage(
+    stage: str,
+    params: Params,
+    source: Path,
+    source_model: type[Row],
+    generate: Callable[[LLMEngine, list[Any], Params], tuple[list[RowT], list[RejectRow], list[Outcome]]],
+    out: Path,
+) -> list[RowT]:
+    """A teacher stage that turns each row of `source` into one row of `out` (system messages, responses)."""
+    started = time.perf_counter()
+    rows = read_rows(source, source_model)
+    with teacher_engine(params) as engine:
+        done, rejects, outcomes = generate(engine, rows, params)
+        finish_stage(stage, params, engine, outcomes, done, rejects, started, out)
+    return done
 
 
 def finish_stage(

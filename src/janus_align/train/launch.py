@@ -56,9 +56,23 @@ def launch_command(stage: str, params_file: str | Path, params: Params) -> list[
     ]
 
 
+def require_backend(kind: str) -> None:
+    """DeepSpeed is a GPU-machine extra (requirements-gpu.txt): say so before launching workers."""
+    import importlib.util
+
+    if kind == "deepspeed_zero3" and importlib.util.find_spec("deepspeed") is None:
+        raise JanusError(
+            "train.common.distributed: deepspeed_zero3 needs the deepspeed package, which the CPU "
+            "setup does not install; on the GPU machine run "
+            "`.venv/bin/pip install --no-build-isolation -r requirements-gpu.txt`, or set distributed: fsdp"
+        )
+
+
 def run_distributed(stage: str, params: Params) -> None:
     """Train `stage` under accelerate and wait; the caller's active MLflow run receives the metrics."""
     import mlflow
+
+    require_backend(params.train.common.distributed)
 
     with tempfile.TemporaryDirectory(prefix="janus-launch-") as tmp:
         params_file = Path(tmp) / "params.json"

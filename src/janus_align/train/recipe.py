@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 from janus_align import paths
 from janus_align.config import Params
@@ -290,6 +291,50 @@ def train_and_save(
     if out is not None:
         save_trained(trainer, tokenizer, out, params, start_from, own_template, kind)
     return metrics
+
+
+TrainerBuilder = Callable[[Params, RecipeSettings, Any, Path, str], tuple[Any, Any]]
+
+
+def train_recipe(
+    params: Params,
+    name: RecipeName,
+    build_trainer: TrainerBuilder,
+    start_from: Path,
+    kind: Literal["causal", "reward"] = "causal",
+    record: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train recipe `name` on its split from `start_from`; save artifacts/models/<name>/ and its record.
+
+    `build_trainer(params, settings, split, start_from, output_dir) -> (trainer, tokenizer)` is
+    the one thing a recipe module supplies; `record` adds to (or overrides) the record's keys.
+    """
+    from janus_align.train.datasets import load_split
+
+    settings = resolve(params, name)
+    split = load_split(name, params.train.common.eval_fraction, params.seed)
+    out = paths.model_dir(name)
+    with tempfile.TemporaryDirectory(prefix=f"janus-{name}-") as tmp:
+        trainer, tokenizer = build_trainer(params, settings, split, start_from, tmp)
+        metrics = train_and_save(trainer, tokenizer, tokenizer.chat_template, params, out, start_from, kind)
+    if is_main_process():
+        write_train_record(out, train_record(params, name, settings, metrics, start_from, split) | dict(record or {}))
+    return metrics
+
+
+def train_record(
+    params: Params, name: str, settings: RecipeSettings, metrics: Mapping[str, Any], start_from: Path, split: Any
+) -> dict[str, Any]:
+    """What `janus_train.json` holds for every recipe (the stage adds the MLflow run and model URI)."""
+    return {
+        "model": name,
+        "recipe": settings.as_dict(),
+        "metrics": dict(metrics),
+        "prompt_format": params.model.prompt_format,
+        "start_from": str(start_from),
+        "train_rows": len(split.train),
+        "eval_rows": len(split.eval),
+    }
 
 
 def write_train_record(out: Path, record: dict[str, Any]) -> None:

@@ -7,26 +7,15 @@ project's prompt format; the loss covers the chosen and rejected answers only.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from janus_align import paths
 from janus_align.config import Params
 from janus_align.models.checkpoint import load_tokenizer
-from janus_align.train.datasets import SplitRows, load_split, to_dataset
+from janus_align.train.datasets import SplitRows, to_datasets
 from janus_align.train.mlflow_logging import MlflowStepLogger, log_trainer_config
-from janus_align.train.recipe import (
-    RecipeSettings,
-    is_main_process,
-    load_model,
-    peft_config,
-    require_checkpoint,
-    resolve,
-    train_and_save,
-    training_args,
-    write_train_record,
-)
+from janus_align.train.recipe import RecipeSettings, load_model, peft_config, require_checkpoint, train_recipe, training_args
 from janus_align.train.stage import run_training_stage
 
 START_FROM = paths.model_dir("sft_small")
@@ -39,8 +28,7 @@ def build_trainer(
     from trl import DPOConfig, DPOTrainer
 
     tokenizer = load_tokenizer(start_from, padding_side="right")
-    train_set = to_dataset(split.train, "preference", tokenizer, params.model.prompt_format)
-    eval_set = to_dataset(split.eval, "preference", tokenizer, params.model.prompt_format)
+    train_set, eval_set = to_datasets(split, "preference", tokenizer, params.model.prompt_format)
     config = DPOConfig(
         **training_args(settings, params.seed, output_dir, eval_set is not None),
         max_length=settings.max_length,
@@ -61,27 +49,7 @@ def build_trainer(
 
 
 def train(params: Params) -> dict[str, Any]:
-    settings = resolve(params, "dpo")
-    split = load_split("dpo", params.train.common.eval_fraction, params.seed)
-    start_from = require_checkpoint(START_FROM, "train_sft_small")
-    out = paths.model_dir("dpo")
-    with tempfile.TemporaryDirectory(prefix="janus-dpo-") as tmp:
-        trainer, tokenizer = build_trainer(params, settings, split, start_from, tmp)
-        metrics = train_and_save(trainer, tokenizer, tokenizer.chat_template, params, out, start_from)
-    if is_main_process():
-        write_train_record(
-            out,
-            {
-                "model": "dpo",
-                "recipe": settings.as_dict(),
-                "metrics": metrics,
-                "prompt_format": params.model.prompt_format,
-                "start_from": str(start_from),
-                "train_rows": len(split.train),
-                "eval_rows": len(split.eval),
-            },
-        )
-    return metrics
+    return train_recipe(params, "dpo", build_trainer, require_checkpoint(START_FROM, "train_sft_small"))
 
 
 def run(params: Params) -> Path:

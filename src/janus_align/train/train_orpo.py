@@ -10,7 +10,6 @@ training sees exactly the tokens inference sends. `train.orpo.beta` is the paper
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +17,9 @@ from janus_align import paths
 from janus_align.config import Params
 from janus_align.models.checkpoint import load_tokenizer
 from janus_align.models.prompt_format import encode_prompt
-from janus_align.train.datasets import SplitRows, load_split, to_dataset
+from janus_align.train.datasets import SplitRows, to_datasets
 from janus_align.train.mlflow_logging import MlflowStepLogger, log_trainer_config
-from janus_align.train.recipe import (
-    RecipeSettings,
-    is_main_process,
-    load_model,
-    peft_config,
-    require_checkpoint,
-    resolve,
-    train_and_save,
-    training_args,
-    write_train_record,
-)
+from janus_align.train.recipe import RecipeSettings, load_model, peft_config, require_checkpoint, train_recipe, training_args
 from janus_align.train.stage import run_training_stage
 
 TOKEN_COLUMNS = (
@@ -70,8 +59,7 @@ def build_trainer(
 
     prompt_format = params.model.prompt_format
     tokenizer = load_tokenizer(start_from, padding_side="right")
-    train_set = to_dataset(split.train, "preference", tokenizer, prompt_format, as_text=True)
-    eval_set = to_dataset(split.eval, "preference", tokenizer, prompt_format, as_text=True)
+    train_set, eval_set = to_datasets(split, "preference", tokenizer, prompt_format, as_text=True)
     config = ORPOConfig(
         **training_args(settings, params.seed, output_dir, eval_set is not None),
         max_length=settings.max_length,
@@ -93,27 +81,7 @@ def build_trainer(
 
 
 def train(params: Params) -> dict[str, Any]:
-    settings = resolve(params, "orpo")
-    split = load_split("orpo", params.train.common.eval_fraction, params.seed)
-    start_from = require_checkpoint(paths.BASE_MODEL, "prepare_model")
-    out = paths.model_dir("orpo")
-    with tempfile.TemporaryDirectory(prefix="janus-orpo-") as tmp:
-        trainer, tokenizer = build_trainer(params, settings, split, start_from, tmp)
-        metrics = train_and_save(trainer, tokenizer, tokenizer.chat_template, params, out, start_from)
-    if is_main_process():
-        write_train_record(
-            out,
-            {
-                "model": "orpo",
-                "recipe": settings.as_dict(),
-                "metrics": metrics,
-                "prompt_format": params.model.prompt_format,
-                "start_from": str(start_from),
-                "train_rows": len(split.train),
-                "eval_rows": len(split.eval),
-            },
-        )
-    return metrics
+    return train_recipe(params, "orpo", build_trainer, require_checkpoint(paths.BASE_MODEL, "prepare_model"))
 
 
 def run(params: Params) -> Path:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from janus_align import paths
 from janus_align.config import Params
 from janus_align.models.checkpoint import load_tokenizer
 from janus_align.train import train_sft
-from janus_align.train.datasets import SplitRows, load_split, to_dataset
+from janus_align.train.datasets import SplitRows, load_split, to_datasets
 from janus_align.train.mlflow_logging import MlflowStepLogger, log_trainer_config
 from janus_align.train.recipe import (
     RecipeSettings,
@@ -29,9 +28,8 @@ from janus_align.train.recipe import (
     peft_config,
     require_checkpoint,
     resolve,
-    train_and_save,
+    train_recipe,
     training_args,
-    write_train_record,
 )
 from janus_align.train.stage import run_training_stage
 
@@ -52,8 +50,7 @@ def build_trainer(
     from trl import RewardConfig, RewardTrainer
 
     tokenizer = load_tokenizer(start_from, padding_side="right")
-    train_set = to_dataset(split.train, "preference", tokenizer, params.model.prompt_format)
-    eval_set = to_dataset(split.eval, "preference", tokenizer, params.model.prompt_format)
+    train_set, eval_set = to_datasets(split, "preference", tokenizer, params.model.prompt_format)
     config = RewardConfig(**training_args(settings, params.seed, output_dir, eval_set is not None), max_length=settings.max_length)
     trainer = RewardTrainer(
         model=load_model(start_from, "reward", tokenizer.pad_token_id),
@@ -71,29 +68,14 @@ def build_trainer(
 def train(params: Params) -> dict[str, Any]:
     require_checkpoint(paths.BASE_MODEL, "prepare_model")
     init_metrics = train_init(params)
-    settings = resolve(params, "rm")
-    split = load_split("rm", params.train.common.eval_fraction, params.seed)
-    out = paths.model_dir("rm")
-    start_from = require_checkpoint(INIT_DIR, "train_rm")
-    with tempfile.TemporaryDirectory(prefix="janus-rm-") as tmp:
-        trainer, tokenizer = build_trainer(params, settings, split, start_from, tmp)
-        metrics = train_and_save(trainer, tokenizer, tokenizer.chat_template, params, out, start_from, kind="reward")
+    record = {
+        "kind": "reward",
+        "init_metrics": init_metrics,
+        "start_from": f"1-epoch SFT of {paths.BASE_MODEL} on the sft split (not kept)",
+    }
+    metrics = train_recipe(params, "rm", build_trainer, require_checkpoint(INIT_DIR, "train_rm"), "reward", record)
     if is_main_process():
         shutil.rmtree(INIT_DIR, ignore_errors=True)
-        write_train_record(
-            out,
-            {
-                "model": "rm",
-                "kind": "reward",
-                "recipe": settings.as_dict(),
-                "metrics": metrics,
-                "init_metrics": init_metrics,
-                "prompt_format": params.model.prompt_format,
-                "start_from": f"1-epoch SFT of {paths.BASE_MODEL} on the sft split (not kept)",
-                "train_rows": len(split.train),
-                "eval_rows": len(split.eval),
-            },
-        )
     return metrics
 
 

@@ -17,7 +17,7 @@ from janus_align import paths
 from janus_align.config import Params
 from janus_align.models.checkpoint import load_tokenizer
 from janus_align.train.chat_template import training_chat_template
-from janus_align.train.datasets import SplitRows, load_split, to_dataset
+from janus_align.train.datasets import SplitRows, load_split, to_datasets
 from janus_align.train.mlflow_logging import MlflowStepLogger, log_trainer_config
 from janus_align.train.recipe import (
     RecipeSettings,
@@ -28,6 +28,7 @@ from janus_align.train.recipe import (
     require_checkpoint,
     resolve,
     train_and_save,
+    train_record,
     training_args,
     write_train_record,
 )
@@ -54,8 +55,7 @@ def build_trainer(
     template = training_chat_template(tokenizer) if prompt_format == "chat_template" else None
     if template is not None:
         tokenizer.chat_template = template
-    train_set = to_dataset(split.train, "sft", tokenizer, prompt_format, messages_format=template is not None)
-    eval_set = to_dataset(split.eval, "sft", tokenizer, prompt_format, messages_format=template is not None)
+    train_set, eval_set = to_datasets(split, "sft", tokenizer, prompt_format, messages_format=template is not None)
     config = SFTConfig(
         **training_args(settings, params.seed, output_dir, eval_set is not None),
         max_length=settings.max_length,
@@ -101,19 +101,7 @@ def train(params: Params, variant: Variant = "sft") -> dict[str, Any]:
     out = paths.model_dir(variant)
     metrics = fit(params, settings, split, out)
     if is_main_process():
-        write_train_record(
-            out,
-            {
-                "model": variant,
-                "recipe": settings.as_dict(),
-                "tuned_params": tuned,
-                "metrics": metrics,
-                "prompt_format": params.model.prompt_format,
-                "start_from": str(paths.BASE_MODEL),
-                "train_rows": len(split.train),
-                "eval_rows": len(split.eval),
-            },
-        )
+        write_train_record(out, train_record(params, variant, settings, metrics, paths.BASE_MODEL, split) | {"tuned_params": tuned})
     return metrics
 
 
