@@ -17,12 +17,12 @@ from janus_align.errors import JanusError
 from janus_align.evaluate.generate import generation_requests, require_reward_model, resolve_prompt_format
 from janus_align.models.checkpoint import load_tokenizer
 from janus_align.models.prompt_format import (
-from janus_align.train.datasets import literal_prompt
     encode_prompt,
     system_reaches_model,
     system_tokens,
     template_supports_system,
 )
+from janus_align.train.datasets import literal_prompt
 
 SYSTEM = "You are a retired sea captain who explains everything through stories of storms and harbours."
 
