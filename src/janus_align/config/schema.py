@@ -49,9 +49,8 @@ class LLMConfig(Section):
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(5, ge=0, le=50)
     max_reasks: int = Field(2, ge=0, le=20)
-    # auto: bfloat16 only on a CPU with native bf16 (AVX512-BF16/AMX), float32 elsewhere;
-    # int8: float32 with dynamically int8-quantized Linear layers (CPU inference, ~2x faster).
-    dtype: Literal["float32", "bfloat16", "auto", "int8"] = "bfloat16"
+    # auto: bfloat16 only on a CPU with native bf16 (AVX512-BF16/AMX), float32 elsewhere.
+    dtype: Literal["float32", "bfloat16", "auto"] = "bfloat16"
     sampling: Sampling = Sampling()
     prices: Prices = Prices()
 
@@ -202,7 +201,7 @@ class GenerateConfig(Section):
     best_of: int = Field(1, ge=1)
     prompt_format: Literal["auto", "chat_template", "mistral_inst"] = "auto"  # auto: model.prompt_format
     batch_size: int = Field(16, ge=1, le=512)
-    dtype: Literal["float32", "bfloat16", "int8"] = "float32"  # bf16 only where the hardware has it (GPUs)
+    dtype: Literal["float32", "bfloat16"] = "float32"  # bf16 only where the hardware has it (GPUs)
     sampling: Sampling = Sampling(max_new_tokens=128, temperature=1.0, top_p=0.9, repetition_penalty=1.03)
 
     @model_validator(mode="after")

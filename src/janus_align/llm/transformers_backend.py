@@ -48,10 +48,6 @@ class TransformersBackend:
         self.tokenizer = load_tokenizer(self.path, padding_side="left")
         self.model = load_causal_lm(self.path, config.dtype)
         self.model_id = f"{self.path.name}@{checkpoint_fingerprint(self.path)}"
-        if config.dtype == "int8":
-            # Quantized weights sample differently: their answers must not be served from the cache
-            # to a float32 run, nor the reverse.
-            self.model_id += "/int8"
         if prompt_format != "chat_template":
             # The same messages render to a different prompt: keep their cached answers apart.
             self.model_id += f"/{prompt_format}"

@@ -33,28 +33,7 @@ def resolve_dtype(dtype: str) -> str:
 
 
 def load_causal_lm(path: str | Path, dtype: str = "float32") -> PreTrainedModel:
-    """A checkpoint in `dtype` (float32, bfloat16, auto, or int8), in eval mode, for inference.
-
-    `int8`: float32 weights with every Linear layer dynamically quantized to int8 (CPU only).
-    On the project's 2-core AVX2 machine SmolLM2-135M then prefills 1.6x and decodes about 2x
-    faster than in float32 (BENCHMARKS.md), at the cost of slightly different samples: the
-    default profile uses it for the teacher and the judge, never for the candidates it evaluates.
-    """
-    if dtype == "int8":
-        return quantize_int8(load_causal_lm(path, "float32"))
+    """A checkpoint in `dtype` (float32, bfloat16 or auto), in eval mode."""
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=DTYPES[resolve_dtype(dtype)])
     model.eval()
     return model
-
-
-def quantize_int8(model: PreTrainedModel) -> PreTrainedModel:
-    """Dynamic int8 quantization of the Linear layers (weights int8, activations quantized per call).
-
-    torch.ao's dynamic quantization is deprecated in favour of torchao but still shipped and
-    working in the pinned torch (2.13); its deprecation warnings are silenced here.
-    """
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
