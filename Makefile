@@ -45,12 +45,12 @@ repro: data
 	JANUS_PIPELINE_ID=$${JANUS_PIPELINE_ID:-$$(date -u +%Y%m%dT%H%M%SZ)} $(BIN)/dvc repro
 	$(BIN)/janus summary
 
-# `make test` (what CI runs): every fast test, plus the embedded GGUF conversion.
-# `make test-all` adds the other slow tests, among them the fresh-clone `dvc repro` of the whole
-# pipeline on the ci profile (over 15 minutes on 2 cores shared with other work).
+# `make test` (what CI runs): every fast test, the embedded GGUF conversion, and a fresh-clone
+# `dvc repro` of the whole pipeline on the ci profile (about 10 minutes on 2 idle cores).
+# `make test-all` also runs the other slow tests (about 11 minutes more).
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
-	$(BIN)/python -m pytest -m slow tests/test_prepare_model.py $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m slow tests/test_prepare_model.py tests/test_pipeline_e2e.py $(PYTEST_ARGS)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

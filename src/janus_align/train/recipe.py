@@ -184,15 +184,20 @@ def load_model(path: Path, kind: Literal["causal", "reward"] = "causal", pad_tok
 
 
 def final_eval_loss(trainer: Any) -> float | None:
-    """The held-out loss after the last step: the one logged at that step, else a fresh evaluation."""
-    if trainer.eval_dataset is None:
+    """The held-out loss after the last step: the one logged at that step, else a fresh evaluation.
+
+    None when there is nothing to evaluate: no held-out rows, or none left after the trainer's
+    own preprocessing (TRL drops a row whose answer is cut away entirely by `max_length`).
+    """
+    if trainer.eval_dataset is None or len(trainer.eval_dataset) == 0:
         return None
     for entry in reversed(trainer.state.log_history):
         if "eval_loss" in entry:
             if entry.get("step") == trainer.state.global_step:
                 return float(entry["eval_loss"])
             break
-    return float(trainer.evaluate()["eval_loss"])
+    loss = trainer.evaluate().get("eval_loss")
+    return None if loss is None else float(loss)
 
 
 def _is_distributed(trainer: Any) -> bool:

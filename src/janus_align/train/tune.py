@@ -168,20 +168,29 @@ def _trial_value(trial: Any, params: Params, settings: Any, split: SplitRows) ->
 
     callbacks = [PruneOnEvalLoss(trial)]
     if params.tune.objective == "eval_loss":
-        loss = fit(params, settings, split, out=None, callbacks=callbacks)["eval_loss"]
+        loss = _held_out_loss(fit(params, settings, split, out=None, callbacks=callbacks))
         trial.set_user_attr("eval_loss", loss)
         return loss
     from janus_align.evaluate.bench_score import bench_score
 
     with tempfile.TemporaryDirectory(prefix="janus-trial-") as scratch:
         checkpoint = Path(scratch) / "model"
-        trial.set_user_attr("eval_loss", fit(params, settings, split, out=checkpoint, callbacks=callbacks)["eval_loss"])
+        trial.set_user_attr("eval_loss", _held_out_loss(fit(params, settings, split, out=checkpoint, callbacks=callbacks)))
         score = bench_score(params, checkpoint, f"trial-{trial.number}")
     if score is None:
         raise TuneError(f"trial {trial.number}: the judge scored none of the bench items (see judge.* params)")
     mlflow.log_metric("bench_score", score)
     trial.set_user_attr("bench_score", score)
     return -score
+
+
+def _held_out_loss(metrics: dict[str, Any]) -> float:
+    if "eval_loss" not in metrics:
+        raise TuneError(
+            "tune: no held-out SFT row survived the trainer's preprocessing (answers cut away by "
+            "train.common.max_length?); raise train.common.eval_fraction or max_length"
+        )
+    return metrics["eval_loss"]
 
 
 def optimize(params: Params, worker: int = 0) -> None:
