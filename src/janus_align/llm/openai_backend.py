@@ -136,12 +136,21 @@ class OpenAIBackend:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            asyncio.run(self._run(requests, on_result))
+            _run_loop(self._run(requests, on_result))
             return
         # Called from inside an event loop (a notebook): run ours on a worker thread.
-        worker = threading.Thread(target=lambda: asyncio.run(self._run(requests, on_result)))
+        worker = threading.Thread(target=lambda: _run_loop(self._run(requests, on_result)))
         worker.start()
         worker.join()
 
     def close(self) -> None:
         pass
+
+
+def _run_loop(coroutine: Any) -> None:
+    """Run on uvloop: at 32 requests in flight the client's own CPU per request is what keeps
+    throughput under the ideal on 2 cores, and libuv's loop costs less of it than asyncio's."""
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(coroutine)
