@@ -89,7 +89,7 @@ def test_rows_become_trl_rows_with_the_system_folded_when_the_template_lacks_it(
 def test_recipe_settings_merge_common_method_and_tuned_values() -> None:
     params = profile("ci")
     dpo = resolve(params, "dpo")
-    assert (dpo.learning_rate, dpo.max_steps, dpo.max_length) == (5e-5, 2, 128)
+    assert (dpo.learning_rate, dpo.max_steps, dpo.max_length) == (5e-5, 2, 256)
     tuned = resolve(params, "sft", {"learning_rate": 1e-3, "lora_r": 4})
     assert tuned.learning_rate == 1e-3 and (tuned.lora.r, tuned.lora.alpha) == (4, 8)
     with pytest.raises(JanusError, match="unknown tuned parameter"):
