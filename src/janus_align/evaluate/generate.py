@@ -214,27 +214,36 @@ def response_rows(
     return rows
 
 
-def run(params: Params, model: str) -> Path:
-    import mlflow
+def answer(
+    params: Params, config: LLMConfig, model: str, requests: list[ChatRequest]
+) -> tuple[list[ChatResult], dict[str, Any], str]:
+    """Open the candidate's engine (`model`: a name or a checkpoint path), answer, close it.
 
-    from janus_align.evaluate.scoring import mean_response_length
-    from janus_align.evaluate.responses import load_responses
+    Returns (results, usage, the engine's model id)."""
     from janus_align.llm import open_engine
 
-    config = candidate_config(params, model)
-    require_reward_model(params.generate.best_of)  # fail before any sampling, not after
-    items = load_bench(BENCH_FILE)
     try:
         engine = open_engine(config, model=model, prompt_format=resolve_prompt_format(params))
     except (FileNotFoundError, RuntimeError) as exc:  # a missing API key, an unreadable checkpoint
         raise JanusError(f"generate --model {model}: {exc}") from None
     try:
-        requests = generation_requests(items, params, params.generate.best_of, config.sampling)
-        results = engine.complete(requests, desc=f"generate {model}")
-        usage, model_id = engine.usage.as_dict(), engine.model_id
+        return engine.complete(requests, desc=f"generate {config.model}"), engine.usage.as_dict(), engine.model_id
     finally:
         engine.close()
-    del engine  # before best-of-N loads the reward model: one model in memory at a time
+
+
+def run(params: Params, model: str) -> Path:
+    import mlflow
+
+    from janus_align.evaluate.scoring import mean_response_length
+    from janus_align.evaluate.responses import load_responses
+
+    config = candidate_config(params, model)
+    require_reward_model(params.generate.best_of)  # fail before any sampling, not after
+    items = load_bench(BENCH_FILE)
+    requests = generation_requests(items, params, params.generate.best_of, config.sampling)
+    # The engine is closed on return: best-of-N loads the reward model with one model in memory.
+    results, usage, model_id = answer(params, config, model, requests)
     label = resolve_prompt_format(params) if config.backend == "transformers" else "messages"
     rows = response_rows(items, results, model_id, params, model, label)
     out = files.responses_file(model)

@@ -400,18 +400,24 @@ def open_judge(config: JudgeConfig) -> LLMEngine:
         raise JanusError(f"judge.llm ({config.llm.backend}:{config.llm.model}): {exc}") from None
 
 
+def judge_responses(
+    params: Params, items: Sequence[BenchItem], responses: Mapping[str, Response], model: str
+) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
+    """Open the judge, judge every item's response, close it: (judgments, usage, judge model id)."""
+    engine = open_judge(params.judge)
+    try:
+        judgments = judge_all(engine, items, responses, params.judge, params.seed, model)
+        return judgments, engine.usage.as_dict(), engine.model_id
+    finally:
+        engine.close()
+
+
 def run(params: Params, model: str) -> dict[str, Any]:
     import mlflow
 
     items = load_bench(BENCH_FILE)
     responses = load_responses(files.responses_file(model))
-    engine = open_judge(params.judge)
-    try:
-        judgments = judge_all(engine, items, responses, params.judge, params.seed, model)
-        usage = engine.usage.as_dict()
-        judge_model = engine.model_id
-    finally:
-        engine.close()
+    judgments, usage, judge_model = judge_responses(params, items, responses, model)
     metrics = write_outputs(
         model,
         items,

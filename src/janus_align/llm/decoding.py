@@ -44,8 +44,8 @@ def _top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     if top_p >= 1.0:
         return logits
     ordered, order = torch.sort(logits, descending=True)
-    cumulative = ordered.softmax(dim=-1).cumsum(dim=-1)
-    drop = cumulative - ordered.softmax(dim=-1) >= top_p  # mass before this token already reaches top_p
+    probs = ordered.softmax(dim=-1)
+    drop = probs.cumsum(dim=-1) - probs >= top_p  # mass before this token already reaches top_p
     ordered = ordered.masked_fill(drop, float("-inf"))
     return torch.full_like(logits, float("-inf")).scatter(1, order, ordered)
 
@@ -66,7 +66,7 @@ def sample_batch(
     rows = input_ids.shape[0]
     vocab = model.config.vocab_size
     generator = torch.Generator().manual_seed(seed % (2**31))
-    matchers, bitmask = None, None
+    matchers, bitmask, xgr = None, None, None
     if grammar is not None:
         import xgrammar as xgr
 
@@ -87,8 +87,6 @@ def sample_batch(
     for step in range(sampling.max_new_tokens):
         logits = _penalize(logits[:, :vocab], seen, sampling.repetition_penalty)
         if matchers is not None:
-            import xgrammar as xgr
-
             for batch_row, row in enumerate(active):
                 matchers[row].fill_next_token_bitmask(bitmask, batch_row)
             xgr.apply_token_bitmask_inplace(logits, bitmask[: len(active)])

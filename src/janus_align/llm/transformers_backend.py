@@ -16,8 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from janus_align.config.schema import LLMConfig, Sampling
 from janus_align.llm.decoding import sample_batch
 from janus_align.llm.types import ChatRequest, ChatResult, ResultCallback
