@@ -18,7 +18,7 @@ export DO_NOT_TRACK := 1
 export TOKENIZERS_PARALLELISM := false
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: help install data repro test test-all ui clean-venv
+.PHONY: help install llama-server data repro test test-all ui clean-venv
 
 help:
 	@echo "make repro   run the whole pipeline (dvc repro) on params.yaml"
@@ -37,6 +37,12 @@ $(STAMP): requirements.txt pyproject.toml
 
 install: $(STAMP)
 
+# Optional: llama.cpp's server for `backend: llama_cpp` (any GGUF on loopback). Compiled from
+# pinned source, about 9 minutes on 2 cores, so neither `make install` nor CI builds it.
+llama-server: $(BIN)/llama-server
+$(BIN)/llama-server: scripts/build_llama_server.sh | $(STAMP)
+	scripts/build_llama_server.sh $(BIN)
+
 # data/ comes from the team's DVC remote when one is configured, else from the package.
 data: $(STAMP)
 	$(BIN)/janus setup-data
@@ -52,7 +58,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -m slow tests/test_prepare_model.py tests/test_pipeline_e2e.py $(PYTEST_ARGS)
 
-test-all: $(STAMP)
+test-all: $(STAMP) $(BIN)/llama-server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ui: $(STAMP)

@@ -14,8 +14,9 @@ import torch
 from janus_align.config import LLMConfig, Sampling
 from janus_align.llm import ChatRequest
 from janus_align.llm.cache import RequestCache
+from janus_align.llm.decoding import sample_batch
 from janus_align.llm.engine import LLMEngine
-from janus_align.llm.transformers_backend import TransformersBackend
+from janus_align.llm.transformers_backend import TransformersBackend, left_pad, shared_prefix
 from janus_align.models.checkpoint import load_causal_lm, resolve_dtype
 from janus_align.models.prompt_format import encode_prompt, system_reaches_model
 
@@ -142,3 +143,53 @@ def test_dtype_auto_is_bfloat16_only_on_a_cpu_with_native_bf16(tiny_checkpoint):
     assert (resolve_dtype("float32"), resolve_dtype("bfloat16")) == ("float32", "bfloat16")
     model = load_causal_lm(tiny_checkpoint, "auto")
     assert model.dtype == (torch.bfloat16 if native else torch.float32)
+
+
+@pytest.fixture(scope="module")
+def chaotic_model():
+    """Large random weights: unlike the ci model, whose greedy rows repeat one token, rows differ."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, initializer_range=1.0)
+    return LlamaForCausalLM(config).eval()
+
+
+def test_rows_leaving_the_batch_keep_every_other_row_identical_to_generate(chaotic_model):
+    """A row that stops mid-batch leaves the KV cache; the rows that go on must not notice."""
+    model = chaotic_model
+    prompts = [torch.randint(3, 64, (n,)).tolist() for n in (5, 9, 3, 7)]
+    steps = 16
+    with torch.inference_mode():
+        alone = [
+            model.generate(torch.tensor([p]), max_new_tokens=steps, min_new_tokens=steps, do_sample=False,
+                           pad_token_id=0)[0, len(p):].tolist()
+            for p in prompts
+        ]
+    # Stop on a token the first row emits mid-way and another row never does: rows end at different steps.
+    stop = next(t for t in alone[0][2:] if any(t not in other for other in alone[1:]))
+    expected = [tokens[: tokens.index(stop)] if stop in tokens else tokens for tokens in alone]
+    assert len({len(tokens) for tokens in expected}) > 1 and len(set(map(tuple, expected))) == len(prompts)
+    width = max(map(len, prompts))
+    input_ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])  # left padding
+    attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    greedy = Sampling(max_new_tokens=steps, temperature=0.0, top_p=1.0)
+    decoded = sample_batch(model, input_ids, attention_mask, greedy, [stop], seed=0)
+    assert [row.tokens for row in decoded] == expected
+    assert [row.finished for row in decoded] == [stop in tokens for tokens in alone]
+
+
+def test_a_shared_prompt_prefix_run_once_gives_the_rows_their_own_answers(chaotic_model):
+    """The prefix all rows share is prefilled once; padding then sits between it and each suffix."""
+    torch.manual_seed(1)
+    prefix = torch.randint(3, 64, (20,)).tolist()
+    suffixes = [torch.randint(3, 64, (n,)).tolist() for n in (4, 1, 9, 6)]
+    greedy = Sampling(max_new_tokens=10, temperature=0.0, top_p=1.0, repetition_penalty=1.3)
+    shared = sample_batch(chaotic_model, *left_pad(suffixes, 0), greedy, [], seed=0, prefix=prefix)
+    whole = sample_batch(chaotic_model, *left_pad([prefix + s for s in suffixes], 0), greedy, [], seed=0)
+    assert [row.tokens for row in shared] == [row.tokens for row in whole]
+    assert len({tuple(row.tokens) for row in whole}) == len(suffixes)
+    assert shared_prefix([prefix + s for s in suffixes]) == prefix
+    assert shared_prefix([prefix, prefix + [5]]) == prefix[:-1]  # every row keeps a token of its own
+    assert shared_prefix([prefix[:10] + [1], prefix[:10] + [2]]) == []  # too short to be worth it

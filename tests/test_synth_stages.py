@@ -80,7 +80,7 @@ def test_every_generated_row_records_teacher_template_and_usage(synth_project: P
         assert [e["dimension"] for e in row["preference_set"]] == list(DIMENSIONS)
         assert all(e["subdimension"] and e["preference"].strip() and e["description"].strip() for e in row["preference_set"])
         assert row["id"] == f"{row['instruction_id']}-{row['set_index']}"
-        assert row["teacher"].startswith("base@") and row["template_version"].startswith("synth-v1-")
+        assert row["teacher"].startswith("base@") and row["template_version"].startswith("synth-v2-")
         assert row["usage"]["prompt_tokens"] > 0 and row["usage"]["completion_tokens"] > 0
         by_instruction[row["instruction_id"]].append(tuple(e["subdimension"] for e in row["preference_set"]))
     assert all(len(set(tuples)) == len(tuples) for tuples in by_instruction.values())

@@ -50,7 +50,7 @@ def test_every_schema_string_and_array_is_bounded_so_constrained_output_terminat
 
 
 def test_template_version_names_the_templates():
-    assert TEMPLATE_VERSION.startswith("synth-v1-") and len(TEMPLATE_VERSION) == len("synth-v1-") + 8
+    assert TEMPLATE_VERSION.startswith("synth-v2-") and len(TEMPLATE_VERSION) == len("synth-v2-") + 8
 
 
 def test_subdimension_draws_are_distinct_and_reproducible():

@@ -37,10 +37,11 @@ class LLMConfig(Section):
 
     `model: base` means the checkpoint written by the prepare_model stage; with the
     transformers backend any local checkpoint directory works, with the openai backend
-    it is the model name the server knows.
+    it is the model name the server knows, with llama_cpp a GGUF (`embedded:<name>` or a
+    .gguf path) that a llama-server of our own serves on loopback.
     """
 
-    backend: Literal["transformers", "openai"] = "transformers"
+    backend: Literal["transformers", "openai", "llama_cpp"] = "transformers"
     model: str = "base"
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
@@ -53,6 +54,17 @@ class LLMConfig(Section):
     dtype: Literal["float32", "bfloat16", "auto"] = "bfloat16"
     sampling: Sampling = Sampling()
     prices: Prices = Prices()
+    # llama_cpp: tokens each server slot holds, prompt and answer (re-asks included).
+    context_length: int = Field(2048, ge=256, le=131072)
+
+    @model_validator(mode="after")
+    def _llama_cpp_model_is_gguf(self) -> "LLMConfig":
+        if self.backend == "llama_cpp" and not (self.model.startswith("embedded:") or self.model.endswith(".gguf")):
+            raise ValueError(
+                f"backend llama_cpp runs a GGUF file: model must be embedded:<name> or a path ending in .gguf, "
+                f"not {self.model!r}"
+            )
+        return self
 
 
 class ModelConfig(Section):

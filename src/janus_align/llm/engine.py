@@ -189,6 +189,10 @@ def open_engine(
         backend: Backend = TransformersBackend(
             resolve_model_path(model or config.model), config, prompt_format  # type: ignore[arg-type]
         )
+    elif config.backend == "llama_cpp":
+        from janus_align.llm.llama_server import LlamaServerBackend
+
+        backend = LlamaServerBackend(config, model or config.model)
     else:
         from janus_align.llm.openai_backend import OpenAIBackend
 

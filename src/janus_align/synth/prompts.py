@@ -6,6 +6,8 @@ The paper's appendix prompts are not available (PAPER.md section 2); these follo
   per dimension. In `sampled` mode the subdimensions are drawn from the taxonomy and the teacher
   writes the rest; in `generated` mode it proposes all of it, for several sets at once, which
   must differ. Prompts are kept short: on a CPU the prompt's prefill is much of a request's cost;
+  and what is the same for every request comes first, the instruction last: the transformers
+  backend prefills a prefix that all prompts of a batch share only once;
 - system message: one preference set (and the instruction, so the role fits the task, as in
   the released data) -> one second-person paragraph that weaves in all four preferences
   without listing them or restating the instruction;
@@ -42,34 +44,32 @@ PREFERENCE_SYSTEM = (
     "wants in a response to an instruction. Answer with JSON only."
 )
 
-PREFERENCE_SAMPLED_USER = """Instruction:
-{instruction}
-
-For each dimension, write a preference a user could have for the response to this instruction, within the given subdimension, and a one-sentence description of it, specific to the instruction.
+PREFERENCE_SAMPLED_USER = """For each dimension below, write a preference a user could have for the response to the instruction at the end, within the given subdimension, and a one-sentence description of it, specific to the instruction. Answer in JSON with keys style, background_knowledge, informativeness, harmlessness, each {{"preference": ..., "description": ...}}.
 
 {dimensions}
 
-Answer in JSON with keys style, background_knowledge, informativeness, harmlessness, each {{"preference": ..., "description": ...}}."""
+Instruction:
+{instruction}"""
 
-PREFERENCE_GENERATED_USER = """Instruction:
-{instruction}
+PREFERENCE_GENERATED_USER = """Propose {count} different preference sets for the response to the instruction at the end. A set has one entry for each of the four dimensions. Each entry has a subdimension (one or two lowercase words), a preference (a short phrase) and a one-sentence description. The sets must fit the instruction and differ from each other.
 
-Propose {count} different preference sets for the response to this instruction. A set has one entry for each of the four dimensions. Each entry has a subdimension (one or two lowercase words), a preference (a short phrase) and a one-sentence description. The sets must fit the instruction and differ from each other.
+Answer in JSON: {{"preference_sets": [{{"style": {{"subdimension": "...", "preference": "...", "description": "..."}}, "background_knowledge": {{...}}, "informativeness": {{...}}, "harmlessness": {{...}}}}, ...]}}
 
 Dimensions, with example subdimensions and preferences:
 {dimensions}
 
-Answer in JSON: {{"preference_sets": [{{"style": {{"subdimension": "...", "preference": "...", "description": "..."}}, "background_knowledge": {{...}}, "informativeness": {{...}}, "harmlessness": {{...}}}}, ...]}}"""
+Instruction:
+{instruction}"""
 
 SYSTEM_MESSAGE_SYSTEM = "You write system messages that tell an AI assistant who it is and how to answer."
 
-SYSTEM_MESSAGE_USER = """Instruction (do not restate or answer it):
+SYSTEM_MESSAGE_USER = """Write the system message for the assistant that will answer the instruction below for the user with the preferences below: one paragraph in the second person ("You are ..."), giving it a role suited to the instruction and weaving in all four preferences without listing them. Do not restate or answer the instruction. Reply with the system message only.
+
+Instruction:
 {instruction}
 
 User preferences:
-{preferences}
-
-Write the system message for the assistant that will answer this instruction for this user: one paragraph in the second person ("You are ..."), giving it a role suited to the instruction and weaving in all four preferences without listing them. Reply with the system message only."""
+{preferences}"""
 
 
 def _fingerprint() -> str:
@@ -85,7 +85,7 @@ def _fingerprint() -> str:
     return hashlib.sha256("\x00".join(parts).encode("utf-8")).hexdigest()[:8]
 
 
-TEMPLATE_VERSION = f"synth-v1-{_fingerprint()}"
+TEMPLATE_VERSION = f"synth-v2-{_fingerprint()}"
 
 
 def _string(max_chars: int) -> dict[str, Any]:

@@ -1,0 +1,142 @@
+"""Backend that runs a GGUF model in llama.cpp's `llama-server`, started on loopback for the stage.
+
+Why: on a small CPU the embedded teacher and judge (SmolLM2-135M, shipped as a Q4_1 GGUF) run
+several times faster in llama.cpp's quantized kernels, with continuous batching over
+`max_concurrency` slots and JSON-schema grammars, than dequantized in torch (BENCHMARKS.md).
+The weights are the GGUF itself, the same ones prepare_model dequantizes for training.
+
+The server speaks the OpenAI API, so requests go through OpenAIBackend (its retries,
+concurrency gate and usage accounting). This module only starts the process, waits for its
+health check, adds llama.cpp's names for the sampling settings, and stops it on close (or
+when this process dies: the child gets SIGTERM from the kernel, so a killed `dvc repro`
+leaves no server behind). `make llama-server` builds the binary from pinned llama.cpp source.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from janus_align import paths
+from janus_align.config.schema import LLMConfig
+from janus_align.errors import JanusError
+from janus_align.llm.openai_backend import OpenAIBackend
+from janus_align.llm.types import ChatRequest
+from janus_align.models.prepare_model import EMBEDDED_PREFIX, embedded_gguf
+
+SERVER_BINARY = "llama-server"
+LOG = paths.LLM_CACHE.parent / "llama-server.log"
+_PR_SET_PDEATHSIG = 1
+
+
+class LlamaServerError(JanusError, RuntimeError):
+    """llama-server is missing, or did not come up."""
+
+
+def resolve_gguf(model: str) -> Path:
+    """`embedded:<name>` (a GGUF shipped in a package) or the path of a .gguf file."""
+    if model.startswith(EMBEDDED_PREFIX):
+        directory, filename = embedded_gguf(model.removeprefix(EMBEDDED_PREFIX))
+        return directory / filename
+    path = Path(model)
+    if not path.is_file():
+        raise LlamaServerError(f"backend llama_cpp: model file {path} does not exist")
+    return path
+
+
+def server_binary() -> str:
+    found = shutil.which(SERVER_BINARY)
+    if found is None:
+        raise LlamaServerError(
+            f"backend llama_cpp needs llama.cpp's `{SERVER_BINARY}` on PATH: run `make llama-server` "
+            "(builds it into .venv/bin from pinned llama.cpp source), or set the backend to transformers"
+        )
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    # Runs in the child before exec: the kernel sends SIGTERM when the parent dies.
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class LlamaServerBackend(OpenAIBackend):
+    """A llama-server process of our own, one slot per concurrent request."""
+
+    def __init__(self, config: LLMConfig, model: str, startup_timeout_s: float = 60.0):
+        self.gguf = resolve_gguf(model)
+        binary = server_binary()
+        port = _free_port()
+        LOG.parent.mkdir(parents=True, exist_ok=True)
+        slots = config.max_concurrency
+        command = [
+            binary, "--model", str(self.gguf), "--host", "127.0.0.1", "--port", str(port),
+            "--parallel", str(slots), "--ctx-size", str(slots * config.context_length),
+            "--threads", str(os.cpu_count() or 1), "--jinja", "--no-webui",
+        ]  # fmt: skip
+        with LOG.open("w") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
+            )
+        self.base_url = f"http://127.0.0.1:{port}"
+        try:
+            self._wait_until_healthy(startup_timeout_s)
+        except BaseException:
+            self.close()
+            raise
+        super().__init__(config.model_copy(update={"base_url": f"{self.base_url}/v1"}), model=self.gguf.stem)
+        # The GGUF is the model's identity: cached answers of another file are never reused.
+        self.model_id = f"llama.cpp:{model}"
+
+    def _wait_until_healthy(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise LlamaServerError(
+                    f"llama-server exited with code {self.process.returncode} while loading {self.gguf}; "
+                    f"its log ({LOG}) ends with:\n{_tail(LOG)}"
+                )
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/health", timeout=2.0):
+                    return  # 200: the model is loaded (503 while loading raises HTTPError)
+            except (urllib.error.URLError, ConnectionError):
+                pass  # not listening yet, or still loading
+            time.sleep(0.2)
+        raise LlamaServerError(f"llama-server did not become healthy within {timeout_s:.0f} s; see {LOG}")
+
+    def _body(self, request: ChatRequest) -> dict[str, Any]:
+        body = super()._body(request)
+        # Only temperature and top-p shape the distribution, as in the transformers backend:
+        # switch off llama.cpp's default top-k 40 and min-p 0.05, and use its penalty's name.
+        body.update(top_k=0, min_p=0.0, repeat_penalty=body.pop("repetition_penalty", 1.0))
+        return body
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
