@@ -14,7 +14,7 @@ import torch
 from janus_align.config import LLMConfig, Sampling
 from janus_align.llm import ChatRequest
 from janus_align.llm.cache import RequestCache
-from janus_align.llm.decoding import sample_batch
+from janus_align.llm.decoding import _nucleus, sample_batch
 from janus_align.llm.engine import LLMEngine
 from janus_align.llm.transformers_backend import TransformersBackend, left_pad, shared_prefix
 from janus_align.models.checkpoint import load_causal_lm, resolve_dtype
@@ -193,3 +193,19 @@ def test_a_shared_prompt_prefix_run_once_gives_the_rows_their_own_answers(chaoti
     assert shared_prefix([prefix + s for s in suffixes]) == prefix
     assert shared_prefix([prefix, prefix + [5]]) == prefix[:-1]  # every row keeps a token of its own
     assert shared_prefix([prefix[:10] + [1], prefix[:10] + [2]]) == []  # too short to be worth it
+
+
+@pytest.mark.parametrize("spread", [12.0, 0.1], ids=["peaked: nucleus within the top-k", "flat: full sort"])
+def test_nucleus_is_exactly_the_full_sort_nucleus(spread):
+    torch.manual_seed(0)
+    logits = torch.randn(6, 5000) * spread
+    logits[2, 50:] = float("-inf")  # a grammar-masked row
+    ordered, order = torch.sort(logits, descending=True)
+    probs = ordered.softmax(dim=-1)
+    expected = torch.full_like(logits, float("-inf")).scatter(
+        1, order, ordered.masked_fill(probs.cumsum(-1) - probs >= 0.9, float("-inf"))
+    )
+    kept, token_ids = _nucleus(logits, 0.9, candidates=64)
+    got = torch.full_like(logits, float("-inf")).scatter(1, token_ids, kept)
+    assert torch.equal(got, expected)
+    assert (token_ids.shape[1] == 64) == (spread == 12.0)  # the fast path where it suffices

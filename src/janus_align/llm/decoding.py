@@ -83,15 +83,22 @@ def _penalize(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch
     return torch.where(seen, penalized, logits)
 
 
-def _top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Keep the smallest set of tokens whose probability reaches `top_p` (at least one)."""
-    if top_p >= 1.0:
-        return logits
-    ordered, order = torch.sort(logits, descending=True)
-    probs = ordered.softmax(dim=-1)
-    drop = probs.cumsum(dim=-1) - probs >= top_p  # mass before this token already reaches top_p
-    ordered = ordered.masked_fill(drop, float("-inf"))
-    return torch.full_like(logits, float("-inf")).scatter(1, order, ordered)
+def _nucleus(logits: torch.Tensor, top_p: float, candidates: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's smallest set of tokens whose probability reaches `top_p` (at least one).
+
+    Returns (logits, token ids) of candidate tokens in descending order, -inf outside the nucleus.
+    Sorting the whole vocabulary took ~0.4 s a step at 72 rows x 49k tokens, more than the
+    model's forward pass. The nucleus nearly always lies within the `candidates` likeliest tokens,
+    which `topk` finds far faster; when some row's does not, every row takes the full sort, so
+    the nucleus is always exactly the full sort's.
+    """
+    ordered, order = logits.topk(min(candidates, logits.shape[-1]), dim=-1)
+    probs = (ordered - logits.logsumexp(dim=-1, keepdim=True)).exp()  # over the whole vocabulary
+    if bool((probs.sum(dim=-1) < top_p).any()):
+        ordered, order = torch.sort(logits, descending=True)
+        probs = ordered.softmax(dim=-1)
+    drop = probs.cumsum(dim=-1) - probs >= top_p  # the mass before this token already reaches top_p
+    return ordered.masked_fill(drop, float("-inf")), order
 
 
 @torch.inference_mode()
@@ -144,9 +151,12 @@ def sample_batch(
             for batch_row, row in enumerate(active):
                 matchers[row].fill_next_token_bitmask(bitmask, batch_row)
             xgr.apply_token_bitmask_inplace(logits, bitmask[: len(active)])
-        if sampling.temperature > 0:
-            scores = _top_p(logits / sampling.temperature, sampling.top_p)
-            chosen = torch.multinomial(scores.softmax(dim=-1), 1, generator=generator).squeeze(1)
+        if sampling.temperature > 0 and sampling.top_p < 1.0:
+            kept, token_ids = _nucleus(logits / sampling.temperature, sampling.top_p)
+            picked = torch.multinomial(kept.softmax(dim=-1), 1, generator=generator)
+            chosen = token_ids.gather(1, picked).squeeze(1)
+        elif sampling.temperature > 0:
+            chosen = torch.multinomial((logits / sampling.temperature).softmax(dim=-1), 1, generator=generator).squeeze(1)
         else:
             chosen = logits.argmax(dim=-1)
         keep: list[int] = []
