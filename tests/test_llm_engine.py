@@ -205,7 +205,7 @@ def test_nucleus_is_exactly_the_full_sort_nucleus(spread):
     expected = torch.full_like(logits, float("-inf")).scatter(
         1, order, ordered.masked_fill(probs.cumsum(-1) - probs >= 0.9, float("-inf"))
     )
-    kept, token_ids = _nucleus(logits, 0.9, candidates=64)
+    kept, token_ids = _nucleus(logits, 0.9, tiers=(64,))
     got = torch.full_like(logits, float("-inf")).scatter(1, token_ids, kept)
     assert torch.equal(got, expected)
     assert (token_ids.shape[1] == 64) == (spread == 12.0)  # the fast path where it suffices

@@ -5,7 +5,8 @@ decoding step costs roughly a fixed part (reading the weights) plus a part per r
 whose answers range from 40 to 384 tokens spends most of its time on rows that are already
 done. This loop removes a row from the batch, its KV cache and its grammar matcher the moment
 it emits a stop token or its JSON grammar terminates, so large batches cost about the tokens
-they actually produce (BENCHMARKS.md has the measured ratio).
+they actually produce (BENCHMARKS.md has the measured ratio). Its KV cache is allocated once
+per batch and filled in place, and a prompt prefix that all rows share is prefilled only once.
 
 Sampling follows `generate`'s semantics for the knobs the pipeline uses: repetition penalty
 (over the row's real prompt and generated tokens, never over padding), temperature, nucleus
@@ -83,20 +84,24 @@ def _penalize(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch
     return torch.where(seen, penalized, logits)
 
 
-def _nucleus(logits: torch.Tensor, top_p: float, candidates: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def _nucleus(logits: torch.Tensor, top_p: float, tiers: Sequence[int] = (256, 4096)) -> tuple[torch.Tensor, torch.Tensor]:
     """Each row's smallest set of tokens whose probability reaches `top_p` (at least one).
 
     Returns (logits, token ids) of candidate tokens in descending order, -inf outside the nucleus.
     Sorting the whole vocabulary took ~0.4 s a step at 72 rows x 49k tokens, more than the
-    model's forward pass. The nucleus nearly always lies within the `candidates` likeliest tokens,
-    which `topk` finds far faster; when some row's does not, every row takes the full sort, so
-    the nucleus is always exactly the full sort's.
+    model's forward pass. The nucleus nearly always lies within the few hundred likeliest tokens,
+    which `topk` finds far faster; when some row's does not, the step widens to the next tier and
+    finally to the full sort, so the nucleus is always exactly the full sort's.
     """
-    ordered, order = logits.topk(min(candidates, logits.shape[-1]), dim=-1)
-    probs = (ordered - logits.logsumexp(dim=-1, keepdim=True)).exp()  # over the whole vocabulary
-    if bool((probs.sum(dim=-1) < top_p).any()):
+    log_total = logits.logsumexp(dim=-1, keepdim=True)
+    for width in (w for w in tiers if w < logits.shape[-1]):
+        ordered, order = logits.topk(width, dim=-1)
+        probs = (ordered - log_total).exp()  # probabilities over the whole vocabulary
+        if bool((probs.sum(dim=-1) >= top_p).all()):
+            break
+    else:
         ordered, order = torch.sort(logits, descending=True)
-        probs = ordered.softmax(dim=-1)
+        probs = (ordered - log_total).exp()
     drop = probs.cumsum(dim=-1) - probs >= top_p  # the mass before this token already reaches top_p
     return ordered.masked_fill(drop, float("-inf")), order
 
