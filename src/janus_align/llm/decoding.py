@@ -53,19 +53,35 @@ class _PreallocatedLayer(DynamicLayer):
         return self.keys, self.values
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self._rebuild(lambda filled: filled[indices])
+        """Keep rows `indices` (new row i = old row indices[i]), in place: only rows that change
+        place are copied, and the batch shrinks to a view (see `_swap_remove`)."""
+        moved = (indices != torch.arange(len(indices))).nonzero().squeeze(1)
+        for buffer in (self._keys, self._values):
+            if len(moved):
+                buffer[moved, :, : self.length] = buffer[indices[moved], :, : self.length]  # gathers first
+        self._keys, self._values = self._keys[: len(indices)], self._values[: len(indices)]
+        self.keys, self.values = self._keys[:, :, : self.length], self._values[:, :, : self.length]
 
     def batch_repeat_interleave(self, repeats: int) -> None:
-        self._rebuild(lambda filled: filled.repeat_interleave(repeats, dim=0))
-
-    def _rebuild(self, rows_of: Any) -> None:
-        # Only the filled part is copied; the buffer keeps its capacity for the coming tokens.
         for name in ("_keys", "_values"):
-            filled = rows_of(getattr(self, name)[:, :, : self.length])
+            filled = getattr(self, name)[:, :, : self.length].repeat_interleave(repeats, dim=0)
             buffer = filled.new_empty(filled.shape[0], filled.shape[1], self.capacity, filled.shape[3])
             buffer[:, :, : self.length] = filled
             setattr(self, name, buffer)
         self.keys, self.values = self._keys[:, :, : self.length], self._values[:, :, : self.length]
+
+
+def _swap_remove(keep: list[int]) -> list[int]:
+    """The surviving batch rows, ordered so that as few as possible move: each row that left is
+    replaced by a survivor from the end of the batch (copying every row after the first that
+    left, at each departure, was a quarter of a stage's time)."""
+    size = len(keep)
+    survivors = set(keep)
+    holes = [row for row in range(size) if row not in survivors]
+    order = list(range(size))
+    for hole, mover in zip(holes, (row for row in keep if row >= size)):
+        order[hole] = mover
+    return order
 
 
 @dataclass
@@ -179,6 +195,7 @@ def sample_batch(
         if not keep or step + 1 == sampling.max_new_tokens:
             break
         if len(keep) < len(active):
+            keep = _swap_remove(keep)
             index = torch.tensor(keep, dtype=torch.long)
             cache.batch_select_indices(index)
             mask, positions, chosen, seen = mask[index], positions[index], chosen[index], seen[index]
