@@ -33,6 +33,7 @@ from transformers.cache_utils import Cache  # noqa: E402
 
 from janus_align.config import Sampling  # noqa: E402
 from janus_align.llm.decoding import _PreallocatedLayer, sample_batch  # noqa: E402
+from janus_align.llm.transformers_backend import left_pad  # noqa: E402
 from janus_align.models.checkpoint import load_causal_lm  # noqa: E402
 
 STEPS = 8
@@ -62,10 +63,7 @@ def step_ms(model, rows: int, context: int, preallocated: bool) -> tuple[float, 
 def prefill_s(model, prefix: list[int], suffixes: list[list[int]], shared: bool) -> float:
     """Seconds to prefill and take one token for every row (max_new_tokens=1)."""
     one_token = Sampling(max_new_tokens=1, temperature=0.0, top_p=1.0)
-    rows = suffixes if shared else [prefix + suffix for suffix in suffixes]
-    width = max(map(len, rows))
-    input_ids = torch.tensor([[0] * (width - len(r)) + r for r in rows])
-    attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    input_ids, attention_mask = left_pad(suffixes if shared else [prefix + suffix for suffix in suffixes], 0)
     started = time.perf_counter()
     sample_batch(model, input_ids, attention_mask, one_token, [], seed=0, prefix=prefix if shared else ())
     return time.perf_counter() - started

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build llama.cpp's `llama-server` (the llama_cpp backend of the default teacher and judge) into
+# Build llama.cpp's `llama-server` (for the optional `backend: llama_cpp`) into
 # the directory given as $1, from the llama.cpp source vendored in the pinned llama-cpp-python
 # sdist: PyPI has no prebuilt llama-server, and this is the one llama.cpp source its registry serves.
 # One static binary, tuned for this CPU (GGML_NATIVE), no web UI, no network code (curl/openssl).

@@ -171,9 +171,7 @@ def test_rows_leaving_the_batch_keep_every_other_row_identical_to_generate(chaot
     stop = next(t for t in alone[0][2:] if any(t not in other for other in alone[1:]))
     expected = [tokens[: tokens.index(stop)] if stop in tokens else tokens for tokens in alone]
     assert len({len(tokens) for tokens in expected}) > 1 and len(set(map(tuple, expected))) == len(prompts)
-    width = max(map(len, prompts))
-    input_ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])  # left padding
-    attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    input_ids, attention_mask = left_pad(prompts, 0)
     greedy = Sampling(max_new_tokens=steps, temperature=0.0, top_p=1.0)
     decoded = sample_batch(model, input_ids, attention_mask, greedy, [stop], seed=0)
     assert [row.tokens for row in decoded] == expected

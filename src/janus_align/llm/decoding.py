@@ -114,13 +114,11 @@ def _nucleus(
     """
     log_total = logits.logsumexp(dim=-1, keepdim=True)
     rows = torch.arange(logits.shape[0])
-    for width in [*(w for w in tiers if w < logits.shape[-1]), logits.shape[-1]]:
-        if width < logits.shape[-1]:
-            ordered, order = logits[rows].topk(width, dim=-1)
-        else:
-            ordered, order = torch.sort(logits[rows], descending=True)
+    vocab = logits.shape[-1]
+    for width in [*(w for w in tiers if w < vocab), vocab]:  # the last tier is the full sort
+        ordered, order = logits[rows].topk(width, dim=-1)
         probs = (ordered - log_total[rows]).exp()  # probabilities over the whole vocabulary
-        fits = probs.sum(dim=-1) >= top_p if width < logits.shape[-1] else torch.ones(len(rows), dtype=torch.bool)
+        fits = probs.sum(dim=-1) >= top_p if width < vocab else torch.ones(len(rows), dtype=torch.bool)
         drop = probs[fits].cumsum(dim=-1) - probs[fits] >= top_p  # the mass before this token reaches top_p
         yield rows[fits], ordered[fits].masked_fill(drop, float("-inf")), order[fits]
         rows = rows[~fits]

@@ -1,9 +1,9 @@
 """Backend that runs a GGUF model in llama.cpp's `llama-server`, started on loopback for the stage.
 
-Why: on a small CPU the embedded teacher and judge (SmolLM2-135M, shipped as a Q4_1 GGUF) run
-several times faster in llama.cpp's quantized kernels, with continuous batching over
-`max_concurrency` slots and JSON-schema grammars, than dequantized in torch (BENCHMARKS.md).
-The weights are the GGUF itself, the same ones prepare_model dequantizes for training.
+Why: it serves any GGUF in llama.cpp's own kernels, with continuous batching over
+`max_concurrency` slots and JSON-schema grammars, without converting it to a checkpoint (the
+embedded SmolLM2 GGUF is the very file prepare_model dequantizes for training). On the 2-core
+AVX2 machine it was no faster than the transformers backend (BENCHMARKS.md), so it is optional.
 
 The server speaks the OpenAI API, so requests go through OpenAIBackend (its retries,
 concurrency gate and usage accounting). This module only starts the process, waits for its

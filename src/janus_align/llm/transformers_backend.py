@@ -63,7 +63,7 @@ def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
 
 
 class TransformersBackend:
-    """Runs a local checkpoint with `model.generate`."""
+    """Runs a local checkpoint in process with our batched decoding loop (llm/decoding.py)."""
 
     def __init__(self, path: str | Path, config: LLMConfig, prompt_format: PromptFormat = "chat_template"):
         self.path = Path(path)
