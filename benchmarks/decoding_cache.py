@@ -1,16 +1,19 @@
-"""What the decoding loop's two prefill/KV savings buy, on SmolLM2-135M, in one run.
+"""What the decoding loop's prefill/KV savings buy, on SmolLM2-135M, in one run.
 
 1. KV cache: one decoding step of a batch whose rows hold a long context, with transformers'
    DynamicCache (appends by copying every layer's cache) against ours, preallocated per batch
    (llm/decoding.py `_PreallocatedLayer`). Same tokens, greedy; ms per step and the ratio.
 2. Shared prefix: prefill of a batch of prompts that open with the same template (the rubric
    generator's case: ~80 % of each prompt is the three example rubrics), run per row against run
-   once and shared (`sample_batch(prefix=...)`). Seconds and the ratio.
+   once and shared (`sample_batch(share_prefixes=...)`). Seconds and the ratio.
+3. Grouped prefixes: the judge's case, 10 answers x 4 rubrics; after the shared task text each
+   answer's instruction, response and reference are shared by its 4 rubric prompts
+   (`plan_prefill` groups). Flat vs grouped prefill, seconds and the ratio.
 
     python benchmarks/decoding_cache.py                  # artifacts/models/base, else builds one
     python benchmarks/decoding_cache.py --model-dir DIR
 
-About 3 minutes on 2 cores.
+About 4 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ from transformers.cache_utils import Cache  # noqa: E402
 
 from janus_align.config import Sampling  # noqa: E402
 from janus_align.llm.decoding import _PreallocatedLayer, sample_batch  # noqa: E402
-from janus_align.llm.transformers_backend import left_pad  # noqa: E402
 from janus_align.models.checkpoint import load_causal_lm  # noqa: E402
 
 STEPS = 8
@@ -60,13 +62,16 @@ def step_ms(model, rows: int, context: int, preallocated: bool) -> tuple[float, 
     return (time.perf_counter() - started) / STEPS * 1000, torch.stack(chosen)
 
 
-def prefill_s(model, prefix: list[int], suffixes: list[list[int]], shared: bool) -> float:
+def prefill_s(model, prompts: list[list[int]], shared: bool) -> float:
     """Seconds to prefill and take one token for every row (max_new_tokens=1)."""
     one_token = Sampling(max_new_tokens=1, temperature=0.0, top_p=1.0)
-    input_ids, attention_mask = left_pad(suffixes if shared else [prefix + suffix for suffix in suffixes], 0)
     started = time.perf_counter()
-    sample_batch(model, input_ids, attention_mask, one_token, [], seed=0, prefix=prefix if shared else ())
+    sample_batch(model, prompts, 0, one_token, [], seed=0, share_prefixes=shared)
     return time.perf_counter() - started
+
+
+def tokens(generator: torch.Generator, count: int) -> list[int]:
+    return torch.randint(100, 40000, (count,), generator=generator).tolist()
 
 
 def main() -> None:
@@ -88,11 +93,17 @@ def main() -> None:
 
     print("\n2. prefill of 40 prompts sharing a 600-token opening (+ 40-160 tokens each)")
     generator = torch.Generator().manual_seed(1)
-    prefix = torch.randint(100, 40000, (600,), generator=generator).tolist()
-    suffixes = [torch.randint(100, 40000, (40 + 3 * i,), generator=generator).tolist() for i in range(40)]
-    per_row = prefill_s(model, prefix, suffixes, shared=False)
-    shared = prefill_s(model, prefix, suffixes, shared=True)
+    prefix = tokens(generator, 600)
+    prompts = [prefix + tokens(generator, 40 + 3 * i) for i in range(40)]
+    per_row, shared = prefill_s(model, prompts, shared=False), prefill_s(model, prompts, shared=True)
     print(f"   per row {per_row:.1f} s -> shared {shared:.1f} s  ({per_row / shared:.2f}x)")
+
+    print("\n3. judge-like prefill: 150-token task, 10 answers of 250-350 tokens, 4 rubrics of 80-120 each")
+    task = tokens(generator, 150)
+    answers = [tokens(generator, 250 + 10 * i) for i in range(10)]
+    prompts = [task + answer + tokens(generator, 80 + 10 * k) for answer in answers for k in range(4)]
+    flat, grouped = prefill_s(model, prompts, shared=False), prefill_s(model, prompts, shared=True)
+    print(f"   flat {flat:.1f} s -> grouped {grouped:.1f} s  ({flat / grouped:.2f}x)")
 
 
 if __name__ == "__main__":

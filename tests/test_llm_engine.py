@@ -14,9 +14,9 @@ import torch
 from janus_align.config import LLMConfig, Sampling
 from janus_align.llm import ChatRequest
 from janus_align.llm.cache import RequestCache
-from janus_align.llm.decoding import _nucleus, sample_batch
+from janus_align.llm.decoding import _nucleus, plan_prefill, sample_batch, shared_prefix
 from janus_align.llm.engine import LLMEngine
-from janus_align.llm.transformers_backend import TransformersBackend, left_pad, shared_prefix
+from janus_align.llm.transformers_backend import TransformersBackend
 from janus_align.models.checkpoint import load_causal_lm, resolve_dtype
 from janus_align.models.prompt_format import encode_prompt, system_reaches_model
 
@@ -171,9 +171,8 @@ def test_rows_leaving_the_batch_keep_every_other_row_identical_to_generate(chaot
     stop = next(t for t in alone[0][2:] if any(t not in other for other in alone[1:]))
     expected = [tokens[: tokens.index(stop)] if stop in tokens else tokens for tokens in alone]
     assert len({len(tokens) for tokens in expected}) > 1 and len(set(map(tuple, expected))) == len(prompts)
-    input_ids, attention_mask = left_pad(prompts, 0)
     greedy = Sampling(max_new_tokens=steps, temperature=0.0, top_p=1.0)
-    decoded = sample_batch(model, input_ids, attention_mask, greedy, [stop], seed=0)
+    decoded = sample_batch(model, prompts, 0, greedy, [stop], seed=0)
     assert [row.tokens for row in decoded] == expected
     assert [row.finished for row in decoded] == [stop in tokens for tokens in alone]
 
@@ -182,15 +181,37 @@ def test_a_shared_prompt_prefix_run_once_gives_the_rows_their_own_answers(chaoti
     """The prefix all rows share is prefilled once; padding then sits between it and each suffix."""
     torch.manual_seed(1)
     prefix = torch.randint(3, 64, (20,)).tolist()
-    suffixes = [torch.randint(3, 64, (n,)).tolist() for n in (4, 1, 9, 6)]
+    prompts = [prefix + torch.randint(3, 64, (n,)).tolist() for n in (4, 1, 9, 6)]
     greedy = Sampling(max_new_tokens=10, temperature=0.0, top_p=1.0, repetition_penalty=1.3)
-    shared = sample_batch(chaotic_model, *left_pad(suffixes, 0), greedy, [], seed=0, prefix=prefix)
-    whole = sample_batch(chaotic_model, *left_pad([prefix + s for s in suffixes], 0), greedy, [], seed=0)
+    plan = plan_prefill(prompts)
+    assert plan.prefix == prefix and plan.group_prefixes == [[]]
+    shared = sample_batch(chaotic_model, prompts, 0, greedy, [], seed=0)
+    whole = sample_batch(chaotic_model, prompts, 0, greedy, [], seed=0, share_prefixes=False)
     assert [row.tokens for row in shared] == [row.tokens for row in whole]
-    assert len({tuple(row.tokens) for row in whole}) == len(suffixes)
-    assert shared_prefix([prefix + s for s in suffixes]) == prefix
+    assert len({tuple(row.tokens) for row in whole}) == len(prompts)
     assert shared_prefix([prefix, prefix + [5]]) == prefix[:-1]  # every row keeps a token of its own
     assert shared_prefix([prefix[:10] + [1], prefix[:10] + [2]]) == []  # too short to be worth it
+
+
+def test_groups_of_rows_sharing_a_prefix_prefill_it_once_with_the_same_answers(chaotic_model):
+    """Judge-like prompts: a batch-wide task prefix, then per answer a long shared part, then each rubric."""
+    torch.manual_seed(2)
+    task = torch.randint(3, 64, (18,)).tolist()
+    answers = [torch.randint(3, 64, (n,)).tolist() for n in (40, 25, 33)]
+    # Rubric-major order: the rows of one group are not next to each other.
+    prompts = [task + answer + torch.randint(3, 64, (n,)).tolist() for n in (3, 7, 1) for answer in answers]
+    plan = plan_prefill(prompts)
+    assert plan.prefix == task
+    assert sorted(map(len, plan.group_prefixes)) == [25, 33, 40]
+    assert all(task + plan.group_prefixes[g] + s == p for p, g, s in zip(prompts, plan.group_of, plan.suffixes))
+    greedy = Sampling(max_new_tokens=10, temperature=0.0, top_p=1.0, repetition_penalty=1.3)
+    grouped = sample_batch(chaotic_model, prompts, 0, greedy, [], seed=0)
+    whole = sample_batch(chaotic_model, prompts, 0, greedy, [], seed=0, share_prefixes=False)
+    assert [row.tokens for row in grouped] == [row.tokens for row in whole]
+    assert len({tuple(row.tokens) for row in whole}) == len(prompts)
+    # Without a batch-wide prefix the groups still form; unrelated short prompts stay flat.
+    assert sorted(map(len, plan_prefill([p[len(task):] for p in prompts]).group_prefixes)) == [25, 33, 40]
+    assert plan_prefill([[1, 2, 3], [4, 5], [6]]).group_prefixes == [[]]
 
 
 def test_nucleus_is_exactly_the_full_sort_nucleus_row_by_row():

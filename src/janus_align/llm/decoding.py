@@ -6,7 +6,8 @@ whose answers range from 40 to 384 tokens spends most of its time on rows that a
 done. This loop removes a row from the batch, its KV cache and its grammar matcher the moment
 it emits a stop token or its JSON grammar terminates, so large batches cost about the tokens
 they actually produce (BENCHMARKS.md has the measured ratio). Its KV cache is allocated once
-per batch and filled in place, and a prompt prefix that all rows share is prefilled only once.
+per batch and filled in place, and prompt prefixes that rows share are prefilled once
+(`plan_prefill`): the prefix of the whole batch, then the prefix of each group of rows.
 
 Sampling follows `generate`'s semantics for the knobs the pipeline uses: repetition penalty
 (over the row's real prompt and generated tokens, never over padding), temperature, nucleus
@@ -62,9 +63,10 @@ class _PreallocatedLayer(DynamicLayer):
         self._keys, self._values = self._keys[: len(indices)], self._values[: len(indices)]
         self.keys, self.values = self._keys[:, :, : self.length], self._values[:, :, : self.length]
 
-    def batch_repeat_interleave(self, repeats: int) -> None:
+    def batch_expand(self, index: torch.Tensor) -> None:
+        """New row i = old row index[i]: one filled cache row becomes several (shared prefixes)."""
         for name in ("_keys", "_values"):
-            filled = getattr(self, name)[:, :, : self.length].repeat_interleave(repeats, dim=0)
+            filled = getattr(self, name)[index, :, : self.length]
             buffer = filled.new_empty(filled.shape[0], filled.shape[1], self.capacity, filled.shape[3])
             buffer[:, :, : self.length] = filled
             setattr(self, name, buffer)
@@ -82,6 +84,126 @@ def _swap_remove(keep: list[int]) -> list[int]:
     for hole, mover in zip(holes, (row for row in keep if row >= size)):
         order[hole] = mover
     return order
+
+
+MIN_SHARED_PREFIX = 16  # tokens: a shorter shared prefix is not worth a forward pass of its own
+GROUPING_GAIN = 0.8  # prefill by groups only when it computes at most this share of the flat prefill
+
+
+def shared_prefix(prompts: Sequence[Sequence[int]], min_tokens: int = MIN_SHARED_PREFIX) -> list[int]:
+    """The tokens all prompts start with (each keeps at least one token of its own); [] under `min_tokens`."""
+    if len(prompts) < 2:
+        return []
+    shortest = min(len(ids) for ids in prompts) - 1
+    length = 0
+    while length < shortest and all(ids[length] == prompts[0][length] for ids in prompts):
+        length += 1
+    return list(prompts[0][:length]) if length >= min_tokens else []
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) of token rows padded on the left to the longest."""
+    width = max(len(ids) for ids in rows)
+    input_ids = torch.tensor([[pad_id] * (width - len(ids)) + list(ids) for ids in rows], dtype=torch.long)
+    attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in rows], dtype=torch.long)
+    return input_ids, attention_mask
+
+
+@dataclass(frozen=True)
+class PrefillPlan:
+    """Each prompt as `prefix` + `group_prefixes[group_of[row]]` + `suffixes[row]`.
+
+    `prefix` is shared by the whole batch and `group_prefixes` by groups of rows (the four
+    rubrics of one judged answer share the instruction, the answer and the reference); each is
+    prefilled once and its KV cache copied to the rows that share it. No groups: one empty
+    group prefix for every row.
+    """
+
+    prefix: list[int]
+    group_prefixes: list[list[int]]
+    group_of: list[int]
+    suffixes: list[list[int]]
+
+
+def _common_length(a: Sequence[int], b: Sequence[int], limit: int) -> int:
+    length = 0
+    while length < limit and a[length] == b[length]:
+        length += 1
+    return length
+
+
+def plan_prefill(prompts: Sequence[Sequence[int]], min_tokens: int = MIN_SHARED_PREFIX) -> PrefillPlan:
+    """How to prefill `prompts` computing as few tokens as possible (padding counts as computed).
+
+    After the batch's shared prefix, rows sorted by their tokens fall into groups whose common
+    prefix is at least `min_tokens` long (a row alone is a group of one: all but its last token).
+    Groups are used only when the group pass plus the suffix pass, both padded, compute at most
+    GROUPING_GAIN of one flat pass.
+    """
+    prefix = shared_prefix(prompts, min_tokens)
+    rest = [list(ids[len(prefix) :]) for ids in prompts]
+    flat = PrefillPlan(prefix, [[]], [0] * len(rest), rest)
+    members: list[list[int]] = []
+    common: list[int] = []  # each group's prefix length
+    for row in sorted(range(len(rest)), key=lambda i: rest[i]):
+        if members:
+            first = rest[members[-1][0]]
+            length = _common_length(first, rest[row], min(common[-1], len(rest[row]) - 1))
+            if length >= min_tokens:
+                members[-1].append(row)
+                common[-1] = length
+                continue
+        members.append([row])
+        common.append(len(rest[row]) - 1)
+    if len(members) == len(rest) or min(common) == 0:
+        return flat
+    group_of = [0] * len(rest)
+    for group, rows in enumerate(members):
+        for row in rows:
+            group_of[row] = group
+    suffix_width = max(len(rest[row]) - common[group_of[row]] for row in range(len(rest)))
+    grouped_cost = len(members) * max(common) + len(rest) * suffix_width
+    if grouped_cost > GROUPING_GAIN * len(rest) * max(len(ids) for ids in rest):
+        return flat
+    return PrefillPlan(
+        prefix,
+        [rest[rows[0]][:length] for rows, length in zip(members, common)],
+        group_of,
+        [ids[common[group_of[row]] :] for row, ids in enumerate(rest)],
+    )
+
+
+def _expand(cache: Cache, index: torch.Tensor) -> None:
+    for layer in cache.layers:
+        layer.batch_expand(index)
+
+
+def _prefill(model: Any, cache: Cache, plan: PrefillPlan, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run the plan's passes into `cache`: (attention mask over the cache, last positions, last logits).
+
+    Padding sits before each pass's tokens (between the shared parts and a row's own), masked
+    out, with positions counted over real tokens only.
+    """
+    mask = torch.ones(1, len(plan.prefix), dtype=torch.long)
+    if plan.prefix:
+        model(input_ids=torch.tensor([plan.prefix]), cache=cache, use_cache=True, logits_to_keep=1)
+    if any(plan.group_prefixes):
+        if plan.prefix:
+            _expand(cache, torch.zeros(len(plan.group_prefixes), dtype=torch.long))
+        input_ids, pass_mask = left_pad(plan.group_prefixes, pad_id)
+        mask = torch.cat([mask.expand(len(plan.group_prefixes), -1), pass_mask], dim=1)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]
+        model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
+    index = torch.tensor(plan.group_of, dtype=torch.long)
+    if mask.shape[1]:
+        _expand(cache, index)
+    input_ids, pass_mask = left_pad(plan.suffixes, pad_id)
+    mask = torch.cat([mask[index], pass_mask], dim=1)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]
+    logits = model(
+        input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1
+    ).logits[:, -1, :].float()
+    return mask, positions[:, -1:], logits
 
 
 @dataclass
@@ -129,21 +251,20 @@ def _nucleus(
 @torch.inference_mode()
 def sample_batch(
     model: Any,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
+    prompts: Sequence[Sequence[int]],
+    pad_id: int,
     sampling: Sampling,
     stop_ids: Sequence[int],
     seed: int,
     grammar: Any = None,
-    prefix: Sequence[int] = (),
+    share_prefixes: bool = True,
 ) -> list[Decoded]:
-    """Generate up to `sampling.max_new_tokens` for each left-padded row; rows leave the batch when done.
+    """Generate up to `sampling.max_new_tokens` for each prompt (token ids); rows leave the batch when done.
 
-    `prefix`: tokens every row's prompt starts with, followed by that row's `input_ids`. The
-    prefix is run once and its KV cache shared (padding then sits between prefix and suffix,
-    masked out, with positions counted over real tokens only).
+    With `share_prefixes`, the prompt prefixes rows share are prefilled once (`plan_prefill`);
+    the answers are the same either way.
     """
-    rows = input_ids.shape[0]
+    rows = len(prompts)
     vocab = model.config.vocab_size
     generator = torch.Generator().manual_seed(seed % (2**31))
     matchers, bitmask, xgr = None, None, None
@@ -153,23 +274,22 @@ def sample_batch(
         matchers = [xgr.GrammarMatcher(grammar) for _ in range(rows)]
         bitmask = xgr.allocate_token_bitmask(rows, grammar.tokenizer_info.vocab_size)
     stop = set(stop_ids)
-    # Tokens each row has seen, for the repetition penalty: real prompt tokens only, not padding.
-    seen = torch.zeros(rows, vocab).scatter_add_(1, input_ids, attention_mask.float()) > 0
-    seen[:, list(prefix)] = True
+    # Tokens each row has seen, for the repetition penalty: its prompt's tokens, never padding.
+    seen = torch.zeros(rows, vocab, dtype=torch.bool)
+    for row, ids in enumerate(prompts):
+        seen[row, list(ids)] = True
 
     active = list(range(rows))  # original row index of each current batch row
     outputs = [Decoded([], False) for _ in range(rows)]
-    capacity = len(prefix) + input_ids.shape[1] + sampling.max_new_tokens
+    plan = plan_prefill(prompts) if share_prefixes else PrefillPlan([], [[]], [0] * rows, [list(p) for p in prompts])
+    capacity = (
+        len(plan.prefix)
+        + max(len(ids) for ids in plan.group_prefixes)
+        + max(len(ids) for ids in plan.suffixes)
+        + sampling.max_new_tokens
+    )
     cache = Cache(layers=[_PreallocatedLayer(capacity) for _ in range(model.config.num_hidden_layers)])
-    mask = attention_mask
-    if prefix:
-        model(input_ids=torch.tensor([list(prefix)]), cache=cache, use_cache=True, logits_to_keep=1)
-        cache.batch_repeat_interleave(rows)
-        mask = torch.cat([mask.new_ones(rows, len(prefix)), mask], dim=1)
-    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, len(prefix) :]
-    logits = model(
-        input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1
-    ).logits[:, -1, :].float()
+    mask, positions, logits = _prefill(model, cache, plan, pad_id)
     for step in range(sampling.max_new_tokens):
         logits = _penalize(logits[:, :vocab], seen, sampling.repetition_penalty)
         if matchers is not None:
@@ -207,7 +327,7 @@ def sample_batch(
             active = [active[i] for i in keep]
         seen[torch.arange(len(active)), chosen] = True
         mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
-        positions = positions[:, -1:] + 1
+        positions = positions + 1
         logits = model(
             input_ids=chosen[:, None], attention_mask=mask, position_ids=positions, cache=cache, use_cache=True
         ).logits[:, -1, :].float()

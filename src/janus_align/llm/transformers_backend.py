@@ -1,10 +1,10 @@
-"""In-process backend: batched `generate` with left padding, optional JSON-schema constraints.
+"""In-process backend: a local checkpoint run by our batched decoding loop (llm/decoding.py).
 
 Requests are sorted by prompt length so a batch pads little, and grouped by response schema
-so one grammar constrains one batch. Structured output uses xgrammar: it compiles a JSON
-schema into a token mask applied at every step, so even a 135M model returns schema-valid
-JSON, and it plugs into `generate` as a logits processor (lm-format-enforcer does too, but
-is several times slower per token; outlines drags in a much larger dependency tree).
+and sampling so one grammar and one set of knobs serve a batch. Structured output uses
+xgrammar: it compiles a JSON schema into a token mask applied at every step, so even a 135M
+model returns schema-valid JSON (lm-format-enforcer does the same but is several times slower
+per token; outlines drags in a much larger dependency tree).
 """
 
 from __future__ import annotations
@@ -16,16 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from janus_align.config.schema import LLMConfig, Sampling
 from janus_align.llm.decoding import sample_batch
 from janus_align.llm.types import ChatRequest, ChatResult, ResultCallback
 from janus_align.models.checkpoint import load_causal_lm, load_tokenizer
 from janus_align.models.prompt_format import ADD_SPECIAL_TOKENS, PromptFormat, render_messages
-
-
-MIN_SHARED_PREFIX = 16
 
 
 def checkpoint_fingerprint(path: str | Path) -> str:
@@ -37,29 +32,6 @@ def checkpoint_fingerprint(path: str | Path) -> str:
         with file.open("rb") as handle:
             digest.update(hashlib.file_digest(handle, "sha256").digest())
     return digest.hexdigest()[:16]
-
-
-def shared_prefix(encoded: list[list[int]], min_tokens: int = MIN_SHARED_PREFIX) -> list[int]:
-    """The tokens all prompts of a batch start with (each keeps at least one token of its own).
-
-    Prompts of one stage share their template's opening (the rubric examples, the judge's task
-    description): prefilled once instead of once per row. Under `min_tokens` it is not worth it.
-    """
-    if len(encoded) < 2:
-        return []
-    shortest = min(len(ids) for ids in encoded) - 1
-    length = 0
-    while length < shortest and all(ids[length] == encoded[0][length] for ids in encoded):
-        length += 1
-    return encoded[0][:length] if length >= min_tokens else []
-
-
-def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask) of token rows padded on the left to the longest."""
-    width = max(len(ids) for ids in rows)
-    input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in rows])
-    attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in rows])
-    return input_ids, attention_mask
 
 
 class TransformersBackend:
@@ -129,19 +101,16 @@ class TransformersBackend:
         sampling: Sampling = requests[0].sampling
         schema = requests[0].response_schema
         encoded = self.tokenizer(prompts, add_special_tokens=ADD_SPECIAL_TOKENS[self.prompt_format])["input_ids"]
-        prefix = shared_prefix(encoded)
-        input_ids, attention_mask = left_pad([ids[len(prefix) :] for ids in encoded], self.tokenizer.pad_token_id)
         started = time.perf_counter()
         decoded = sample_batch(
             self.model,
-            input_ids,
-            attention_mask,
+            encoded,
+            self.tokenizer.pad_token_id,
             sampling,
             self._eos_ids,
             # Seed from the batch's requests so a batch reproduces whatever else ran before it.
             seed=sum(r.seed for r in requests),
             grammar=self._grammar(schema) if schema is not None else None,
-            prefix=prefix,
         )
         latency = time.perf_counter() - started
         return [

@@ -9,10 +9,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import json
 import shutil
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedModel, PreTrainedTokenizerBase
@@ -47,6 +50,27 @@ def embedded_gguf(name: str) -> tuple[Path, str]:
     return directory, filename
 
 
+@contextlib.contextmanager
+def gguf_parsed_once() -> Iterator[None]:
+    """Within the block, each GGUF file is parsed once and each tensor-name map built once.
+
+    transformers builds a new `gguf.GGUFReader` for the config and for the weights, and each
+    build walks the 49k-entry vocabulary element by element (~11 s here); while mapping tensor
+    names it also rebuilds the same `gguf.get_tensor_name_map` for every module (~400 times,
+    36 ms each). Both are pure, read-only results, so one per argument tuple serves every caller.
+    """
+    import gguf
+
+    originals = {"GGUFReader": gguf.GGUFReader, "get_tensor_name_map": gguf.get_tensor_name_map}
+    for name, function in originals.items():
+        setattr(gguf, name, functools.lru_cache(maxsize=None)(function))
+    try:
+        yield
+    finally:
+        for name, function in originals.items():
+            setattr(gguf, name, function)
+
+
 def load_embedded(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Dequantize the GGUF and rebuild it as a plain model.
 
@@ -55,8 +79,9 @@ def load_embedded(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     config (without `quantization_config`) gives a plain, savable, trainable model.
     """
     directory, filename = embedded_gguf(name)
-    tokenizer = AutoTokenizer.from_pretrained(str(directory), gguf_file=filename)
-    loaded = AutoModelForCausalLM.from_pretrained(str(directory), gguf_file=filename, dtype=torch.float32)
+    with gguf_parsed_once():
+        tokenizer = AutoTokenizer.from_pretrained(str(directory), gguf_file=filename)
+        loaded = AutoModelForCausalLM.from_pretrained(str(directory), gguf_file=filename, dtype=torch.float32)
     config = loaded.config
     if hasattr(config, "quantization_config"):
         delattr(config, "quantization_config")
