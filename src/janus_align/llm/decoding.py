@@ -124,6 +124,10 @@ class PrefillPlan:
     group_of: list[int]
     suffixes: list[list[int]]
 
+    @classmethod
+    def flat(cls, prefix: list[int], suffixes: list[list[int]]) -> PrefillPlan:
+        return cls(prefix, [[]], [0] * len(suffixes), suffixes)
+
 
 def _common_length(a: Sequence[int], b: Sequence[int], limit: int) -> int:
     length = 0
@@ -142,7 +146,7 @@ def plan_prefill(prompts: Sequence[Sequence[int]], min_tokens: int = MIN_SHARED_
     """
     prefix = shared_prefix(prompts, min_tokens)
     rest = [list(ids[len(prefix) :]) for ids in prompts]
-    flat = PrefillPlan(prefix, [[]], [0] * len(rest), rest)
+    flat = PrefillPlan.flat(prefix, rest)
     members: list[list[int]] = []
     common: list[int] = []  # each group's prefix length
     for row in sorted(range(len(rest)), key=lambda i: rest[i]):
@@ -281,7 +285,7 @@ def sample_batch(
 
     active = list(range(rows))  # original row index of each current batch row
     outputs = [Decoded([], False) for _ in range(rows)]
-    plan = plan_prefill(prompts) if share_prefixes else PrefillPlan([], [[]], [0] * rows, [list(p) for p in prompts])
+    plan = plan_prefill(prompts) if share_prefixes else PrefillPlan.flat([], [list(ids) for ids in prompts])
     capacity = (
         len(plan.prefix)
         + max(len(ids) for ids in plan.group_prefixes)
