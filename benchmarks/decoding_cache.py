@@ -13,7 +13,7 @@
     python benchmarks/decoding_cache.py                  # artifacts/models/base, else builds one
     python benchmarks/decoding_cache.py --model-dir DIR
 
-About 4 minutes on 2 cores.
+About 12 minutes on 2 cores, most of it the flat prefills it compares against.
 """
 
 from __future__ import annotations
