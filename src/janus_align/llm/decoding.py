@@ -90,14 +90,20 @@ MIN_SHARED_PREFIX = 16  # tokens: a shorter shared prefix is not worth a forward
 GROUPING_GAIN = 0.8  # prefill by groups only when it computes at most this share of the flat prefill
 
 
+def _common_length(a: Sequence[int], b: Sequence[int], limit: int) -> int:
+    length = 0
+    while length < limit and a[length] == b[length]:
+        length += 1
+    return length
+
+
 def shared_prefix(prompts: Sequence[Sequence[int]], min_tokens: int = MIN_SHARED_PREFIX) -> list[int]:
     """The tokens all prompts start with (each keeps at least one token of its own); [] under `min_tokens`."""
     if len(prompts) < 2:
         return []
-    shortest = min(len(ids) for ids in prompts) - 1
-    length = 0
-    while length < shortest and all(ids[length] == prompts[0][length] for ids in prompts):
-        length += 1
+    length = min(len(ids) for ids in prompts) - 1
+    for ids in prompts[1:]:
+        length = _common_length(prompts[0], ids, length)
     return list(prompts[0][:length]) if length >= min_tokens else []
 
 
@@ -127,13 +133,6 @@ class PrefillPlan:
     @classmethod
     def flat(cls, prefix: list[int], suffixes: list[list[int]]) -> PrefillPlan:
         return cls(prefix, [[]], [0] * len(suffixes), suffixes)
-
-
-def _common_length(a: Sequence[int], b: Sequence[int], limit: int) -> int:
-    length = 0
-    while length < limit and a[length] == b[length]:
-        length += 1
-    return length
 
 
 def plan_prefill(prompts: Sequence[Sequence[int]], min_tokens: int = MIN_SHARED_PREFIX) -> PrefillPlan:
@@ -185,29 +184,31 @@ def _expand(cache: Cache, index: torch.Tensor) -> None:
 def _prefill(model: Any, cache: Cache, plan: PrefillPlan, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run the plan's passes into `cache`: (attention mask over the cache, last positions, last logits).
 
-    Padding sits before each pass's tokens (between the shared parts and a row's own), masked
-    out, with positions counted over real tokens only.
+    Three passes, each skipped when it has no tokens: the batch prefix (one row), the group
+    prefixes (one row per group), the suffixes (one row per prompt). Before a pass, the cache
+    rows so far are copied to the rows that extend them. Padding sits before each pass's tokens
+    (between the shared parts and a row's own), masked out, with positions counted over real
+    tokens only.
     """
-    mask = torch.ones(1, len(plan.prefix), dtype=torch.long)
-    if plan.prefix:
-        model(input_ids=torch.tensor([plan.prefix]), cache=cache, use_cache=True, logits_to_keep=1)
-    if any(plan.group_prefixes):
-        if plan.prefix:
-            _expand(cache, torch.zeros(len(plan.group_prefixes), dtype=torch.long))
-        input_ids, pass_mask = left_pad(plan.group_prefixes, pad_id)
-        mask = torch.cat([mask.expand(len(plan.group_prefixes), -1), pass_mask], dim=1)
+    mask = torch.ones(1, 0, dtype=torch.long)  # one row, nothing cached yet
+    passes = (
+        ([plan.prefix], [0]),
+        (plan.group_prefixes, [0] * len(plan.group_prefixes)),
+        (plan.suffixes, plan.group_of),
+    )
+    for rows, extends in passes:
+        if not any(rows):
+            continue
+        index = torch.tensor(extends, dtype=torch.long)
+        if mask.shape[1]:
+            _expand(cache, index)
+        input_ids, pass_mask = left_pad(rows, pad_id)
+        mask = torch.cat([mask[index], pass_mask], dim=1)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]
-        model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
-    index = torch.tensor(plan.group_of, dtype=torch.long)
-    if mask.shape[1]:
-        _expand(cache, index)
-    input_ids, pass_mask = left_pad(plan.suffixes, pad_id)
-    mask = torch.cat([mask[index], pass_mask], dim=1)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]
-    logits = model(
-        input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1
-    ).logits[:, -1, :].float()
-    return mask, positions[:, -1:], logits
+        logits = model(
+            input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1
+        ).logits
+    return mask, positions[:, -1:], logits[:, -1, :].float()
 
 
 @dataclass
