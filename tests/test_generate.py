@@ -124,7 +124,7 @@ def test_generate_judge_report_on_the_tiny_model_through_the_cli(ci_project):
     assert all(r["model"] == "base" and r["error"] is None and isinstance(r["response"], str) for r in responses)
     assert all(r["prompt_format"] == "chat_template" and r["completion_tokens"] > 0 for r in responses)
 
-    done = run_janus(ci_project, "judge", "--model", "base", timeout=600)
+    done = run_janus(ci_project, "judge", timeout=600)  # every candidate: here only base
     assert "unscored" in done.stdout and "verdicts (" in done.stdout  # the unscored rate is printed
     judgments = _rows(ci_project / "artifacts/eval/judgments/base.jsonl")
     assert len(judgments) == 3 * 4  # items x rubrics x 1 repeat

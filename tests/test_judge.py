@@ -1,4 +1,5 @@
-"""The judge: its prompt (golden file), the one verdict parser, and what happens when judging fails.
+"""The judge: its prompt (golden file), the one verdict parser, what happens when judging fails,
+and every candidate judged together in one batch per attempt.
 
 Failure tests run an openai-backend judge against a real HTTP server on 127.0.0.1 that answers
 500s or garbage, so the engine, the SDK and the re-ask logic all run for real.
@@ -13,24 +14,29 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from bench_samples import official_rows, write_jsonl
+from bench_samples import official_rows, set_params, write_jsonl
 from conftest import make_project, run_janus
 from loopback_server import Fault, LoopbackServer
 
 from janus_align.bench.schema import bench_item
-from janus_align.config import LLMConfig, Sampling
+from janus_align.cli import build_parser
+from janus_align.config import LLMConfig, Params, Sampling
 from janus_align.config.schema import JudgeConfig
-from janus_align.evaluate import scoring
+from janus_align.errors import JanusError
+from janus_align.evaluate import judge, scoring
 from janus_align.evaluate.judge import (
     JUDGE_SYSTEM,
+    candidate_names,
     feedback_of,
     judge_all,
+    judge_candidates,
     judge_instruction,
     official_evaluation,
     parse_verdict,
     render_judge_prompt,
 )
 from janus_align.evaluate.responses import Response
+from janus_align.evaluate.seeding import derive_seed
 from janus_align.llm import open_engine
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -276,6 +282,145 @@ def test_failed_generations_are_not_judged_and_count_as_unscored(tmp_path):
     assert all(r["error"] == "generation failed: APIError" for r in skipped)
 
 
+# ------------------------------------------------------------------------------------------
+# Every candidate in one batch
+
+
+class _Recording:
+    """The real engine, with the requests of each `complete` call written down."""
+
+    def __init__(self, engine):
+        self.engine, self.calls = engine, []
+
+    @property
+    def model_id(self) -> str:
+        return self.engine.model_id
+
+    def complete(self, requests, desc="requests"):
+        self.calls.append(list(requests))
+        return self.engine.complete(requests, desc=desc)
+
+
+def _answer_of(request) -> str:
+    """The judged response inside a judge request (the text of the prompt's response section)."""
+    user = request.messages[-1]["content"]
+    return user.split("###Response to evaluate:\n", 1)[1].split("\n\n###Reference Answer", 1)[0]
+
+
+def test_every_candidate_is_judged_in_one_engine_call_per_attempt_as_if_alone(tmp_path):
+    items = _items(3)
+    ids = [item.id for item in items]
+    candidates = {
+        "a": {i: Response(i, f"GOOD-RESPONSE of a on {i}") for i in ids},
+        "b": {ids[0]: Response(ids[0], "GOOD-RESPONSE of b"), ids[1]: Response(ids[1], "GARBAGE-RESPONSE of b")},
+        "ext": {
+            ids[0]: Response(ids[0], "GARBAGE-RESPONSE of ext"),
+            ids[1]: Response(ids[1], "", "APIError"),
+            ids[2]: Response(ids[2], "GOOD-RESPONSE of ext"),
+        },
+    }
+    config = _judge_config(max_reasks=2)
+    with LoopbackServer(answer=_scripted_answer) as server:
+        engine = _Recording(_judge_engine(server.base_url, tmp_path / "together"))
+        together = judge_candidates(engine, items, candidates, config, seed=7)
+        alone = {
+            name: judge_all(_judge_engine(server.base_url, tmp_path / name), items, responses, config, 7, name)
+            for name, responses in candidates.items()
+        }
+    # The first ask of all 3 x 4 + 2 x 4 + 2 x 4 judged rubrics is one call; each verdict re-ask
+    # (the two garbage answers' 4 rubrics each) is one more, over both candidates at once.
+    assert [len(call) for call in engine.calls] == [28, 8, 8]
+    for call, owners in zip(engine.calls, [{"a", "b", "ext"}, {"b", "ext"}, {"b", "ext"}]):
+        assert {_answer_of(r).split(" of ")[1].split(" on ")[0] for r in call} == owners
+    assert list(together) == ["a", "b", "ext"] and together == alone
+    assert all(row["model"] == name for name, rows in together.items() for row in rows)
+    # Seeds do not depend on the candidate: (item, rubric, repeat, attempt) only.
+    assert all(
+        row["seed"] == derive_seed(7, "judge", row["id"], row["rubric_index"], row["repeat"], row["attempts"] - 1)
+        for rows in together.values()
+        for row in rows
+        if row["attempts"]
+    )
+    assert [r["verdict"] for r in together["b"]] == [4] * 4 + [None] * 8
+    assert [r["error"] for r in together["b"][8:]] == ["no response for this item"] * 4
+    assert [r["attempts"] for r in together["ext"]] == [3] * 4 + [0] * 4 + [1] * 4
+
+
+def test_candidates_with_the_same_answer_share_one_request_each(tmp_path):
+    items = _items(2)
+    same = {item.id: Response(item.id, "GOOD-RESPONSE") for item in items}
+    with LoopbackServer(answer=_scripted_answer) as server:
+        rows = judge_candidates(_judge_engine(server.base_url, tmp_path), items, {"a": same, "b": dict(same)}, _judge_config(), 7)
+        asked = server.count()
+    assert asked == 2 * 4  # not 2 x 2 x 4
+    assert [{**r, "model": "-"} for r in rows["a"]] == [{**r, "model": "-"} for r in rows["b"]]
+    assert all(r["verdict"] == 4 for r in rows["a"] + rows["b"])
+
+
+def test_judge_cli_takes_any_number_of_models_and_defaults_to_every_candidate():
+    parser = build_parser()
+    assert parser.parse_args(["judge"]).models is None
+    assert parser.parse_args(["judge", "--model", "sft", "--model", "dpo"]).models == ["sft", "dpo"]
+    params = Params.model_validate({"generate": {"candidates": ["base", "sft"], "external": ["gpt-x"]}})
+    assert candidate_names(params) == ["base", "sft", "gpt-x"]
+    assert candidate_names(params, ["dpo", "dpo"]) == ["dpo"]
+
+
+def test_a_missing_responses_file_is_an_error_naming_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_jsonl(tmp_path / "artifacts/eval/responses/base.jsonl", [{"id": "0", "response": "x"}])
+    params = Params.model_validate({"generate": {"candidates": ["base", "sft"], "external": []}})
+    with pytest.raises(JanusError, match=r"judge: artifacts/eval/responses/sft\.jsonl missing \(run `janus generate --model sft`"):
+        judge.run(params)
+    assert not (tmp_path / "artifacts/eval/judgments").exists()
+
+
+@pytest.mark.slow
+def test_janus_judge_judges_every_candidate_in_one_stage_run_with_a_nested_run_each(tmp_path):
+    """`janus judge` with no --model: every candidate and external model, one stage run, one
+    nested `judge-<model>` run per candidate with its metrics; the per-model files as before."""
+    project = make_project(tmp_path / "project")
+    rows = official_rows(2)
+    write_jsonl(project / "artifacts" / "bench" / "bench.jsonl", rows)
+    names = ["base", "sft", "gpt-x"]
+    set_params(project, "generate", candidates=names[:2], external=names[2:])
+    for name in names:
+        answer = "GARBAGE-RESPONSE" if name == "sft" else f"GOOD-RESPONSE {name}"
+        write_jsonl(
+            project / "artifacts" / "eval" / "responses" / f"{name}.jsonl",
+            [{"id": r["id"], "source": r["source"], "model": name, "response": answer} for r in rows],
+        )
+    with LoopbackServer(answer=_scripted_answer) as server:
+        overrides = (
+            f"judge:\n  llm:\n    backend: openai\n    model: judge\n    base_url: {server.base_url}\n"
+            f"    api_key_env: {KEY_ENV}\n    max_retries: 0\n    timeout_s: 2\n  max_reasks: 1\n  constrained: false\n"
+        )
+        (project / "profiles" / "loopback.yaml").write_text(overrides)
+        run_janus(project, "use-profile", "loopback")
+        done = run_janus(project, "judge", timeout=300)
+    assert [line.split(":")[0] for line in done.stdout.splitlines() if line.startswith("judge ")] == [
+        f"judge {name}" for name in names
+    ]
+    for name in names:
+        metrics = json.loads((project / "metrics" / "eval" / f"{name}.json").read_text())
+        assert metrics["model"] == name and metrics["overall"] == (None if name == "sft" else 4.0)
+        assert (project / f"artifacts/eval/official/{name}_evaluation.json").is_file()
+        assert len((project / f"artifacts/eval/judgments/{name}.jsonl").read_text().splitlines()) == 8
+
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["janus"], output_format="list")
+    stage = [r for r in runs if r.data.tags.get("stage") == "judge" and "candidate" not in r.data.tags]
+    assert [r.info.run_name for r in stage] == ["judge"]
+    nested = {r.info.run_name: r for r in runs if r.info.run_name.startswith("judge-")}
+    assert set(nested) == {f"judge-{name}" for name in names}
+    for name in names:
+        run = nested[f"judge-{name}"]
+        assert run.data.tags["mlflow.parentRunId"] == stage[0].info.run_id and run.data.tags["candidate"] == name
+        assert run.data.metrics["judgments"] == 8 and run.data.metrics.get("overall") == (None if name == "sft" else 4.0)
+
+
 @pytest.mark.slow
 def test_judge_stage_survives_a_judge_that_only_answers_500(tmp_path):
     """`janus judge` with every judge call failing: exit 0, all verdicts unscored, rate printed."""
@@ -302,6 +447,7 @@ def test_judge_stage_survives_a_judge_that_only_answers_500(tmp_path):
     assert len(judgments) == 8 and all(j["verdict"] is None and j["attempts"] == 2 for j in judgments)
     official = json.loads((project / "artifacts/eval/official/base_evaluation.json").read_text())
     assert official[rows[0]["id"]]["score"] == [None] * 4
+    assert sorted(p.name for p in (project / "metrics" / "eval").iterdir()) == ["base.json"]  # --model: only base
 
 
 @pytest.mark.slow

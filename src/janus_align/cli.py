@@ -49,11 +49,11 @@ STAGES: dict[str, tuple[str, dict[str, Any], str]] = {
     "train_orpo": ("janus_align.train.train_orpo", {}, "ORPO from the base model"),
     "train_rm": ("janus_align.train.train_rm", {}, "reward model from a 1-epoch SFT model"),
     "generate": ("janus_align.evaluate.generate", {}, "answer every bench prompt with one candidate (--model)"),
-    "judge": ("janus_align.evaluate.judge", {}, "judge one candidate's answers per rubric (--model)"),
+    "judge": ("janus_align.evaluate.judge", {}, "judge every candidate's answers per rubric, in one batch"),
     "report": ("janus_align.evaluate.report", {}, "leaderboard, CIs, win/tie matrix, plots, HTML report"),
     "register": ("janus_align.registry.register", {}, "register the best model; move alias champion"),
 }
-STAGES_WITH_MODEL = {"generate", "judge"}
+STAGES_WITH_MODEL = {"generate"}  # `--model NAME`, required; `judge` takes `--model` repeatable and optional
 
 
 def prepare(params_path: str) -> Params:
@@ -135,9 +135,34 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--max-new-tokens", type=int, default=128)
     chat.add_argument("prompt")
     chat.set_defaults(handler=_tool("janus_align.registry.chat", "main"))
+    preload = sub.add_parser(
+        "preload", help="run COMMAND (e.g. dvc repro) with janus stages forked from one preloaded process"
+    )
+    preload.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
+    preload.set_defaults(handler=_preload)
+    judge = sub.choices["judge"]
+    judge.add_argument(
+        "--model",
+        dest="models",
+        action="append",
+        metavar="NAME",
+        help="judge only this candidate (repeatable); default: generate.candidates + generate.external",
+    )
+    judge.set_defaults(handler=lambda a: run_stage("judge", a.params, models=a.models))
     tune = sub.choices["tune"]
     tune.add_argument("--workers", type=int, default=1, help="local worker processes sharing one study")
     return parser
+
+
+def _preload(args: argparse.Namespace) -> None:
+    from janus_align import preload
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise JanusError("janus preload: name the command to run, e.g. `janus preload -- dvc repro`")
+    code = preload.serve(command)
+    if code:
+        raise SystemExit(code)
 
 
 def _stage_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -150,7 +175,14 @@ def _stage_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    if args.command != "preload":
+        from janus_align import preload
+
+        served = preload.delegate(argv)  # under `janus preload`: run in its preloaded child
+        if served is not None:
+            return served
     try:
         args.handler(args)
     except JanusError as exc:

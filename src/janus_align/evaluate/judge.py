@@ -1,4 +1,4 @@
-"""Stage `judge`: Prometheus-style absolute grading of one candidate, one judge call per rubric.
+"""Stage `judge`: Prometheus-style absolute grading of every candidate, one judge call per rubric.
 
 Protocol (PAPER.md section 4): the judge reads the instruction (the prompt only; the system
 message too when `judge.show_system`), the response, the reference answer (as a score-5
@@ -15,9 +15,19 @@ With `judge.constrained` (for small local judges that do not follow the free-tex
 judge answers JSON `{"feedback", "score"}` under constrained decoding; the answer is rewritten
 as `Feedback: ... [RESULT] n` and read by the same `parse_verdict`.
 
-Writes artifacts/eval/judgments/<model>.jsonl (one row per item x rubric x repeat: raw text,
-verdict, judge model id, prompt hash), the official artifacts/eval/official/<model>_evaluation.json
-and metrics/eval/<model>.json.
+All candidates (generate.candidates + generate.external, or those named with --model) are
+judged by one judge engine, and each attempt (the first ask, then each verdict re-ask) is ONE
+engine call over the pending requests of every candidate, so the engine batches them together
+and prefills shared prompt prefixes once. A request's seed does not depend on the candidate, so
+a candidate's requests are exactly those it gets judged alone (`judge_all` is this with one
+candidate); identical requests (two candidates that gave the same answer) are sent once and
+share the answer, as the request cache would give it.
+
+Writes, per candidate, artifacts/eval/judgments/<model>.jsonl (one row per item x rubric x repeat:
+raw text, verdict, judge model id, prompt hash), the official
+artifacts/eval/official/<model>_evaluation.json and metrics/eval/<model>.json (its `judge_usage`
+is the judge engine's usage over the whole run, shared by the candidates judged together), and
+logs each candidate's metrics in a nested MLflow run `judge-<model>` tagged `candidate`.
 """
 
 from __future__ import annotations
@@ -215,6 +225,7 @@ def verdict_text(result: ChatResult) -> str:
 
 @dataclass
 class _Task:
+    model: str
     item: BenchItem
     rubric_index: int
     repeat: int
@@ -251,21 +262,22 @@ def _complete(engine: LLMEngine, requests: list[ChatRequest], desc: str) -> list
         return [ChatResult("", error=reason) for _ in requests]
 
 
-def judge_all(
+def judge_candidates(
     engine: LLMEngine,
     items: Sequence[BenchItem],
-    responses: Mapping[str, Response],
+    candidates: Mapping[str, Mapping[str, Response]],
     config: JudgeConfig,
     seed: int,
-    model: str,
-) -> list[dict[str, Any]]:
-    """Judge every (item, rubric, repeat); return the judgment rows (never raises on judge failures).
+) -> dict[str, list[dict[str, Any]]]:
+    """Judge every (candidate, item, rubric, repeat); {candidate: its judgment rows} (never raises on judge failures).
 
+    Each attempt is one `engine.complete` call over the pending tasks of every candidate.
     Items without a usable response (generation failed, or absent from the file) get unscored
     rows that say why, so they are counted rather than silently dropped.
     """
     tasks = [
-        _Task(item, index, repeat, responses.get(item.id))
+        _Task(model, item, index, repeat, responses.get(item.id))
+        for model, responses in candidates.items()
         for item in items
         for index in range(len(item.rubrics))
         for repeat in range(config.repeats)
@@ -278,6 +290,7 @@ def judge_all(
             task.error = f"generation failed: {task.response.error}"
         else:
             pending.append(task)
+    names = ", ".join(candidates)
     for attempt in range(config.max_reasks + 1):
         if not pending:
             break
@@ -287,9 +300,9 @@ def judge_all(
             request = _request(task, config, task.seed)
             task.hash = task.hash or prompt_hash(request)
             requests.append(request)
-        desc = f"judge {model}" + (f" (verdict retry {attempt})" if attempt else "")
+        desc = f"judge {names}" + (f" (verdict retry {attempt})" if attempt else "")
         retry: list[_Task] = []
-        for task, result in zip(pending, _complete(engine, requests, desc)):
+        for task, result in zip(pending, _complete_unique(engine, requests, desc)):
             task.attempts += 1
             if not result.ok and not result.text:
                 # Keep the text of an earlier, unparseable answer: it is still the best record.
@@ -302,14 +315,39 @@ def judge_all(
             if task.verdict is None:
                 retry.append(task)
         pending = retry
-    return [_row(task, model, engine.model_id) for task in tasks]
+    rows: dict[str, list[dict[str, Any]]] = {model: [] for model in candidates}
+    for task in tasks:
+        rows[task.model].append(_row(task, engine.model_id))
+    return rows
 
 
-def _row(task: _Task, model: str, judge_model: str) -> dict[str, Any]:
+def judge_all(
+    engine: LLMEngine,
+    items: Sequence[BenchItem],
+    responses: Mapping[str, Response],
+    config: JudgeConfig,
+    seed: int,
+    model: str,
+) -> list[dict[str, Any]]:
+    """`judge_candidates` with the one candidate `model`: its judgment rows."""
+    return judge_candidates(engine, items, {model: responses}, config, seed)[model]
+
+
+def _complete_unique(engine: LLMEngine, requests: list[ChatRequest], desc: str) -> list[ChatResult]:
+    """`_complete` with each distinct request sent once (candidates with equal answers ask the same)."""
+    keys = [request.cache_key(engine.model_id) for request in requests]
+    first: dict[str, int] = {}
+    for index, key in enumerate(keys):
+        first.setdefault(key, index)
+    answers = dict(zip(first, _complete(engine, [requests[i] for i in first.values()], desc)))
+    return [answers[key] for key in keys]
+
+
+def _row(task: _Task, judge_model: str) -> dict[str, Any]:
     return {
         "id": task.item.id,
         "source": task.item.source,
-        "model": model,
+        "model": task.model,
         "rubric_index": task.rubric_index,
         "dimension": task.item.dimension_of(task.rubric_index),
         "repeat": task.repeat,
@@ -400,35 +438,68 @@ def open_judge(config: JudgeConfig) -> LLMEngine:
         raise JanusError(f"judge.llm ({config.llm.backend}:{config.llm.model}): {exc}") from None
 
 
-def judge_responses(
-    params: Params, items: Sequence[BenchItem], responses: Mapping[str, Response], model: str
-) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
-    """Open the judge, judge every item's response, close it: (judgments, usage, judge model id)."""
+def judge_responses_of(
+    params: Params, items: Sequence[BenchItem], candidates: Mapping[str, Mapping[str, Response]]
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any], str]:
+    """Open the judge, judge every candidate's responses together, close it: (judgments per candidate, usage, judge model id)."""
     engine = open_judge(params.judge)
     try:
-        judgments = judge_all(engine, items, responses, params.judge, params.seed, model)
+        judgments = judge_candidates(engine, items, candidates, params.judge, params.seed)
         return judgments, engine.usage.as_dict(), engine.model_id
     finally:
         engine.close()
 
 
-def run(params: Params, model: str) -> dict[str, Any]:
+def judge_responses(
+    params: Params, items: Sequence[BenchItem], responses: Mapping[str, Response], model: str
+) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
+    """`judge_responses_of` with the one candidate `model`: (judgments, usage, judge model id)."""
+    judgments, usage, judge_model = judge_responses_of(params, items, {model: responses})
+    return judgments[model], usage, judge_model
+
+
+def candidate_names(params: Params, models: Sequence[str] | None = None) -> list[str]:
+    """The candidates to judge: `models` if given, else generate.candidates + generate.external (duplicates once)."""
+    return list(dict.fromkeys(models or [*params.generate.candidates, *params.generate.external]))
+
+
+def run(params: Params, models: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Judge `models` (default: every candidate) in one batch; write and log each one's outputs."""
     import mlflow
 
+    from janus_align import tracking
+
+    names = candidate_names(params, models)
+    if not names:
+        raise JanusError("judge: no candidates (generate.candidates and generate.external are empty)")
+    missing = [name for name in names if not files.responses_file(name).is_file()]
+    if missing:
+        raise JanusError(
+            f"judge: {', '.join(str(files.responses_file(name)) for name in missing)} missing "
+            f"(run `janus generate --model {missing[0]}` first)"
+        )
     items = load_bench(BENCH_FILE)
-    responses = load_responses(files.responses_file(model))
-    judgments, usage, judge_model = judge_responses(params, items, responses, model)
-    metrics = write_outputs(
-        model,
-        items,
-        responses,
-        judgments,
-        files.judgments_file(model),
-        files.official_file(model),
-        files.eval_metrics_file(model),
-        {"judge_model": judge_model, "judge_repeats": params.judge.repeats, "judge_usage": usage},
-    )
-    print(describe(model, metrics))
-    mlflow.log_metrics(scoring.numeric_metrics(metrics))
-    mlflow.set_tags({"judge_model": judge_model, "judge_template": TEMPLATE_VERSION, "candidate": model})
-    return metrics
+    responses = {name: load_responses(files.responses_file(name)) for name in names}
+    judgments, usage, judge_model = judge_responses_of(params, items, responses)
+    extra = {"judge_model": judge_model, "judge_repeats": params.judge.repeats, "judge_usage": usage}
+    tags = {"judge_model": judge_model, "judge_template": TEMPLATE_VERSION}
+    mlflow.set_tags({**tags, "candidates": ",".join(names)})
+    mlflow.log_metrics(scoring.numeric_metrics({"judge_usage": usage}))
+    results: dict[str, dict[str, Any]] = {}
+    for name in names:
+        metrics = write_outputs(
+            name,
+            items,
+            responses[name],
+            judgments[name],
+            files.judgments_file(name),
+            files.official_file(name),
+            files.eval_metrics_file(name),
+            extra,
+        )
+        print(describe(name, metrics))
+        with mlflow.start_run(run_name=f"judge-{name}", nested=True):
+            mlflow.set_tags({**tracking.run_tags("judge", params), **tags, "candidate": name})
+            mlflow.log_metrics(scoring.numeric_metrics(metrics))
+        results[name] = metrics
+    return results

@@ -1,0 +1,113 @@
+"""`janus preload -- COMMAND`: `janus` commands started by COMMAND run in forked children of one
+preloaded process, with the caller's folder, output and exit status, and die with their caller.
+
+One preloading process serves the whole scenario (its imports take ~25 s): the scenario runs as
+its COMMAND and prints what it saw as JSON lines, which the test then checks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import textwrap
+from pathlib import Path
+
+from conftest import BIN, janus_env, make_project
+
+SCENARIO = textwrap.dedent(
+    """
+    import json, os, signal, subprocess, sys, time
+    from pathlib import Path
+    from janus_align import preload
+
+    socket_path = os.environ[preload.SOCKET_ENV]
+    deadline = time.time() + 300
+    while not os.path.exists(socket_path) and time.time() < deadline:  # bound once imports are done
+        time.sleep(0.2)
+
+    def report(**seen):
+        print(json.dumps(seen), flush=True)
+
+    def served_children():
+        server, me = os.getppid(), os.getpid()
+        found = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == server and int(stat.parent.name) != me:
+                found[int(stat.parent.name)] = fields[0]
+        return found
+
+    # In the folder of the caller, not of the server: the other project uses another profile.
+    os.chdir(sys.argv[1])
+    report(check=preload.delegate(["check"]))
+    report(missing_model=preload.delegate(["generate", "--model", "nope"]))
+
+    victim = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from janus_align.preload import delegate; "
+         "sys.exit(delegate(['chat', '--model', 'artifacts/models/base', '--max-new-tokens', '4000', 'Tell a story.']))"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    children = {}
+    while not children and time.time() < deadline:
+        children = {pid: state for pid, state in served_children().items() if state != "Z"}
+        time.sleep(0.1)
+    time.sleep(1.0)
+    alive_before = [pid for pid, state in served_children().items() if pid in children and state != "Z"]
+    victim.kill()
+    victim.wait()
+    gone_by = None
+    for tick in range(100):
+        if not any(pid in children and state != "Z" for pid, state in served_children().items()):
+            gone_by = tick / 10
+            break
+        time.sleep(0.1)
+    report(served_child=len(children), alive_before_kill=len(alive_before), gone_after_s=gone_by)
+    """
+)
+
+
+def test_preloaded_commands_behave_like_their_callers_and_die_with_them(ci_base_project: Path, tmp_path: Path) -> None:
+    server_project = ci_base_project
+    caller_project = make_project(tmp_path / "default-profile", profile=None)
+    shutil.copytree(server_project / "artifacts" / "models" / "base", caller_project / "artifacts" / "models" / "base")
+    scenario = tmp_path / "scenario.py"
+    scenario.write_text(SCENARIO)
+
+    done = subprocess.run(
+        [str(BIN / "janus"), "preload", "--", str(BIN / "python"), str(scenario), str(caller_project)],
+        cwd=server_project, env=janus_env(), capture_output=True, text=True, timeout=600,
+    )
+
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "janus preload: serving after" in done.stderr
+    seen = {}
+    for line in done.stdout.splitlines():
+        if line.startswith("{"):
+            seen.update(json.loads(line))
+    # Served (delegate answered an exit status rather than None), in the caller's folder.
+    assert seen["check"] == 0
+    assert "params.yaml: valid (profile default)" in done.stdout
+    # A failing command's status and message come back as the caller's.
+    assert seen["missing_model"] == 2
+    assert "error: generate --model nope" in done.stderr
+    # The served child ran, and was gone soon after its caller was SIGKILLed.
+    assert seen["served_child"] == 1 and seen["alive_before_kill"] == 1
+    assert seen["gone_after_s"] is not None and seen["gone_after_s"] < 5
+
+
+def test_preload_without_a_command_is_a_clear_error(tmp_path: Path) -> None:
+    done = subprocess.run([str(BIN / "janus"), "preload"], cwd=tmp_path, env=janus_env(), capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "name the command to run" in done.stderr
+
+
+def test_preload_returns_the_exit_status_of_its_command(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(BIN / "janus"), "preload", "--", "sh", "-c", "exit 7"], cwd=tmp_path, env=janus_env(), capture_output=True, text=True,
+        timeout=600,
+    )
+    assert done.returncode == 7
