@@ -12,15 +12,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from bench_samples import DEFAULT_DATA, official_rows
-from conftest import make_project, run_janus
-from loopback_server import LoopbackServer, default_answer
+from conftest import REPO, make_project, run_janus
+from loopback_server import LoopbackServer, default_answer, requested_schema
 
-from janus_align.bench.bench import collection_system_messages, sample_prompts, unseen
-from janus_align.bench.rubrics import load_examples, parse_rubric, rubric_prompt, rubric_schema
+from janus_align.bench import bench as bench_module
+from janus_align.bench.bench import build_bench, collection_system_messages, sample_prompts, unseen
+from janus_align.bench.rubrics import RUBRIC_SYSTEM, load_examples, parse_rubric, rubric_prompt, rubric_schema
 from janus_align.bench.schema import OFFICIAL_KEYS, Preference, bench_item, load_bench
+from janus_align.config import load_params
 from janus_align.errors import JanusError
 from janus_align.inputs import BENCH_GROUPS
-from janus_align.synth.prompts import SYSTEM_MESSAGE_SYSTEM
+from janus_align.llm import open_engine
+from janus_align.llm.types import ChatRequest
+from janus_align.synth import teacher
+from janus_align.synth.prompts import PREFERENCE_SYSTEM, SYSTEM_MESSAGE_SYSTEM
 
 PROMPTS = [json.loads(line) for line in (DEFAULT_DATA / "bench" / "prompts.jsonl").read_text().splitlines() if line]
 
@@ -133,3 +138,100 @@ def test_bench_stage_builds_the_official_schema_and_keeps_system_messages_unseen
     assert metrics["system_in_collection"] == 1 and metrics["collection_checked"] is True
     assert metrics["items"] == 4 and metrics["prompts_sampled"] == 5 and metrics["dropped"] == 1
     assert sum(metrics["rejected"].values()) == 0
+
+
+# ------------------------------------------------------------------------------------------
+# References and rubrics asked together, in process
+
+
+def _digest(body: dict) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _fill(schema: dict, tag: str):
+    """A JSON value valid for the (object-of-strings) schema, every string derived from `tag`."""
+    if schema.get("type") == "object":
+        return {name: _fill(schema["properties"][name], f"{tag}{name}") for name in schema["required"]}
+    return hashlib.sha256(tag.encode()).hexdigest()[: schema.get("maxLength", 12)]
+
+
+def request_bound_answer(body: dict) -> str:
+    """Answers that depend on the whole request (seed included), and some unusable ones, so a
+    changed request changes the bench and re-asks happen."""
+    digest = _digest(body)
+    system = body["messages"][0]["content"]
+    schema = requested_schema(body)
+    if system == RUBRIC_SYSTEM:
+        answer = _fill(schema, digest)
+        if int(digest, 16) % 3 == 0:
+            answer["criteria"] = "..."  # blank: asked again with a new seed
+        return json.dumps(answer)
+    if schema is not None:
+        return json.dumps(_fill(schema, digest))
+    if system == SYSTEM_MESSAGE_SYSTEM:
+        return persona_for(_instruction_of(body["messages"][-1]["content"]))
+    return "" if int(digest, 16) % 4 == 0 else f"Reference {digest[:16]}."  # "" is asked again
+
+
+class RecordingEngine:
+    """The real engine, with every `complete` call's requests recorded."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.calls: list[list[ChatRequest]] = []
+
+    def complete(self, requests, desc="requests"):
+        self.calls.append(list(requests))
+        return self.engine.complete(requests, desc=desc)
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+
+def _kind(request: ChatRequest) -> str:
+    system = request.messages[0]["content"]
+    return {PREFERENCE_SYSTEM: "preference", SYSTEM_MESSAGE_SYSTEM: "system", RUBRIC_SYSTEM: "rubric"}.get(system, "reference")
+
+
+def test_references_and_rubrics_go_to_the_engine_together_and_make_the_same_bench(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").symlink_to(DEFAULT_DATA)
+    prompts = sample_prompts(PROMPTS, 5, seed=42)
+    params = load_params(REPO / "params.yaml")
+
+    def bench_with(server, cache: str):
+        config = params.teacher.model_copy(
+            update={"backend": "openai", "model": "teacher", "base_url": server.base_url,
+                    "api_key_env": "JANUS_TEST_TEACHER_KEY", "max_retries": 0}
+        )
+        engine = RecordingEngine(open_engine(config, cache_path=tmp_path / cache))
+        try:
+            items, counts = build_bench(engine, prompts, params)
+        finally:
+            engine.close()
+        return items, counts, [[_kind(r) for r in call] for call in engine.calls]
+
+    with LoopbackServer(answer=request_bound_answer) as server:
+        together = bench_with(server, "together.sqlite")
+        # The sequential code: each job asked on its own, references first.
+        monkeypatch.setattr(
+            bench_module, "ask_jobs", lambda engine, jobs, max_reasks: [teacher.ask_jobs(engine, [job], max_reasks)[0] for job in jobs]
+        )
+        apart = bench_with(server, "apart.sqlite")
+        # Each run paid for every request once (own cache): both sent exactly the same requests.
+        assert set(server.counts_by_body().values()) == {2}
+
+    items, counts, calls = together
+    assert items == apart[0] and counts == apart[1]
+    assert items and counts["reasked"] > 0  # the re-ask path was exercised
+    assert counts["rejected"]["preference_sets"] == counts["rejected"]["system_messages"] == 0
+    # Together: the first attempts of all 5 references and 20 rubrics in one call, and each
+    # later attempt's re-asks of both in one call too.
+    joint = [Counter(call) for call in calls if {"reference", "rubric"} & set(call)]
+    assert joint[0] == {"reference": 5, "rubric": 20} and set(joint[1]) == {"reference", "rubric"}
+    separate = [Counter(call) for call in apart[2] if {"reference", "rubric"} & set(call)]
+    assert all(len(call) == 1 for call in separate)  # apart, no call mixes them
+    reference_calls = sum(1 for call in separate if "reference" in call)
+    rubric_calls = sum(1 for call in separate if "rubric" in call)
+    assert len(joint) == max(reference_calls, rubric_calls) < reference_calls + rubric_calls
+    assert sum(joint, Counter()) == sum(separate, Counter())

@@ -109,6 +109,31 @@ def test_schema_constrained_output_is_valid_json_even_from_a_random_model(backen
     assert engine.usage.requests == 4
 
 
+def test_a_structured_answer_cut_at_max_new_tokens_is_returned_unparsed_not_reasked(backend):
+    cut = Sampling(max_new_tokens=4, temperature=1.0, top_p=0.95)  # too few tokens to close the JSON
+    request = ChatRequest.of("Judge this answer. Reply in JSON.", sampling=cut, seed=3, response_schema=VERDICT_SCHEMA)
+    engine = engine_on(backend, batch_size=1)
+    [result] = engine.complete([request])
+    assert result.completion_tokens == cut.max_new_tokens
+    assert result.error is not None and result.parsed is None
+    assert result.attempts == 1 and engine.usage.requests == 1  # no re-ask with the cut answer in context
+
+
+def test_the_synthesis_asks_a_cut_answer_again_with_new_seeds(backend):
+    from janus_align.synth.teacher import ask
+
+    cut = Sampling(max_new_tokens=4, temperature=1.0, top_p=0.95)
+    seeds: list[int] = []
+
+    def build(unit: str, attempt: int) -> ChatRequest:
+        seeds.append(attempt)
+        return ChatRequest.of(unit, sampling=cut, seed=attempt, response_schema=VERDICT_SCHEMA)
+
+    [outcome] = ask(engine_on(backend, batch_size=1), ["Judge this. Reply in JSON."], build, lambda u, r: (r.parsed, None), 2, "t")
+    assert seeds == [0, 1, 2]  # the first ask, then two new seeds
+    assert outcome.truncated and not outcome.ok and "cut at max_new_tokens 4" in outcome.reason
+
+
 def test_chat_template_carries_the_system_message_to_the_model(backend):
     system = "You are a pirate who answers in rhymes."
     tokenizer = backend.tokenizer
@@ -232,3 +257,92 @@ def test_nucleus_is_exactly_the_full_sort_nucleus_row_by_row():
     assert torch.equal(got, expected)
     # Peaked rows take the fast path; only the flat rows pay for the full sort.
     assert widths == {0: 64, 1: 64, 2: 5000, 3: 64, 4: 64, 5: 5000, 6: 5000}
+
+
+ONE_LINE = r"[^\n\r]+"
+# Prompts that ask for lines. The random model ignores them, but its near-uniform draws over the
+# vocabulary (131 of its 49k tokens hold a line break) give these rows a few line breaks anyway.
+LIST_PROMPTS = [
+    "List four fruits as a bulleted list, one per line.",
+    "Write a numbered list of three steps to boil an egg.",
+    "Give me a shopping list, one item per line.",
+    "Write a short poem of four lines about rain.",
+    "Name five rivers, each on its own line.",
+    "Write a to-do list for a rainy Sunday.",
+    "List the planets of the solar system, one per line.",
+    "Write the lyrics of a short song with a chorus.",
+]
+LONG = Sampling(max_new_tokens=256, temperature=1.0, top_p=1.0)
+
+
+def test_a_one_line_regex_keeps_line_breaks_out_of_answers_that_have_them_unconstrained(backend):
+    free = [ChatRequest.of(p, sampling=LONG, seed=i) for i, p in enumerate(LIST_PROMPTS)]
+    one_line = [ChatRequest.of(p, sampling=LONG, seed=i, response_regex=ONE_LINE) for i, p in enumerate(LIST_PROMPTS)]
+    engine = engine_on(backend, batch_size=8)
+    # One call: the backend batches the constrained and unconstrained requests apart.
+    results = engine.complete(free + one_line)
+    unconstrained, constrained = results[: len(free)], results[len(free) :]
+    assert sum("\n" in r.text for r in unconstrained) >= 2, [r.text for r in unconstrained]
+    for result in constrained:
+        assert result.ok and result.text and "\n" not in result.text and "\r" not in result.text, result.text
+        assert result.parsed is None and result.attempts == 1  # a regex is a constraint, not a parsed answer
+    # The random model hardly ever picks EOS: rows cut at max_new_tokens come back like any other.
+    assert all(r.completion_tokens <= LONG.max_new_tokens for r in results)
+    assert any(r.completion_tokens == LONG.max_new_tokens for r in constrained)
+
+
+def test_a_satisfied_regex_lets_the_row_end_on_eos(backend):
+    """`(yes|no)` leaves nothing but EOS once matched: the row stops there, EOS counted."""
+    requests = [ChatRequest.of(f"Is {i} even?", sampling=SAMPLED, seed=i, response_regex="(yes|no)") for i in range(3)]
+    for result in engine_on(backend, batch_size=4).complete(requests):
+        assert result.text in ("yes", "no")
+        assert result.completion_tokens <= len(result.text) + 1 < SAMPLED.max_new_tokens  # at most a token a letter
+    # One line: EOS only after a first character, never a token with a line break.
+    import xgrammar as xgr
+
+    from janus_align.synth.system_messages import PARAGRAPH_REGEX
+
+    tokenizer, eos = backend.tokenizer, backend.tokenizer.eos_token_id
+    breaks = [i for i in range(len(tokenizer)) if set(tokenizer.decode([i])) & {"\n", "\r"}]
+
+    def allowed_after(regex: str, text: str) -> set[int]:
+        """Which of EOS and the line-break tokens the grammar of `regex` allows after `text`."""
+        grammar = backend._grammar(ChatRequest.of("x", sampling=SAMPLED, response_regex=regex))
+        matcher = xgr.GrammarMatcher(grammar)
+        assert all(matcher.accept_token(t) for t in tokenizer(text, add_special_tokens=False)["input_ids"])
+        mask = xgr.allocate_token_bitmask(1, grammar.tokenizer_info.vocab_size)
+        matcher.fill_next_token_bitmask(mask, 0)
+        return {i for i in [eos, *breaks] if (mask[0, i // 32] >> (i % 32)) & 1}
+
+    assert breaks and allowed_after(ONE_LINE, "") == set()
+    assert allowed_after(ONE_LINE, "You") == allowed_after(ONE_LINE, "Here it is:") == {eos}
+    # The system messages' paragraph: no end on an introduction whose message never comes.
+    assert allowed_after(PARAGRAPH_REGEX, "You are calm.") == {eos}
+    assert allowed_after(PARAGRAPH_REGEX, "Here's the response:") == allowed_after(PARAGRAPH_REGEX, "It is: ") == set()
+
+
+def test_grammars_are_cached_by_schema_or_regex(backend):
+    def grammar(**constraint):
+        return backend._grammar(ChatRequest.of("x", sampling=SAMPLED, **constraint))
+
+    assert grammar() is None
+    assert grammar(response_regex=ONE_LINE) is grammar(response_regex=ONE_LINE)
+    assert grammar(response_regex=ONE_LINE) is not grammar(response_regex="(yes|no)")
+    assert grammar(response_schema=VERDICT_SCHEMA) is grammar(response_schema=VERDICT_SCHEMA)
+    assert grammar(response_schema=VERDICT_SCHEMA) is not grammar(response_regex=ONE_LINE)
+
+
+def test_cache_key_covers_the_regex_and_keeps_older_keys():
+    import hashlib
+    import json
+
+    plain = ChatRequest.of("Describe yourself.", sampling=GREEDY, seed=3)
+    one_line = ChatRequest.of("Describe yourself.", sampling=GREEDY, seed=3, response_regex=ONE_LINE)
+    other = ChatRequest.of("Describe yourself.", sampling=GREEDY, seed=3, response_regex="[a-z ]+")
+    assert len({r.cache_key("m") for r in (plain, one_line, other)}) == 3
+    # A request without a regex hashes as before the field existed: existing caches stay valid.
+    before = {"model": "m", "messages": list(plain.messages), "sampling": GREEDY.model_dump(), "seed": 3, "schema": None}
+    blob = json.dumps(before, sort_keys=True, ensure_ascii=False).encode("utf-8")
+    assert plain.cache_key("m") == hashlib.sha256(blob).hexdigest()
+    with pytest.raises(ValueError, match="not both"):
+        ChatRequest.of("x", sampling=GREEDY, response_schema=VERDICT_SCHEMA, response_regex=ONE_LINE)

@@ -136,6 +136,32 @@ def test_rejected_request_without_schema_is_an_error_result(server, tmp_path):
     assert result.error.startswith("BadRequestError") and server.count("bad") == 1  # 400 is not retried
 
 
+def test_a_regex_is_not_sent_to_an_openai_server_but_is_a_gbnf_grammar_for_llama_server(server, tmp_path):
+    """OpenAI's API has no regex constraint (and rejects unknown fields): the request goes out
+    unconstrained and the stage's own check decides; llama-server takes a simple one as GBNF."""
+    from janus_align.llm.llama_server import LlamaServerBackend, regex_grammar
+    from janus_align.llm.openai_backend import OpenAIBackend
+    from janus_align.synth.system_messages import PARAGRAPH_REGEX
+
+    one_line = r"[^\n\r]+"
+    [result] = engine_for(server, tmp_path).complete([ChatRequest.of("one line", sampling=GREEDY, response_regex=one_line)])
+    assert result.ok and result.text == "echo: one line"
+    [received] = server.received
+    assert set(received.body) == {"model", "messages", "max_tokens", "temperature", "top_p", "seed"}
+
+    assert regex_grammar(one_line) == r"root ::= [^\n\r]+"
+    assert regex_grammar("[a-z0-9 ,.-]*") == "root ::= [a-z0-9 ,.-]*"
+    assert regex_grammar(PARAGRAPH_REGEX) == r"root ::= [^\n\r]* [^\n\r\t :]"
+    # Anything else GBNF would read differently (or not at all) is not translated.
+    assert [regex_grammar(r) for r in (r"[\d]+", r"[^\n]+x", "(yes|no)", r"[^\n]{1,9}", "[]+")] == [None] * 5
+    llama = object.__new__(LlamaServerBackend)  # its body without starting a server
+    OpenAIBackend.__init__(llama, LLMConfig(backend="openai", model="m", base_url=server.base_url, api_key_env=KEY_ENV))
+    body = llama._body(ChatRequest.of("x", sampling=GREEDY, response_regex=one_line))
+    assert body["grammar"] == r"root ::= [^\n\r]+" and "response_format" not in body
+    assert "grammar" not in llama._body(ChatRequest.of("x", sampling=GREEDY, response_regex="(yes|no)"))
+    assert "grammar" not in llama._body(ChatRequest.of("x", sampling=GREEDY))
+
+
 def test_malformed_json_every_time_is_reported_unparsed(server, tmp_path):
     server.script(*[Fault.malformed()] * 5)
     request = ChatRequest.of("rate this", sampling=GREEDY, response_schema=ANSWER_SCHEMA)

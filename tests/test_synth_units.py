@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from types import SimpleNamespace
 
@@ -15,6 +16,7 @@ from janus_align.synth.prompts import (
     TEMPLATE_VERSION,
     clean_system_message,
     generated_preference_schema,
+    sampled_preference_prompt,
     sampled_preference_schema,
 )
 from janus_align.synth.rows import PreferenceEntry, ResponseRow, Usage
@@ -60,6 +62,19 @@ def test_subdimension_draws_are_distinct_and_reproducible():
     tuples = [tuple(sub for _, sub, _ in draw) for draw in first]
     assert len(set(tuples)) == 3
     assert all([dim for dim, _, _ in draw] == list(DIMENSIONS) for draw in first)
+
+
+def test_sampled_prompts_share_the_most_before_the_instruction_then_the_instruction_per_set():
+    """Most shared first (llm/decoding.py prefills shared prefixes once): the batch-wide head
+    (task and answer format), then the instruction (a group prefix of its sets), the draws last."""
+    draws = {text: draw_subdimensions(TAXONOMY, 3, random.Random(text)) for text in ("Explain tides.", "Write a haiku.")}
+    prompts = {text: [sampled_preference_prompt(text, draw) for draw in sets] for text, sets in draws.items()}
+    head = os.path.commonprefix([p for group in prompts.values() for p in group])
+    assert head.endswith("Instruction:\n") and '"preference"' in head
+    for text, group in prompts.items():
+        assert os.path.commonprefix(group).startswith(head + text + "\n")
+        for prompt, draw in zip(group, draws[text]):
+            assert all(prompt.index(f"- {dim}, subdimension {sub} ") > prompt.index(text) for dim, sub, _ in draw)
 
 
 def test_too_small_taxonomy_is_a_clear_error():
@@ -167,3 +182,54 @@ def test_only_complete_instructions_with_distinct_system_messages_enter_the_spli
     assert assembled.incomplete == 2
     assert len(assembled.splits["sft"]) == 3 and len(assembled.splits["sft_small"]) == 1
     assert {r["prompt"] for r in assembled.splits["sft"]} == {"Q a?"}
+
+
+def test_system_messages_are_asked_as_one_line_and_still_checked_after():
+    """The regex reaches every request; a backend that ignores it (openai) is caught by the check."""
+    import re
+
+    from conftest import REPO
+
+    from janus_align.config import load_params
+    from janus_align.llm import ChatResult
+    from janus_align.llm.cache import RequestCache
+    from janus_align.llm.engine import LLMEngine
+    from janus_align.synth.rows import PreferenceSetRow
+    from janus_align.synth.system_messages import PARAGRAPH_REGEX, generate_system_messages
+
+    assert re.fullmatch(PARAGRAPH_REGEX, "You are a guide: you answer briefly; you cite (1) sources.")
+    assert re.fullmatch(PARAGRAPH_REGEX, "x")
+    # No line break anywhere, and no introduction whose message never comes.
+    endings = ("", " ", "You are:\n- a", "a\rb", "a\n", "Here's the response:", "Here's the response: ", "You are calm.\t")
+    assert not any(re.fullmatch(PARAGRAPH_REGEX, t) for t in endings)
+
+    class ListsFirst:
+        """A backend that answers every first request with a list, whatever the regex."""
+
+        model_id = "lists-first"
+
+        def __init__(self):
+            self.requests = []
+
+        def generate(self, requests, on_result):
+            for i, request in enumerate(requests):
+                self.requests.append(request)
+                listed = len(self.requests) <= 2
+                on_result(i, ChatResult("You are:\n- calm\n- brief\n- kind" if listed else "You are a calm guide."))
+
+        def close(self):
+            pass
+
+    entries = [PreferenceEntry(dimension=d, subdimension="s", preference="p", description="d") for d in DIMENSIONS]
+    rows = [
+        PreferenceSetRow(id=f"ins-{i}", instruction_id="ins", set_index=i, prompt="Q?", main_source="m",
+                         original_source="o", preference_set=entries, teacher="t", template_version="v", usage=Usage())
+        for i in range(2)
+    ]
+    backend = ListsFirst()
+    done, rejects, outcomes = generate_system_messages(
+        LLMEngine(backend, RequestCache(":memory:")), rows, load_params(REPO / "params.yaml")
+    )
+    assert [r.response_regex for r in backend.requests] == [PARAGRAPH_REGEX] * 4
+    assert [r.system for r in done] == ["You are a calm guide."] * 2 and not rejects
+    assert [o.attempts for o in outcomes] == [2, 2]

@@ -6,8 +6,10 @@
    the training collection (`synth.preferences.generate_preference_sets`,
    `synth.system_messages.generate_system_messages`), under bench-specific seeds.
 3. A reference answer: the teacher answers the prompt under the system message, as it writes the
-   collection's gold responses (`synth.responses.generate_responses`, `bench.reference_sampling`).
+   collection's gold responses (`synth.responses.response_job`, `bench.reference_sampling`).
 4. Four rubrics, one per preference, from the three example rubrics (bench/rubrics.py).
+   References and rubrics need only the system messages, so they are asked together: one engine
+   call per attempt (`synth.teacher.ask_jobs`), with the same requests as if asked apart.
 5. Drop any item whose system message appears in the training collection
    (artifacts/collection/sft), and count it: the bench's system messages are unseen.
 
@@ -36,10 +38,10 @@ from janus_align.records import iter_jsonl, write_json
 from janus_align.synth.filters import dedup_key
 from janus_align.synth.preferences import generate_preference_sets
 from janus_align.synth.prompts import TEMPLATE_VERSION as SYNTH_TEMPLATE_VERSION
-from janus_align.synth.responses import generate_responses
+from janus_align.synth.responses import response_job
 from janus_align.synth.rows import InstructionRow, SystemMessageRow
 from janus_align.synth.system_messages import generate_system_messages
-from janus_align.synth.teacher import Outcome, ask, request_seed, teacher_engine
+from janus_align.synth.teacher import Job, Outcome, ask_jobs, request_seed, teacher_engine
 
 BENCH_METRICS = paths.METRICS / "bench.json"
 # Stage names of the shared synthesis code: they key the seeds, so bench requests never
@@ -104,10 +106,11 @@ def collection_system_messages() -> set[str] | None:
     return found
 
 
-def generate_rubrics(
-    engine: LLMEngine, rows: Sequence[SystemMessageRow], params: Params, examples: Sequence[Rubric]
-) -> tuple[dict[str, list[Rubric]], list[Outcome]]:
-    """Four rubrics per row (one per preference); rows with any rubric missing are left out."""
+def rubric_job(
+    rows: Sequence[SystemMessageRow], params: Params, examples: Sequence[Rubric]
+) -> Job[tuple[SystemMessageRow, int], tuple[dict[str, list[Rubric]], list[Outcome]]]:
+    """The requests for four rubrics per row (one per preference); it finishes as
+    ({instruction_id: rubrics} for the rows with every rubric, outcomes)."""
     bench = params.bench
     schema = rubric_prompts.rubric_schema(bench.max_criteria_chars, bench.max_score_description_chars)
     units = [(row, index) for row in rows for index in range(len(row.preference_set))]
@@ -126,14 +129,16 @@ def generate_rubrics(
     def accept(unit: tuple[SystemMessageRow, int], result: ChatResult) -> tuple[Any, str | None]:
         return rubric_prompts.parse_rubric(result.parsed)
 
-    outcomes = ask(engine, units, build, accept, params.teacher.max_reasks, desc=RUBRIC_STAGE)
-    per_row: dict[str, list[Rubric | None]] = {row.instruction_id: [None] * len(row.preference_set) for row in rows}
-    for outcome in outcomes:
-        row, index = outcome.unit
-        if outcome.ok:
-            per_row[row.instruction_id][index] = outcome.value
-    complete = {key: [r for r in value if r is not None] for key, value in per_row.items() if all(value)}
-    return complete, outcomes
+    def finish(engine: LLMEngine, outcomes: list[Outcome]) -> tuple[dict[str, list[Rubric]], list[Outcome]]:
+        per_row: dict[str, list[Rubric | None]] = {row.instruction_id: [None] * len(row.preference_set) for row in rows}
+        for outcome in outcomes:
+            row, index = outcome.unit
+            if outcome.ok:
+                per_row[row.instruction_id][index] = outcome.value
+        complete = {key: [r for r in value if r is not None] for key, value in per_row.items() if all(value)}
+        return complete, outcomes
+
+    return Job(units, build, accept, RUBRIC_STAGE, finish)
 
 
 def _one_set(params: Params) -> Params:
@@ -157,8 +162,12 @@ def build_bench(engine: LLMEngine, prompts: Sequence[InstructionRow], params: Pa
     taxonomy = load_taxonomy()
     sets, set_rejects, set_outcomes = generate_preference_sets(engine, prompts, _one_set(params), taxonomy, PREFERENCES_STAGE)
     systems, system_rejects, system_outcomes = generate_system_messages(engine, sets, params, SYSTEM_STAGE)
-    answered, reference_rejects, reference_outcomes = generate_responses(engine, systems, _references(params), REFERENCE_STAGE)
-    rubrics, rubric_outcomes = generate_rubrics(engine, systems, params, rubric_prompts.load_examples())
+    # References and rubrics both need only the system-message rows: one engine call per attempt.
+    (answered, reference_rejects, reference_outcomes), (rubrics, rubric_outcomes) = ask_jobs(
+        engine,
+        [response_job(systems, _references(params), REFERENCE_STAGE), rubric_job(systems, params, rubric_prompts.load_examples())],
+        params.teacher.max_reasks,
+    )
     references = {row.instruction_id: row.output for row in answered}
     items = []
     for row in systems:

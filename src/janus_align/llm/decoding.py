@@ -4,15 +4,17 @@
 decoding step costs roughly a fixed part (reading the weights) plus a part per row, a batch
 whose answers range from 40 to 384 tokens spends most of its time on rows that are already
 done. This loop removes a row from the batch, its KV cache and its grammar matcher the moment
-it emits a stop token or its JSON grammar terminates, so large batches cost about the tokens
+it emits a stop token or its grammar terminates, so large batches cost about the tokens
 they actually produce (BENCHMARKS.md has the measured ratio). Its KV cache is allocated once
 per batch and filled in place, and prompt prefixes that rows share are prefilled once
 (`plan_prefill`): the prefix of the whole batch, then the prefix of each group of rows.
 
 Sampling follows `generate`'s semantics for the knobs the pipeline uses: repetition penalty
 (over the row's real prompt and generated tokens, never over padding), temperature, nucleus
-(top-p) filtering, and greedy decoding at temperature 0. Structured output uses one xgrammar
-matcher per row (the same masks `xgrammar.contrib.hf.LogitsProcessor` applies).
+(top-p) filtering, and greedy decoding at temperature 0. Structured output (a JSON schema or a
+regex) uses one xgrammar matcher per row (the same masks `xgrammar.contrib.hf.LogitsProcessor`
+applies): a stop token is allowed only where the grammar may end, and a row still inside its
+grammar at `max_new_tokens` leaves unfinished, like any other row.
 """
 
 from __future__ import annotations

@@ -101,6 +101,10 @@ class LLMEngine:
 
         Structured requests (`response_schema` set) come back with `.parsed` filled in, or
         with `.error` naming why the last answer was unusable after `max_reasks` re-asks.
+        An answer cut at `max_new_tokens` is not re-asked here: the same limit would cut the
+        re-ask too, and with the cut answer in its context a small model repeats what ran away
+        (measured: two re-asks of 384 tokens each, alone in a batch, for nothing). The caller
+        decides (the synthesis stages ask again with a new seed).
         """
         results = self._complete_raw(requests, desc)
         pending = [i for i, r in enumerate(requests) if r.response_schema is not None]
@@ -116,7 +120,8 @@ class LLMEngine:
                     result.error = None
                 except ValueError as exc:
                     result.error = str(exc)
-                    retry.append(i)
+                    if result.completion_tokens < requests[i].sampling.max_new_tokens:
+                        retry.append(i)
             if not retry or attempt == self.max_reasks:
                 break
             for i in retry:

@@ -10,12 +10,17 @@ concurrency gate and usage accounting). This module only starts the process, wai
 health check, adds llama.cpp's names for the sampling settings, and stops it on close (or
 when this process dies: the child gets SIGTERM from the kernel, so a killed `dvc repro`
 leaves no server behind). `make llama-server` builds the binary from pinned llama.cpp source.
+
+A request's `response_regex` goes as llama.cpp's GBNF `grammar` field when it is a sequence of
+character classes, each maybe repeated (`[^\n\r]+`: the same text in both syntaxes); any other
+regex is sent unconstrained, as by OpenAIBackend, and the stage's own check of the answer decides.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import re
 import shutil
 import signal
 import socket
@@ -40,6 +45,20 @@ _PR_SET_PDEATHSIG = 1
 
 class LlamaServerError(JanusError, RuntimeError):
     """llama-server is missing, or did not come up."""
+
+
+# Character classes, each once or repeated: `[^\n\r]+`, `[^\n\r]*[^\n\r :]`. Their text is the same
+# in regex and GBNF syntax as long as they escape only what both read alike (GBNF knows no
+# `\s`, `\d`, `\w`); GBNF only wants spaces between the items.
+_CLASS = r"\[\^?(?:[^\\\[\]]|\\[nrt\\\[\]-])+\][+*?]?"
+_CLASS_SEQUENCE = re.compile(f"(?:{_CLASS})+")
+
+
+def regex_grammar(regex: str) -> str | None:
+    """llama.cpp's GBNF grammar for `regex` when it is a sequence of character classes, else None."""
+    if _CLASS_SEQUENCE.fullmatch(regex) is None:
+        return None
+    return "root ::= " + " ".join(re.findall(_CLASS, regex))
 
 
 def resolve_gguf(model: str) -> Path:
@@ -123,6 +142,9 @@ class LlamaServerBackend(OpenAIBackend):
         # Only temperature and top-p shape the distribution, as in the transformers backend:
         # switch off llama.cpp's default top-k 40 and min-p 0.05, and use its penalty's name.
         body.update(top_k=0, min_p=0.0, repeat_penalty=body.pop("repetition_penalty", 1.0))
+        grammar = regex_grammar(request.response_regex) if request.response_regex is not None else None
+        if grammar is not None:
+            body["grammar"] = grammar
         return body
 
     def close(self) -> None:

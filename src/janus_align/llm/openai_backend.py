@@ -8,6 +8,11 @@ comes from the environment variable named in params (never from params itself).
 Structured output asks for OpenAI's `response_format` json_schema form; a server that rejects
 it (400/422, as llama-cpp-python does) is asked in the older json_object-with-schema form. The
 engine parses, validates and re-asks either way.
+
+A `response_regex` is not sent: the OpenAI API has no regex constraint, and each server that
+has one names it its own way (vLLM's `structured_outputs`, llama.cpp's GBNF `grammar`, which
+LlamaServerBackend uses); OpenAI itself rejects unknown fields. The stage that asked checks
+the text itself, so an unconstrained answer costs at most a re-ask.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """In-process backend: a local checkpoint run by our batched decoding loop (llm/decoding.py).
 
-Requests are sorted by prompt length so a batch pads little, and grouped by response schema
-and sampling so one grammar and one set of knobs serve a batch. Structured output uses
+Requests are sorted by prompt length so a batch pads little, and grouped by response schema,
+regex and sampling so one grammar and one set of knobs serve a batch. Structured output uses
 xgrammar: it compiles a JSON schema into a token mask applied at every step, so even a 135M
 model returns schema-valid JSON (lm-format-enforcer does the same but is several times slower
-per token; outlines drags in a much larger dependency tree).
+per token; outlines drags in a much larger dependency tree). A `response_regex` is compiled
+and applied the same way (one line of text: `[^\n\r]+`).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class TransformersBackend:
             # The same messages render to a different prompt: keep their cached answers apart.
             self.model_id += f"/{prompt_format}"
         self._grammars: dict[str, Any] = {}
+        self._compiler: Any = None
         self._eos_ids = self._stop_ids()
 
     def _stop_ids(self) -> list[int]:
@@ -66,26 +68,37 @@ class TransformersBackend:
             text = text.rstrip(" ")
         return text
 
-    def _grammar(self, schema: dict[str, Any]) -> Any:
+    def _grammar(self, request: ChatRequest) -> Any:
+        """The compiled xgrammar grammar of the request's schema or regex (None: unconstrained)."""
+        schema, regex = request.response_schema, request.response_regex
+        if schema is None and regex is None:
+            return None
         import xgrammar as xgr
 
-        key = json.dumps(schema, sort_keys=True)
+        key = f"regex:{regex}" if regex is not None else f"json:{json.dumps(schema, sort_keys=True)}"
         if key not in self._grammars:
-            if not self._grammars:
+            if self._compiler is None:
                 info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=self.model.config.vocab_size)
                 self._compiler = xgr.GrammarCompiler(info)
-            # No free whitespace: with it, a weak model can fill max_new_tokens with blanks
-            # and never close the JSON; compact separators keep bounded schemas terminating.
-            self._grammars[key] = self._compiler.compile_json_schema(key, any_whitespace=False)
+            if regex is not None:
+                # The end-of-sequence token is allowed exactly where the regex can end.
+                self._grammars[key] = self._compiler.compile_regex(regex)
+            else:
+                # No free whitespace: with it, a weak model can fill max_new_tokens with blanks
+                # and never close the JSON; compact separators keep bounded schemas terminating.
+                self._grammars[key] = self._compiler.compile_json_schema(
+                    json.dumps(schema, sort_keys=True), any_whitespace=False
+                )
         return self._grammars[key]
 
     def generate(self, requests: list[ChatRequest], on_result: ResultCallback) -> None:
         prompts = [self.render(r) for r in requests]
         lengths = [len(p) for p in prompts]
-        # Same schema and sampling in one batch; shortest prompts first to limit padding.
+        # Same schema, regex and sampling in one batch; shortest prompts first to limit padding.
         groups: dict[str, list[int]] = {}
         for i, request in enumerate(requests):
-            key = json.dumps([request.response_schema, request.sampling.model_dump()], sort_keys=True)
+            constraint = [request.response_schema, request.response_regex]
+            key = json.dumps([*constraint, request.sampling.model_dump()], sort_keys=True)
             groups.setdefault(key, []).append(i)
         for indices in groups.values():
             indices.sort(key=lambda i: lengths[i])
@@ -99,7 +112,6 @@ class TransformersBackend:
 
     def _generate_batch(self, requests: list[ChatRequest], prompts: list[str]) -> list[ChatResult]:
         sampling: Sampling = requests[0].sampling
-        schema = requests[0].response_schema
         encoded = self.tokenizer(prompts, add_special_tokens=ADD_SPECIAL_TOKENS[self.prompt_format])["input_ids"]
         started = time.perf_counter()
         decoded = sample_batch(
@@ -110,7 +122,7 @@ class TransformersBackend:
             self._eos_ids,
             # Seed from the batch's requests so a batch reproduces whatever else ran before it.
             seed=sum(r.seed for r in requests),
-            grammar=self._grammar(schema) if schema is not None else None,
+            grammar=self._grammar(requests[0]),  # the batch's requests share it (`generate`)
         )
         latency = time.perf_counter() - started
         return [
@@ -126,5 +138,6 @@ class TransformersBackend:
     def close(self) -> None:
         """Drop the model and grammars so a stage that loads several models keeps one in memory."""
         self._grammars.clear()
+        self._compiler = None
         self.model = None
         gc.collect()

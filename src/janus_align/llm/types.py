@@ -14,12 +14,33 @@ Message = dict[str, str]
 
 @dataclass(frozen=True)
 class ChatRequest:
-    """One chat completion: messages (system first, if any), sampling, seed, optional schema."""
+    """One chat completion: messages (system first, if any), sampling, seed, optional constraint.
+
+    `response_schema` asks for JSON valid under a JSON schema; the engine parses and validates
+    the answer (and re-asks malformed ones) for every backend.
+
+    `response_regex` asks for an answer that matches a regular expression (xgrammar's regex
+    syntax), such as `[^\n\r]+` for one line. It is a decoding constraint only, enforced where
+    the backend can: the transformers backend masks every token the regex cannot extend (as for
+    schemas; the end-of-sequence token only once the regex is satisfied); the llama_cpp backend
+    sends a single character class with `+` or `*` as a GBNF `grammar` and anything else
+    unconstrained; the openai backend sends nothing (the OpenAI API has no regex constraint,
+    and unknown fields are rejected by some servers). The engine does not check the answer
+    against it: whoever asks keeps its own check of the text as the contract. An answer cut at
+    `max_new_tokens` is a prefix of a match, not a match. At most one of the two may be set.
+    """
 
     messages: tuple[Message, ...]
     sampling: Sampling
     seed: int = 0
     response_schema: dict[str, Any] | None = None
+    response_regex: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.response_schema is not None and self.response_regex is not None:
+            raise ValueError("a ChatRequest takes response_schema or response_regex, not both")
+        if self.response_regex == "":
+            raise ValueError("response_regex is empty (use None for an unconstrained answer)")
 
     @classmethod
     def of(
@@ -30,17 +51,19 @@ class ChatRequest:
         sampling: Sampling,
         seed: int = 0,
         response_schema: dict[str, Any] | None = None,
+        response_regex: str | None = None,
     ) -> "ChatRequest":
         messages: list[Message] = []
         if system is not None:
             messages.append({"role": "system", "content": system})
         messages.append({"role": "user", "content": user})
-        return cls(tuple(messages), sampling, seed, response_schema)
+        return cls(tuple(messages), sampling, seed, response_schema, response_regex)
 
     def cache_key(self, model_id: str) -> str:
-        """Hash of everything that changes the answer: model, messages, sampling, seed, schema.
+        """Hash of everything that changes the answer: model, messages, sampling, seed, schema, regex.
 
         The parser is deliberately not part of it, so a parser fix re-reads cached answers.
+        The regex enters only when set, so requests without one keep the keys they always had.
         """
         payload = {
             "model": model_id,
@@ -49,6 +72,8 @@ class ChatRequest:
             "seed": self.seed,
             "schema": self.response_schema,
         }
+        if self.response_regex is not None:
+            payload["regex"] = self.response_regex
         blob = json.dumps(payload, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 

@@ -6,8 +6,13 @@ The paper's appendix prompts are not available (PAPER.md section 2); these follo
   per dimension. In `sampled` mode the subdimensions are drawn from the taxonomy and the teacher
   writes the rest; in `generated` mode it proposes all of it, for several sets at once, which
   must differ. Prompts are kept short: on a CPU the prompt's prefill is much of a request's cost;
-  and what is the same for every request comes first, the instruction last: the transformers
-  backend prefills a prefix that all prompts of a batch share only once;
+  and they are ordered from the most shared to the least, because the transformers backend
+  prefills a prefix that all prompts of a batch share only once, and then once the prefix that
+  a group of rows shares (llm/decoding.py, `plan_prefill`). So the task statement and answer
+  format come first (the same for every request), then the instruction (the same for the
+  `sets_per_instruction` requests of one instruction in `sampled` mode: a group prefix), and
+  the per-set subdimension lines last; in `generated` mode one request holds all sets of an
+  instruction, so the instruction simply comes last;
 - system message: one preference set (and the instruction, so the role fits the task, as in
   the released data) -> one second-person paragraph that weaves in all four preferences
   without listing them or restating the instruction;
@@ -44,12 +49,13 @@ PREFERENCE_SYSTEM = (
     "wants in a response to an instruction. Answer with JSON only."
 )
 
-PREFERENCE_SAMPLED_USER = """For each dimension below, write a preference a user could have for the response to the instruction at the end, within the given subdimension, and a one-sentence description of it, specific to the instruction. Answer in JSON with keys style, background_knowledge, informativeness, harmlessness, each {{"preference": ..., "description": ...}}.
-
-{dimensions}
+PREFERENCE_SAMPLED_USER = """For each dimension listed after the instruction below, write a preference a user could have for the response to the instruction, within the given subdimension, and a one-sentence description of it, specific to the instruction. Answer in JSON with keys style, background_knowledge, informativeness, harmlessness, each {{"preference": ..., "description": ...}}.
 
 Instruction:
-{instruction}"""
+{instruction}
+
+Dimensions:
+{dimensions}"""
 
 PREFERENCE_GENERATED_USER = """Propose {count} different preference sets for the response to the instruction at the end. A set has one entry for each of the four dimensions. Each entry has a subdimension (one or two lowercase words), a preference (a short phrase) and a one-sentence description. The sets must fit the instruction and differ from each other.
 

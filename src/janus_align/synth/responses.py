@@ -18,7 +18,7 @@ from janus_align.config import Params
 from janus_align.llm import ChatRequest, ChatResult, LLMEngine
 from janus_align.synth import artifacts
 from janus_align.synth.rows import RejectRow, ResponseRow, SystemMessageRow
-from janus_align.synth.teacher import Outcome, ask, extend_rows, request_seed, run_row_stage
+from janus_align.synth.teacher import Job, Outcome, ask_jobs, extend_rows, request_seed, run_row_stage
 
 STAGE = "responses"
 
@@ -31,9 +31,11 @@ def check_response(text: str, min_chars: int, max_chars: int) -> str | None:
     return None
 
 
-def generate_responses(
-    engine: LLMEngine, rows: Sequence[SystemMessageRow], params: Params, stage: str = STAGE
-) -> tuple[list[ResponseRow], list[RejectRow], list[Outcome]]:
+def response_job(
+    rows: Sequence[SystemMessageRow], params: Params, stage: str = STAGE
+) -> Job[SystemMessageRow, tuple[list[ResponseRow], list[RejectRow], list[Outcome]]]:
+    """The requests for the gold responses of `rows`, to ask alone or with another stage's job;
+    it finishes as (rows, rejects, outcomes)."""
     synth = params.synth
 
     def build(row: SystemMessageRow, attempt: int) -> ChatRequest:
@@ -49,9 +51,18 @@ def generate_responses(
         reason = check_response(text, synth.min_text_chars, synth.max_response_chars)
         return (None, reason) if reason else (text, None)
 
-    outcomes = ask(engine, list(rows), build, accept, params.teacher.max_reasks, desc=stage)
-    done, rejects = extend_rows(engine, outcomes, ResponseRow, stage, "output")
-    return done, rejects, outcomes
+    def finish(engine: LLMEngine, outcomes: list[Outcome]) -> tuple[list[ResponseRow], list[RejectRow], list[Outcome]]:
+        done, rejects = extend_rows(engine, outcomes, ResponseRow, stage, "output")
+        return done, rejects, outcomes
+
+    return Job(list(rows), build, accept, stage, finish)
+
+
+def generate_responses(
+    engine: LLMEngine, rows: Sequence[SystemMessageRow], params: Params, stage: str = STAGE
+) -> tuple[list[ResponseRow], list[RejectRow], list[Outcome]]:
+    [answered] = ask_jobs(engine, [response_job(rows, params, stage)], params.teacher.max_reasks)
+    return answered
 
 
 def run(params: Params) -> list[ResponseRow]:

@@ -2,9 +2,12 @@
 
 The teacher turns the four preferences into one second-person paragraph that gives the
 assistant a role suited to the instruction, weaves every preference in without listing them,
-and does not restate the instruction. An answer that is empty, longer than
-`synth.max_system_chars`, a list, or a copy of the instruction is asked again with a new seed
-(up to `teacher.max_reasks`), then rejected.
+and does not restate the instruction. One paragraph is one line: the request carries
+`PARAGRAPH_REGEX`, which backends that can constrain decoding (transformers, llama_cpp) enforce
+token by token, so the teacher cannot break into a list of preferences (a list was the reason
+for all 10 re-asks of 72 answers before). Whatever the backend,
+an answer that is empty, longer than `synth.max_system_chars`, a list, or a copy of the
+instruction is asked again with a new seed (up to `teacher.max_reasks`), then rejected.
 
 Writes artifacts/synth/system_messages.jsonl (the preference-set row + `system`), the rejects
 and artifacts/synth/stats/system_messages.json. `generate_system_messages` is reusable (bench).
@@ -28,6 +31,12 @@ from janus_align.synth.rows import PreferenceSetRow, RejectRow, SystemMessageRow
 from janus_align.synth.teacher import Outcome, ask, extend_rows, request_seed, run_row_stage
 
 STAGE = "system_messages"
+# One paragraph: no line break ("\r" excluded too, whatever the convention), and it ends on
+# neither a colon nor a blank. Without a newline the 135M teacher cannot start a list, but it
+# then ended 9 of 72 answers with a bare introduction ("Here's the response:") where the message
+# would have followed on the next line; made to go on, it writes the message on the same line.
+# The same text in xgrammar's regex and llama.cpp's GBNF syntax (llm/llama_server.py).
+PARAGRAPH_REGEX = r"[^\n\r]*[^\n\r\t :]"
 _LIST_LINE = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+", re.MULTILINE)
 # A list of three or more items is the enumeration the paper's prompt forbids.
 _MAX_LIST_LINES = 2
@@ -61,6 +70,7 @@ def generate_system_messages(
             system=SYSTEM_MESSAGE_SYSTEM,
             sampling=synth.system_message_sampling,
             seed=request_seed(params.seed, stage, row.id, attempt),
+            response_regex=PARAGRAPH_REGEX,
         )
 
     def accept(row: PreferenceSetRow, result: ChatResult) -> tuple[Any, str | None]:

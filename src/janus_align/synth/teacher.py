@@ -30,6 +30,7 @@ from janus_align.synth.prompts import TEMPLATE_VERSION
 from janus_align.synth.rows import Provenance, RejectRow, Row, Usage, dump, read_rows
 
 UnitT = TypeVar("UnitT")
+ResultT = TypeVar("ResultT")
 # accept(unit, result) -> (value, None) when usable, (None, reason) when not.
 Accept = Callable[[UnitT, ChatResult], tuple[Any, str | None]]
 Build = Callable[[UnitT, int], ChatRequest]
@@ -58,30 +59,47 @@ class Outcome(Generic[UnitT]):
         return self.reason is None
 
 
-def ask(
-    engine: LLMEngine,
-    units: Sequence[UnitT],
-    build: Build,
-    accept: Accept,
-    max_reasks: int,
-    desc: str,
-) -> list[Outcome[UnitT]]:
-    """Ask for every unit, re-asking unusable answers with a new seed; one Outcome per unit.
+def _the_outcomes(engine: LLMEngine, outcomes: list[Outcome]) -> list[Outcome]:
+    return outcomes
 
+
+@dataclass
+class Job(Generic[UnitT, ResultT]):
+    """What one stage asks the teacher: its units, how to ask for one, when an answer is usable,
+    and what the stage makes of the outcomes (`finish(engine, outcomes)`; the outcomes by default)."""
+
+    units: Sequence[UnitT]
+    build: Build
+    accept: Accept
+    desc: str
+    finish: Callable[[LLMEngine, list[Outcome[UnitT]]], ResultT] = _the_outcomes  # type: ignore[assignment]
+
+
+def ask_jobs(engine: LLMEngine, jobs: Sequence[Job[Any, Any]], max_reasks: int) -> list[Any]:
+    """Ask for every unit of every job, re-asking unusable answers with a new seed; each job's
+    `finish` result, in order.
+
+    Each attempt sends the pending requests of all jobs in ONE `engine.complete` call (first
+    attempts together, then the re-asks together), so independent jobs reach the backend
+    together (its concurrency; its batches where schema and sampling match); every request is
+    the same as if its job were asked alone.
     `build(unit, attempt)` must be deterministic. A request the engine could not answer (an API
-    error, or JSON still malformed after the engine's own re-asks) is not asked again here.
+    error, or JSON still malformed after the engine's own re-asks) is not asked again here,
+    except an answer cut at max_new_tokens (the engine does not re-ask those): a new seed
+    usually ends where the cut one ran away.
     """
-    outcomes = [Outcome(unit) for unit in units]
-    pending = list(range(len(units)))
+    outcomes = [[Outcome(unit) for unit in job.units] for job in jobs]
+    pending = [(j, i) for j, job in enumerate(jobs) for i in range(len(job.units))]
     for attempt in range(max_reasks + 1):
         if not pending:
             break
+        desc = " + ".join(dict.fromkeys(jobs[j].desc for j, _ in pending))
         label = desc if attempt == 0 else f"{desc} (new seed, try {attempt + 1})"
-        requests = [build(units[i], attempt) for i in pending]
+        requests = [jobs[j].build(jobs[j].units[i], attempt) for j, i in pending]
         results = engine.complete(requests, desc=label)
         retry = []
-        for i, request, result in zip(pending, requests, results):
-            outcome = outcomes[i]
+        for (j, i), request, result in zip(pending, requests, results):
+            outcome = outcomes[j][i]
             outcome.attempts += result.attempts
             outcome.usage.prompt_tokens += result.prompt_tokens
             outcome.usage.completion_tokens += result.completion_tokens
@@ -90,11 +108,26 @@ def ask(
             if not result.ok:
                 cut = f" (cut at max_new_tokens {request.sampling.max_new_tokens})" if outcome.truncated else ""
                 outcome.value, outcome.reason = None, f"unusable answer{cut}: {result.error}"
+                if outcome.truncated and result.text:  # ran away: a new seed usually does not
+                    retry.append((j, i))
                 continue
-            outcome.value, outcome.reason = accept(units[i], result)
+            outcome.value, outcome.reason = jobs[j].accept(jobs[j].units[i], result)
             if outcome.reason is not None:
-                retry.append(i)
+                retry.append((j, i))
         pending = retry
+    return [job.finish(engine, done) for job, done in zip(jobs, outcomes)]
+
+
+def ask(
+    engine: LLMEngine,
+    units: Sequence[UnitT],
+    build: Build,
+    accept: Accept,
+    max_reasks: int,
+    desc: str,
+) -> list[Outcome[UnitT]]:
+    """`ask_jobs` for one job: one Outcome per unit."""
+    [outcomes] = ask_jobs(engine, [Job(units, build, accept, desc)], max_reasks)
     return outcomes
 
 

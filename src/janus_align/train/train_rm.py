@@ -1,7 +1,7 @@
 """Stage `train_rm` (Janus-RM): a reward model (one score per sequence) on the RM split.
 
 As in the paper, it starts from a 1-epoch SFT of the base model on the full SFT split. That
-init is trained inside this stage (its curves are logged with the prefix `init_sft/`) into
+init is trained inside this stage (its loss curve is logged with the prefix `init_sft/`) into
 artifacts/models/rm.init/ and deleted afterwards: nothing else reads it, and keeping it as a
 stage of its own would store one more full checkpoint. The score is read at the last token
 (Bradley-Terry loss), as OpenRLHF's value head did; the RM split's test file is the
@@ -37,9 +37,11 @@ INIT_DIR = paths.MODELS / "rm.init"
 
 
 def train_init(params: Params) -> dict[str, Any]:
-    """The 1-epoch SFT the reward model starts from (the paper's janus-7b-196k-epoch1)."""
+    """The 1-epoch SFT the reward model starts from (the paper's janus-7b-196k-epoch1), on the
+    whole SFT split as in the paper: nothing is held out to evaluate a model that is deleted
+    once the reward model is trained (its training curve is logged)."""
     settings = dataclasses.replace(resolve(params, "sft"), epochs=1.0)
-    split = load_split("sft", params.train.common.eval_fraction, params.seed)
+    split = load_split("sft", 0.0, params.seed)
     return train_sft.fit(params, settings, split, INIT_DIR, metric_prefix="init_sft/")
 
 
