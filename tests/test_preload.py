@@ -103,6 +103,11 @@ def test_preload_without_a_command_is_a_clear_error(tmp_path: Path) -> None:
     done = subprocess.run([str(BIN / "janus"), "preload"], cwd=tmp_path, env=janus_env(), capture_output=True, text=True)
     assert done.returncode == 2
     assert "name the command to run" in done.stderr
+    missing = subprocess.run(
+        [str(BIN / "janus"), "preload", "--", "no-such-command-xyz"], cwd=tmp_path, env=janus_env(), capture_output=True, text=True
+    )
+    assert missing.returncode == 2
+    assert "cannot run 'no-such-command-xyz'" in missing.stderr
 
 
 def test_preload_returns_the_exit_status_of_its_command(tmp_path: Path) -> None:

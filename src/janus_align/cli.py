@@ -49,7 +49,7 @@ STAGES: dict[str, tuple[str, dict[str, Any], str]] = {
     "train_orpo": ("janus_align.train.train_orpo", {}, "ORPO from the base model"),
     "train_rm": ("janus_align.train.train_rm", {}, "reward model from a 1-epoch SFT model"),
     "generate": ("janus_align.evaluate.generate", {}, "answer every bench prompt with one candidate (--model)"),
-    "judge": ("janus_align.evaluate.judge", {}, "judge every candidate's answers per rubric, in one batch"),
+    "judge": ("janus_align.evaluate.judge", {}, "judge candidates' answers per rubric (--model NAME; default: all)"),
     "report": ("janus_align.evaluate.report", {}, "leaderboard, CIs, win/tie matrix, plots, HTML report"),
     "register": ("janus_align.registry.register", {}, "register the best model; move alias champion"),
 }

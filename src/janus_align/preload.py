@@ -42,6 +42,8 @@ import time
 import traceback
 from typing import Any, BinaryIO
 
+from janus_align.errors import JanusError
+
 SOCKET_ENV = "JANUS_PRELOAD_SOCKET"
 # What the stages import, heavy first; "module:attribute" resolves a lazily imported attribute.
 PRELOADED = (
@@ -107,7 +109,11 @@ def serve(command: list[str]) -> int:
     """Run `command` with `janus` commands served by this process; return its exit status."""
     folder = tempfile.mkdtemp(prefix="janus-preload-")  # mode 0700: only this user can connect
     path = os.path.join(folder, "socket")
-    process = subprocess.Popen(command, env={**os.environ, SOCKET_ENV: path})
+    try:
+        process = subprocess.Popen(command, env={**os.environ, SOCKET_ENV: path})
+    except OSError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise JanusError(f"janus preload: cannot run {command[0]!r}: {exc.strerror}") from None
     children: dict[int, socket.socket] = {}
     listener: socket.socket | None = None
     try:

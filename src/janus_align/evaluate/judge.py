@@ -21,7 +21,8 @@ engine call over the pending requests of every candidate, so the engine batches 
 and prefills shared prompt prefixes once. A request's seed does not depend on the candidate, so
 a candidate's requests are exactly those it gets judged alone (`judge_all` is this with one
 candidate); identical requests (two candidates that gave the same answer) are sent once and
-share the answer, as the request cache would give it.
+share the answer, as the request cache would give it. DVC runs one judge stage per candidate
+(`--model NAME`): on the 2-core CPU one big batch was measured slower (docs/decisions.md).
 
 Writes, per candidate, artifacts/eval/judgments/<model>.jsonl (one row per item x rubric x repeat:
 raw text, verdict, judge model id, prompt hash), the official
