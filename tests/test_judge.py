@@ -185,6 +185,17 @@ def _judge_engine(base_url: str, tmp_path: Path):
     return open_engine(config, cache_path=tmp_path / "llm.sqlite")
 
 
+
+def use_loopback_judge(project, base_url: str, llm_extra: str = "", judge_extra: str = "") -> None:
+    """Point the project's judge at an OpenAI-compatible loopback server (a profile overlay)."""
+    overlay = (
+        f"judge:\n  llm:\n    backend: openai\n    model: judge\n    base_url: {base_url}\n"
+        f"    api_key_env: {KEY_ENV}\n    max_retries: 0\n{llm_extra}  max_reasks: 1\n{judge_extra}"
+    )
+    (project / "profiles" / "loopback.yaml").write_text(overlay)
+    run_janus(project, "use-profile", "loopback")
+
+
 def _judge_config(**overrides) -> JudgeConfig:
     llm = LLMConfig(backend="openai", model="judge", sampling=Sampling(max_new_tokens=64, temperature=1.0))
     return JudgeConfig(llm=llm, **{"repeats": 1, "max_reasks": 2, **overrides})
@@ -391,12 +402,7 @@ def test_janus_judge_judges_every_candidate_in_one_stage_run_with_a_nested_run_e
             [{"id": r["id"], "source": r["source"], "model": name, "response": answer} for r in rows],
         )
     with LoopbackServer(answer=_scripted_answer) as server:
-        overrides = (
-            f"judge:\n  llm:\n    backend: openai\n    model: judge\n    base_url: {server.base_url}\n"
-            f"    api_key_env: {KEY_ENV}\n    max_retries: 0\n    timeout_s: 2\n  max_reasks: 1\n  constrained: false\n"
-        )
-        (project / "profiles" / "loopback.yaml").write_text(overrides)
-        run_janus(project, "use-profile", "loopback")
+        use_loopback_judge(project, server.base_url, llm_extra="    timeout_s: 2\n", judge_extra="  constrained: false\n")
         done = run_janus(project, "judge", timeout=300)
     assert [line.split(":")[0] for line in done.stdout.splitlines() if line.startswith("judge ")] == [
         f"judge {name}" for name in names
@@ -433,12 +439,7 @@ def test_judge_stage_survives_a_judge_that_only_answers_500(tmp_path):
     )
     with LoopbackServer() as server:
         server.script(*[Fault.status_code(500)] * 1000)
-        overrides = (
-            f"judge:\n  llm:\n    backend: openai\n    model: judge\n    base_url: {server.base_url}\n"
-            f"    api_key_env: {KEY_ENV}\n    max_retries: 0\n    timeout_s: 2\n  max_reasks: 1\n"
-        )
-        (project / "profiles" / "loopback.yaml").write_text(overrides)
-        run_janus(project, "use-profile", "loopback")
+        use_loopback_judge(project, server.base_url, llm_extra="    timeout_s: 2\n")
         done = run_janus(project, "judge", "--model", "base", timeout=300)
     assert "unscored 8/8 verdicts (100.0%), 8 failed judge call(s)" in done.stdout
     metrics = json.loads((project / "metrics" / "eval" / "base.json").read_text())
@@ -463,12 +464,7 @@ def test_janus_evaluate_judges_official_files_against_an_official_bench(tmp_path
     responses = tmp_path / "gpt-x_responses.json"
     responses.write_text(json.dumps({"0": {"response": "GOOD-RESPONSE"}, "1": {"response": "GARBAGE-RESPONSE"}}))
     with LoopbackServer(answer=_scripted_answer) as server:
-        overlay = (
-            f"judge:\n  llm:\n    backend: openai\n    model: judge\n    base_url: {server.base_url}\n"
-            f"    api_key_env: {KEY_ENV}\n    max_retries: 0\n  max_reasks: 1\n  constrained: false\n"
-        )
-        (project / "profiles" / "loopback.yaml").write_text(overlay)
-        run_janus(project, "use-profile", "loopback")
+        use_loopback_judge(project, server.base_url, judge_extra="  constrained: false\n")
         out = tmp_path / "eval-out"
         done = run_janus(project, "evaluate", "--bench", str(bench), "--responses", str(responses), "--out", str(out))
         bad = tmp_path / "other_responses.json"
