@@ -14,7 +14,7 @@ import torch
 from janus_align.config import LLMConfig, Sampling
 from janus_align.llm import ChatRequest
 from janus_align.llm.cache import RequestCache
-from janus_align.llm.decoding import _nucleus, plan_prefill, sample_batch, shared_prefix
+from janus_align.llm.decoding import _nucleus, length_chunks, plan_prefill, sample_batch, shared_prefix
 from janus_align.llm.engine import LLMEngine
 from janus_align.llm.transformers_backend import TransformersBackend
 from janus_align.models.checkpoint import load_causal_lm, resolve_dtype
@@ -237,6 +237,22 @@ def test_groups_of_rows_sharing_a_prefix_prefill_it_once_with_the_same_answers(c
     # Without a batch-wide prefix the groups still form; unrelated short prompts stay flat.
     assert sorted(map(len, plan_prefill([p[len(task):] for p in prompts]).group_prefixes)) == [25, 33, 40]
     assert plan_prefill([[1, 2, 3], [4, 5], [6]]).group_prefixes == [[]]
+
+
+def test_prompts_of_very_different_lengths_prefill_in_chunks_with_each_rows_own_answer(chaotic_model):
+    """Short prompts are not padded to the longest: each length chunk is its own pass, after the
+    shared prefix, and every row answers as in one padded pass over the whole prompts."""
+    torch.manual_seed(3)
+    prefix = torch.randint(3, 64, (20,)).tolist()
+    prompts = [prefix + torch.randint(3, 64, (n,)).tolist() for n in (150, 4, 160, 7, 5, 140)]
+    assert length_chunks(sorted(len(p) - len(prefix) for p in prompts)) == [(0, 3), (3, 6)]
+    assert length_chunks([10, 11, 12]) == [(0, 3)]  # padding a few tokens is cheaper than a pass
+    greedy = Sampling(max_new_tokens=10, temperature=0.0, top_p=1.0, repetition_penalty=1.3)
+    chunked = sample_batch(chaotic_model, prompts, 0, greedy, [], seed=0)
+    one_pass = sample_batch(chaotic_model, prompts, 0, greedy, [], seed=0, chunk_by_length=False)
+    flat = sample_batch(chaotic_model, prompts, 0, greedy, [], seed=0, share_prefixes=False, chunk_by_length=False)
+    assert [row.tokens for row in chunked] == [row.tokens for row in one_pass] == [row.tokens for row in flat]
+    assert len({tuple(row.tokens) for row in flat}) == len(prompts)
 
 
 def test_nucleus_is_exactly_the_full_sort_nucleus_row_by_row():
