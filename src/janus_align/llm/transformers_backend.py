@@ -75,7 +75,9 @@ class TransformersBackend:
             return None
         import xgrammar as xgr
 
-        key = f"regex:{regex}" if regex is not None else f"json:{json.dumps(schema, sort_keys=True)}"
+        # Keys keep the schema's order: the grammar writes the fields in it (a weak model that must
+        # write "description" before "preference", as sorted keys had it, describes nothing).
+        key = f"regex:{regex}" if regex is not None else f"json:{json.dumps(schema)}"
         if key not in self._grammars:
             if self._compiler is None:
                 info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=self.model.config.vocab_size)
@@ -86,9 +88,7 @@ class TransformersBackend:
             else:
                 # No free whitespace: with it, a weak model can fill max_new_tokens with blanks
                 # and never close the JSON; compact separators keep bounded schemas terminating.
-                self._grammars[key] = self._compiler.compile_json_schema(
-                    json.dumps(schema, sort_keys=True), any_whitespace=False
-                )
+                self._grammars[key] = self._compiler.compile_json_schema(json.dumps(schema), any_whitespace=False)
         return self._grammars[key]
 
     def generate(self, requests: list[ChatRequest], on_result: ResultCallback) -> None:
@@ -97,8 +97,8 @@ class TransformersBackend:
         # Same schema, regex and sampling in one batch; shortest prompts first to limit padding.
         groups: dict[str, list[int]] = {}
         for i, request in enumerate(requests):
-            constraint = [request.response_schema, request.response_regex]
-            key = json.dumps([*constraint, request.sampling.model_dump()], sort_keys=True)
+            constraint = json.dumps([request.response_schema, request.response_regex])  # schema order matters
+            key = constraint + json.dumps(request.sampling.model_dump(), sort_keys=True)
             groups.setdefault(key, []).append(i)
         for indices in groups.values():
             indices.sort(key=lambda i: lengths[i])

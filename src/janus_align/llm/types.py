@@ -70,7 +70,8 @@ class ChatRequest:
             "messages": list(self.messages),
             "sampling": self.sampling.model_dump(),
             "seed": self.seed,
-            "schema": self.response_schema,
+            # As text: the order of its properties is the order the grammar writes them in.
+            "schema": None if self.response_schema is None else json.dumps(self.response_schema),
         }
         if self.response_regex is not None:
             payload["regex"] = self.response_regex
