@@ -255,6 +255,25 @@ def test_prompts_of_very_different_lengths_prefill_in_chunks_with_each_rows_own_
     assert len({tuple(row.tokens) for row in flat}) == len(prompts)
 
 
+def test_rows_with_their_own_sampling_share_a_batch_and_answer_as_in_batches_of_their_own(chaotic_model):
+    """Requests of different kinds decode together; each row keeps its own length limit,
+    repetition penalty and temperature (greedy rows are unaffected by a sampled neighbour)."""
+    torch.manual_seed(4)
+    prompts = [torch.randint(3, 64, (n,)).tolist() for n in (6, 11, 8, 5, 9)]
+    short = Sampling(max_new_tokens=5, temperature=0.0, top_p=1.0)
+    penalized = Sampling(max_new_tokens=12, temperature=0.0, top_p=1.0, repetition_penalty=1.5)
+    sampled = Sampling(max_new_tokens=7, temperature=1.0, top_p=0.9)
+    settings = [short, penalized, short, penalized, sampled]
+    mixed = sample_batch(chaotic_model, prompts, 0, settings, [], seed=0)
+    assert [len(row.tokens) for row in mixed] == [5, 12, 5, 12, 7] and not any(row.finished for row in mixed)
+    for kind in (short, penalized):
+        rows = [i for i, setting in enumerate(settings) if setting is kind]
+        apart = sample_batch(chaotic_model, [prompts[i] for i in rows], 0, kind, [], seed=0)
+        assert [mixed[i].tokens for i in rows] == [row.tokens for row in apart]
+    unpenalized = sample_batch(chaotic_model, [prompts[1]], 0, penalized.model_copy(update={"repetition_penalty": 1.0}), [], seed=0)
+    assert unpenalized[0].tokens != mixed[1].tokens  # the penalty did change that row
+
+
 def test_nucleus_is_exactly_the_full_sort_nucleus_row_by_row():
     torch.manual_seed(0)
     peaked, flat = torch.randn(4, 5000) * 12, torch.randn(3, 5000) * 0.1
@@ -295,7 +314,7 @@ def test_a_one_line_regex_keeps_line_breaks_out_of_answers_that_have_them_uncons
     free = [ChatRequest.of(p, sampling=LONG, seed=i) for i, p in enumerate(LIST_PROMPTS)]
     one_line = [ChatRequest.of(p, sampling=LONG, seed=i, response_regex=ONE_LINE) for i, p in enumerate(LIST_PROMPTS)]
     engine = engine_on(backend, batch_size=8)
-    # One call: the backend batches the constrained and unconstrained requests apart.
+    # One call: constrained and unconstrained requests share batches, each row under its own grammar.
     results = engine.complete(free + one_line)
     unconstrained, constrained = results[: len(free)], results[len(free) :]
     assert sum("\n" in r.text for r in unconstrained) >= 2, [r.text for r in unconstrained]

@@ -312,18 +312,21 @@ class Decoded:
     finished: bool
 
 
-def _penalize(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
-    """Repetition penalty as CTRL/`generate`: divide positive logits of seen tokens, multiply negative ones."""
-    if penalty == 1.0:
+def _penalize(logits: torch.Tensor, seen: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
+    """Repetition penalty as CTRL/`generate`, `penalty` per row: divide positive logits of seen
+    tokens, multiply negative ones."""
+    if bool((penalty == 1.0).all()):
         return logits
+    penalty = penalty[:, None]
     penalized = torch.where(logits > 0, logits / penalty, logits * penalty)
     return torch.where(seen, penalized, logits)
 
 
 def _nucleus(
-    logits: torch.Tensor, top_p: float, tiers: Sequence[int] = (256, 4096)
+    logits: torch.Tensor, top_p: float | torch.Tensor, tiers: Sequence[int] = (256, 4096)
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Each row's smallest set of tokens whose probability reaches `top_p` (at least one).
+    """Each row's smallest set of tokens whose probability reaches `top_p` (at least one; one
+    value, or one per row).
 
     Yields (rows, logits, token ids): for a group of rows, their candidate tokens in descending
     order, -inf outside the nucleus. Sorting the whole vocabulary of every row took ~0.4 s a step
@@ -334,16 +337,37 @@ def _nucleus(
     """
     log_total = logits.logsumexp(dim=-1, keepdim=True)
     rows = torch.arange(logits.shape[0])
+    top_p = torch.as_tensor(top_p, dtype=logits.dtype).expand(len(rows))
     vocab = logits.shape[-1]
     for width in [*(w for w in tiers if w < vocab), vocab]:  # the last tier is the full sort
         ordered, order = logits[rows].topk(width, dim=-1)
         probs = (ordered - log_total[rows]).exp()  # probabilities over the whole vocabulary
-        fits = probs.sum(dim=-1) >= top_p if width < vocab else torch.ones(len(rows), dtype=torch.bool)
-        drop = probs[fits].cumsum(dim=-1) - probs[fits] >= top_p  # the mass before this token reaches top_p
+        reach = top_p[rows]
+        fits = probs.sum(dim=-1) >= reach if width < vocab else torch.ones(len(rows), dtype=torch.bool)
+        # The mass before this token reaches top_p: outside the nucleus.
+        drop = probs[fits].cumsum(dim=-1) - probs[fits] >= reach[fits, None]
         yield rows[fits], ordered[fits].masked_fill(drop, float("-inf")), order[fits]
         rows = rows[~fits]
         if not len(rows):
             return
+
+
+def _choose(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One token per row: greedy where the temperature is 0, else sampled from the row's nucleus
+    (all tokens when its top_p is 1)."""
+    chosen = logits.argmax(dim=-1)
+    for selected, nucleus in ((temperature > 0) & (top_p < 1.0), True), ((temperature > 0) & (top_p >= 1.0), False):
+        rows = selected.nonzero().squeeze(1)
+        if not len(rows):
+            continue
+        scaled = logits[rows] / temperature[rows, None]
+        if not nucleus:
+            chosen[rows] = torch.multinomial(scaled.softmax(dim=-1), 1, generator=generator).squeeze(1)
+            continue
+        for group, kept, token_ids in _nucleus(scaled, top_p[rows]):
+            picked = torch.multinomial(kept.softmax(dim=-1), 1, generator=generator)
+            chosen[rows[group]] = token_ids.gather(1, picked).squeeze(1)
+    return chosen
 
 
 @torch.inference_mode()
@@ -351,77 +375,86 @@ def sample_batch(
     model: Any,
     prompts: Sequence[Sequence[int]],
     pad_id: int,
-    sampling: Sampling,
+    sampling: Sampling | Sequence[Sampling],
     stop_ids: Sequence[int],
     seed: int,
     grammar: Any = None,
     share_prefixes: bool = True,
     chunk_by_length: bool = True,
 ) -> list[Decoded]:
-    """Generate up to `sampling.max_new_tokens` for each prompt (token ids); rows leave the batch when done.
+    """Generate up to `max_new_tokens` for each prompt (token ids); rows leave the batch when done.
 
+    `sampling` and `grammar` (a compiled xgrammar grammar, or None) are one for all rows or one
+    per row: requests of different kinds share the batch's decoding steps, whose fixed part
+    (reading the weights) is most of a step's cost at a few rows.
     With `share_prefixes`, the prompt prefixes rows share are prefilled once (`plan_prefill`);
     with `chunk_by_length`, each prefill pass runs in chunks of prompts of similar length
     (`length_chunks`). The answers are the same either way.
     """
-    rows = len(prompts)
+    count = len(prompts)
     vocab = model.config.vocab_size
+    settings = [sampling] * count if isinstance(sampling, Sampling) else list(sampling)
+    grammars = list(grammar) if isinstance(grammar, (list, tuple)) else [grammar] * count
     generator = torch.Generator().manual_seed(seed % (2**31))
-    matchers, bitmask, xgr = None, None, None
-    if grammar is not None:
+    matchers: list[Any] = [None] * count
+    bitmask, xgr = None, None
+    if any(g is not None for g in grammars):
         import xgrammar as xgr
 
-        matchers = [xgr.GrammarMatcher(grammar) for _ in range(rows)]
-        bitmask = xgr.allocate_token_bitmask(rows, grammar.tokenizer_info.vocab_size)
+        matchers = [None if g is None else xgr.GrammarMatcher(g) for g in grammars]
+        vocab_size = next(g for g in grammars if g is not None).tokenizer_info.vocab_size
+        bitmask = xgr.allocate_token_bitmask(count, vocab_size)
     stop = set(stop_ids)
-    outputs = [Decoded([], False) for _ in range(rows)]
+    outputs = [Decoded([], False) for _ in range(count)]
+    limits = [s.max_new_tokens for s in settings]
     plan = plan_prefill(prompts) if share_prefixes else PrefillPlan.flat([], [list(ids) for ids in prompts])
     capacity = (
         len(plan.prefix)
         + max(len(ids) for ids in plan.group_prefixes)
         + max(len(ids) for ids in plan.suffixes)
-        + sampling.max_new_tokens
+        + max(limits)
     )
     cache = Cache(layers=[_PreallocatedLayer(capacity) for _ in range(model.config.num_hidden_layers)])
     mask, positions, logits, active = _prefill(model, cache, plan, pad_id, chunk_by_length)  # active: prompt of each batch row
     # Tokens each row has seen, for the repetition penalty: its prompt's tokens, never padding.
-    seen = torch.zeros(rows, vocab, dtype=torch.bool)
+    seen = torch.zeros(count, vocab, dtype=torch.bool)
     for batch_row, row in enumerate(active):
         seen[batch_row, list(prompts[row])] = True
-    for step in range(sampling.max_new_tokens):
-        logits = _penalize(logits[:, :vocab], seen, sampling.repetition_penalty)
-        if matchers is not None:
+
+    def per_row(name: str) -> torch.Tensor:
+        return torch.tensor([float(getattr(settings[row], name)) for row in active])
+
+    temperature, top_p, penalty = per_row("temperature"), per_row("top_p"), per_row("repetition_penalty")
+    for step in range(max(limits)):
+        logits = _penalize(logits[:, :vocab], seen, penalty)
+        if bitmask is not None:
             for batch_row, row in enumerate(active):
-                matchers[row].fill_next_token_bitmask(bitmask, batch_row)
+                if matchers[row] is None:
+                    bitmask[batch_row].fill_(-1)  # every token allowed
+                else:
+                    matchers[row].fill_next_token_bitmask(bitmask, batch_row)
             xgr.apply_token_bitmask_inplace(logits, bitmask[: len(active)])
-        if sampling.temperature > 0 and sampling.top_p < 1.0:
-            chosen = torch.empty(len(active), dtype=torch.long)
-            for rows, kept, token_ids in _nucleus(logits / sampling.temperature, sampling.top_p):
-                picked = torch.multinomial(kept.softmax(dim=-1), 1, generator=generator)
-                chosen[rows] = token_ids.gather(1, picked).squeeze(1)
-        elif sampling.temperature > 0:
-            chosen = torch.multinomial((logits / sampling.temperature).softmax(dim=-1), 1, generator=generator).squeeze(1)
-        else:
-            chosen = logits.argmax(dim=-1)
+        chosen = _choose(logits, temperature, top_p, generator)
         keep: list[int] = []
         for batch_row, (row, token) in enumerate(zip(active, chosen.tolist())):
             done = token in stop
             if not done:
                 outputs[row].tokens.append(token)
-                if matchers is not None:
+                if matchers[row] is not None:
                     matchers[row].accept_token(token)
                     done = matchers[row].is_terminated()
             if done:
                 outputs[row].finished = True
-            else:
+            elif len(outputs[row].tokens) < limits[row]:
                 keep.append(batch_row)
-        if not keep or step + 1 == sampling.max_new_tokens:
+        if not keep:
             break
         if len(keep) < len(active):
             keep = _swap_remove(keep)
             index = torch.tensor(keep, dtype=torch.long)
             cache.batch_select_indices(index)
             mask, positions, chosen, seen = mask[index], positions[index], chosen[index], seen[index]
+            temperature, top_p, penalty = temperature[index], top_p[index], penalty[index]
             active = [active[i] for i in keep]
         seen[torch.arange(len(active)), chosen] = True
         mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from janus_align.config.schema import LLMConfig, Sampling
+from janus_align.config.schema import LLMConfig
 from janus_align.llm.decoding import sample_batch
 from janus_align.llm.types import ChatRequest, ChatResult, ResultCallback
 from janus_align.models.checkpoint import load_causal_lm, load_tokenizer
@@ -93,36 +93,29 @@ class TransformersBackend:
 
     def generate(self, requests: list[ChatRequest], on_result: ResultCallback) -> None:
         prompts = [self.render(r) for r in requests]
-        lengths = [len(p) for p in prompts]
-        # Same schema, regex and sampling in one batch; shortest prompts first to limit padding.
-        groups: dict[str, list[int]] = {}
-        for i, request in enumerate(requests):
-            constraint = json.dumps([request.response_schema, request.response_regex])  # schema order matters
-            key = constraint + json.dumps(request.sampling.model_dump(), sort_keys=True)
-            groups.setdefault(key, []).append(i)
-        for indices in groups.values():
-            indices.sort(key=lambda i: lengths[i])
-            # Even batches (70 requests at batch_size 64: 35 + 35, not 64 + 6): each batch's
-            # decoding steps cost a fixed part, so a small trailing batch is nearly a full one.
-            size = -(-len(indices) // -(-len(indices) // self.config.batch_size))
-            for start in range(0, len(indices), size):
-                batch = indices[start : start + size]
-                for i, result in zip(batch, self._generate_batch([requests[i] for i in batch], [prompts[i] for i in batch])):
-                    on_result(i, result)
+        # Every kind of request in one batch (each row keeps its own schema, regex and sampling):
+        # a decoding step's fixed cost is shared. Shortest prompts first, so a split batch pads less.
+        order = sorted(range(len(requests)), key=lambda i: len(prompts[i]))
+        # Even batches (70 requests at batch_size 64: 35 + 35, not 64 + 6): each batch's
+        # decoding steps cost a fixed part, so a small trailing batch is nearly a full one.
+        size = -(-len(order) // -(-len(order) // self.config.batch_size)) if order else 1
+        for start in range(0, len(order), size):
+            batch = order[start : start + size]
+            for i, result in zip(batch, self._generate_batch([requests[i] for i in batch], [prompts[i] for i in batch])):
+                on_result(i, result)
 
     def _generate_batch(self, requests: list[ChatRequest], prompts: list[str]) -> list[ChatResult]:
-        sampling: Sampling = requests[0].sampling
         encoded = self.tokenizer(prompts, add_special_tokens=ADD_SPECIAL_TOKENS[self.prompt_format])["input_ids"]
         started = time.perf_counter()
         decoded = sample_batch(
             self.model,
             encoded,
             self.tokenizer.pad_token_id,
-            sampling,
+            [r.sampling for r in requests],
             self._eos_ids,
             # Seed from the batch's requests so a batch reproduces whatever else ran before it.
             seed=sum(r.seed for r in requests),
-            grammar=self._grammar(requests[0]),  # the batch's requests share it (`generate`)
+            grammar=[self._grammar(r) for r in requests],
         )
         latency = time.perf_counter() - started
         return [
