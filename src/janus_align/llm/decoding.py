@@ -425,7 +425,7 @@ def sample_batch(
         return torch.tensor([float(getattr(settings[row], name)) for row in active])
 
     temperature, top_p, penalty = per_row("temperature"), per_row("top_p"), per_row("repetition_penalty")
-    for step in range(max(limits)):
+    for _ in range(max(limits)):
         logits = _penalize(logits[:, :vocab], seen, penalty)
         if bitmask is not None:
             for batch_row, row in enumerate(active):
