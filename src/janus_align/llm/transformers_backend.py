@@ -1,7 +1,8 @@
 """In-process backend: a local checkpoint run by our batched decoding loop (llm/decoding.py).
 
-Requests are sorted by prompt length so a batch pads little, and grouped by response schema,
-regex and sampling so one grammar and one set of knobs serve a batch. Structured output uses
+Requests are sorted by prompt length and decoded in as few batches as `batch_size` allows,
+whatever their kind: each row keeps its own schema or regex and sampling (llm/decoding.py), so
+different requests share a decoding step's fixed cost. Structured output uses
 xgrammar: it compiles a JSON schema into a token mask applied at every step, so even a 135M
 model returns schema-valid JSON (lm-format-enforcer does the same but is several times slower
 per token; outlines drags in a much larger dependency tree). A `response_regex` is compiled
@@ -77,18 +78,19 @@ class TransformersBackend:
 
         # Keys keep the schema's order: the grammar writes the fields in it (a weak model that must
         # write "description" before "preference", as sorted keys had it, describes nothing).
-        key = f"regex:{regex}" if regex is not None else f"json:{json.dumps(schema)}"
+        text = regex if regex is not None else json.dumps(schema)
+        key = f"regex:{text}" if regex is not None else f"json:{text}"
         if key not in self._grammars:
             if self._compiler is None:
                 info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=self.model.config.vocab_size)
                 self._compiler = xgr.GrammarCompiler(info)
             if regex is not None:
                 # The end-of-sequence token is allowed exactly where the regex can end.
-                self._grammars[key] = self._compiler.compile_regex(regex)
+                self._grammars[key] = self._compiler.compile_regex(text)
             else:
                 # No free whitespace: with it, a weak model can fill max_new_tokens with blanks
                 # and never close the JSON; compact separators keep bounded schemas terminating.
-                self._grammars[key] = self._compiler.compile_json_schema(json.dumps(schema), any_whitespace=False)
+                self._grammars[key] = self._compiler.compile_json_schema(text, any_whitespace=False)
         return self._grammars[key]
 
     def generate(self, requests: list[ChatRequest], on_result: ResultCallback) -> None:

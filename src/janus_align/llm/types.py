@@ -23,8 +23,8 @@ class ChatRequest:
     syntax), such as `[^\n\r]+` for one line. It is a decoding constraint only, enforced where
     the backend can: the transformers backend masks every token the regex cannot extend (as for
     schemas; the end-of-sequence token only once the regex is satisfied); the llama_cpp backend
-    sends a single character class with `+` or `*` as a GBNF `grammar` and anything else
-    unconstrained; the openai backend sends nothing (the OpenAI API has no regex constraint,
+    sends a sequence of character classes as a GBNF `grammar` (`llama_server.regex_grammar`)
+    and anything else unconstrained; the openai backend sends nothing (the OpenAI API has no regex constraint,
     and unknown fields are rejected by some servers). The engine does not check the answer
     against it: whoever asks keeps its own check of the text as the contract. An answer cut at
     `max_new_tokens` is a prefix of a match, not a match. At most one of the two may be set.

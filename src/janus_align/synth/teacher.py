@@ -81,8 +81,8 @@ def ask_jobs(engine: LLMEngine, jobs: Sequence[Job[Any, Any]], max_reasks: int) 
 
     Each attempt sends the pending requests of all jobs in ONE `engine.complete` call (first
     attempts together, then the re-asks together), so independent jobs reach the backend
-    together (its concurrency; its batches where schema and sampling match); every request is
-    the same as if its job were asked alone.
+    together (an API backend's concurrency; the transformers backend's batches); every request
+    is the same as if its job were asked alone.
     `build(unit, attempt)` must be deterministic. A request the engine could not answer (an API
     error, or JSON still malformed after the engine's own re-asks) is not asked again here,
     except an answer cut at max_new_tokens (the engine does not re-ask those): a new seed
