@@ -18,7 +18,7 @@ export DO_NOT_TRACK := 1
 export TOKENIZERS_PARALLELISM := false
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: help install llama-server data repro test test-all ui clean-venv
+.PHONY: help install llama-server data repro test test-all lint ui clean-venv
 
 help:
 	@echo "make repro   run the whole pipeline (dvc repro) on params.yaml"
@@ -56,9 +56,14 @@ repro: data
 # `make test` (what CI runs): every fast test, the embedded GGUF conversion, and a fresh-clone
 # `dvc repro` of the whole pipeline on the ci profile (about 10 minutes on 2 idle cores).
 # `make test-all` also runs the other slow tests (about 11 minutes more).
-test: $(STAMP)
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -m slow tests/test_prepare_model.py tests/test_pipeline_e2e.py $(PYTEST_ARGS)
+
+# ruff (lint + format check) over the code, mypy over the package (settings in pyproject.toml).
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 
 test-all: $(STAMP) $(BIN)/llama-server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

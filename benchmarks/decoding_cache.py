@@ -33,13 +33,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from llm_throughput import smollm2_checkpoint  # noqa: E402
 from transformers import DynamicCache  # noqa: E402
 from transformers.cache_utils import Cache  # noqa: E402
 
 from janus_align.config import Sampling  # noqa: E402
 from janus_align.llm.decoding import _PreallocatedLayer, sample_batch  # noqa: E402
 from janus_align.models.checkpoint import load_causal_lm  # noqa: E402
+from llm_throughput import smollm2_checkpoint  # noqa: E402
 
 STEPS = 8
 
@@ -55,12 +55,18 @@ def step_ms(model, rows: int, context: int, preallocated: bool) -> tuple[float, 
         cache = Cache(layers=layers)
     else:
         cache = DynamicCache(config=model.config)
-    token = model(input_ids=ids, attention_mask=mask, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1].argmax(-1)
+    token = (
+        model(input_ids=ids, attention_mask=mask, cache=cache, use_cache=True, logits_to_keep=1)
+        .logits[:, -1]
+        .argmax(-1)
+    )
     chosen = []
     started = time.perf_counter()
     for _ in range(STEPS):
         mask = torch.cat([mask, mask.new_ones(rows, 1)], dim=1)
-        token = model(input_ids=token[:, None], attention_mask=mask, cache=cache, use_cache=True).logits[:, -1].argmax(-1)
+        token = (
+            model(input_ids=token[:, None], attention_mask=mask, cache=cache, use_cache=True).logits[:, -1].argmax(-1)
+        )
         chosen.append(token)
     return (time.perf_counter() - started) / STEPS * 1000, torch.stack(chosen)
 
@@ -80,7 +86,9 @@ def tokens(generator: torch.Generator, count: int) -> list[int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir")
-    parser.add_argument("--section", type=int, action="append", choices=[1, 2, 3, 4], help="run only these (repeatable)")
+    parser.add_argument(
+        "--section", type=int, action="append", choices=[1, 2, 3, 4], help="run only these (repeatable)"
+    )
     args = parser.parse_args()
     sections = set(args.section or [1, 2, 3, 4])
     with tempfile.TemporaryDirectory() as scratch:
@@ -109,8 +117,10 @@ def main() -> None:
         lengths = torch.randint(30, 271, (72,), generator=generator).tolist()
         prompts = [tokens(generator, n) for n in lengths]
         one_pass, chunked = prefill_s(model, prompts, True, chunked=False), prefill_s(model, prompts, True)
-        print(f"   {sum(lengths)} prompt tokens, {72 * max(lengths)} padded: "
-              f"one pass {one_pass:.1f} s -> chunks {chunked:.1f} s  ({one_pass / chunked:.2f}x)")
+        print(
+            f"   {sum(lengths)} prompt tokens, {72 * max(lengths)} padded: "
+            f"one pass {one_pass:.1f} s -> chunks {chunked:.1f} s  ({one_pass / chunked:.2f}x)"
+        )
 
 
 def kv_cache(model) -> None:
@@ -119,8 +129,10 @@ def kv_cache(model) -> None:
         dynamic, dynamic_tokens = step_ms(model, rows, context, preallocated=False)
         ours, our_tokens = step_ms(model, rows, context, preallocated=True)
         same = torch.equal(dynamic_tokens, our_tokens)
-        print(f"   rows {rows:3d}, context {context}: {dynamic:6.0f} ms -> {ours:6.0f} ms  "
-              f"({dynamic / ours:.2f}x, tokens identical: {same})")
+        print(
+            f"   rows {rows:3d}, context {context}: {dynamic:6.0f} ms -> {ours:6.0f} ms  "
+            f"({dynamic / ours:.2f}x, tokens identical: {same})"
+        )
 
 
 if __name__ == "__main__":

@@ -32,24 +32,38 @@ sys.path.insert(0, str(REPO / "tests"))  # the loopback server: one module for t
 # Before torch loads: OpenMP threads that spin while waiting slow torch down ~10x on a machine
 # whose 2 cores are shared with other jobs (measured: 0.7 vs 6.3 tok/s at batch 1).
 for _name, _value in {
-    "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TQDM_DISABLE": "1", "OMP_WAIT_POLICY": "PASSIVE",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TQDM_DISABLE": "1",
+    "OMP_WAIT_POLICY": "PASSIVE",
 }.items():
     os.environ.setdefault(_name, _value)
-
-from loopback_server import serve_in_subprocess  # noqa: E402
 
 from janus_align.config import LLMConfig, Sampling  # noqa: E402
 from janus_align.llm import ChatRequest, open_engine  # noqa: E402
 from janus_align.llm.cache import RequestCache  # noqa: E402
 from janus_align.llm.engine import LLMEngine  # noqa: E402
+from loopback_server import serve_in_subprocess  # noqa: E402
 
 EMBEDDED = "embedded:smollm2-135m-instruct"
 LATENCY_S = 0.2
 TOPICS = [
-    "the water cycle", "how vaccines work", "the history of the printing press", "black holes",
-    "photosynthesis", "the French Revolution", "how a CPU executes instructions", "plate tectonics",
-    "the causes of inflation", "how bees communicate", "the invention of the telephone", "machine learning",
-    "the Roman aqueducts", "ocean tides", "the human immune system", "renewable energy",
+    "the water cycle",
+    "how vaccines work",
+    "the history of the printing press",
+    "black holes",
+    "photosynthesis",
+    "the French Revolution",
+    "how a CPU executes instructions",
+    "plate tectonics",
+    "the causes of inflation",
+    "how bees communicate",
+    "the invention of the telephone",
+    "machine learning",
+    "the Roman aqueducts",
+    "ocean tides",
+    "the human immune system",
+    "renewable energy",
 ]
 
 
@@ -80,16 +94,22 @@ def plain_generate(backend, requests: list[ChatRequest], max_new_tokens: int) ->
         for request in requests:
             ids = torch.tensor([encode_prompt(backend.tokenizer, backend.render(request), "chat_template")])
             output = backend.model.generate(
-                input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False,
-                eos_token_id=backend._eos_ids, pad_token_id=backend.tokenizer.pad_token_id,
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=backend._eos_ids,
+                pad_token_id=backend.tokenizer.pad_token_id,
             )
-            new = output[0, ids.shape[1]:].tolist()
+            new = output[0, ids.shape[1] :].tolist()
             stop = next((k for k, t in enumerate(new) if t in backend._eos_ids), None)
             tokens += len(new) if stop is None else stop + 1
     return tokens, time.perf_counter() - started, time.process_time() - cpu_started
 
 
-def hf_batch_generate(backend, requests: list[ChatRequest], max_new_tokens: int, batch_size: int) -> tuple[int, float, float]:
+def hf_batch_generate(
+    backend, requests: list[ChatRequest], max_new_tokens: int, batch_size: int
+) -> tuple[int, float, float]:
     """`model.generate` on left-padded batches: every row runs until the batch's longest ends."""
     import torch
 
@@ -99,13 +119,17 @@ def hf_batch_generate(backend, requests: list[ChatRequest], max_new_tokens: int,
     with torch.inference_mode():
         for start in range(0, len(requests), batch_size):
             prompts = [backend.render(r) for r in requests[start : start + batch_size]]
-            encoded = backend.tokenizer(prompts, return_tensors="pt", padding=True,
-                                        add_special_tokens=ADD_SPECIAL_TOKENS["chat_template"])
-            output = backend.model.generate(
-                **encoded, max_new_tokens=max_new_tokens, do_sample=False,
-                eos_token_id=backend._eos_ids, pad_token_id=backend.tokenizer.pad_token_id,
+            encoded = backend.tokenizer(
+                prompts, return_tensors="pt", padding=True, add_special_tokens=ADD_SPECIAL_TOKENS["chat_template"]
             )
-            for row in output[:, encoded["input_ids"].shape[1]:].tolist():
+            output = backend.model.generate(
+                **encoded,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=backend._eos_ids,
+                pad_token_id=backend.tokenizer.pad_token_id,
+            )
+            for row in output[:, encoded["input_ids"].shape[1] :].tolist():
                 stop = next((k for k, t in enumerate(row) if t in backend._eos_ids), None)
                 tokens += len(row) if stop is None else stop + 1
     return tokens, time.perf_counter() - started, time.process_time() - cpu_started
@@ -157,15 +181,21 @@ def bench_transformers(model_dir: str | None, n_prompts: int, max_new_tokens: in
     # other jobs on a shared machine slow wall-clock time (not CPU time) unevenly between runs.
     tokens, seconds, cpu = runs["plain generate, batch 1"]
     baseline, baseline_cpu = tokens / seconds, tokens / cpu
-    lines.append(f"{'transformers backend':<26} {'tokens':>7} {'seconds':>8} {'tok/s':>8} {'vs plain bs1':>13}"
-                 f" {'tok/CPU-s':>10} {'vs plain':>9}")
+    lines.append(
+        f"{'transformers backend':<26} {'tokens':>7} {'seconds':>8} {'tok/s':>8} {'vs plain bs1':>13}"
+        f" {'tok/CPU-s':>10} {'vs plain':>9}"
+    )
     for name, (tokens, seconds, cpu) in runs.items():
         rate, rate_cpu = tokens / seconds, tokens / cpu
-        lines.append(f"  {name:<24} {tokens:>7} {seconds:>8.1f} {rate:>8.1f} {rate / baseline:>12.2f}x"
-                     f" {rate_cpu:>10.1f} {rate_cpu / baseline_cpu:>8.2f}x")
+        lines.append(
+            f"  {name:<24} {tokens:>7} {seconds:>8.1f} {rate:>8.1f} {rate / baseline:>12.2f}x"
+            f" {rate_cpu:>10.1f} {rate_cpu / baseline_cpu:>8.2f}x"
+        )
     best = max(runs[f"engine, batch {size}"][0] / runs[f"engine, batch {size}"][1] for size in (8, 16, 32))
-    lines.append(f"  target batched >= 5x plain batch 1: {'met' if best >= 5 * baseline else 'MISSED'} "
-                 f"({best / baseline:.2f}x wall clock)")
+    lines.append(
+        f"  target batched >= 5x plain batch 1: {'met' if best >= 5 * baseline else 'MISSED'} "
+        f"({best / baseline:.2f}x wall clock)"
+    )
     return lines
 
 
@@ -192,8 +222,10 @@ def bench_openai(rounds: int) -> list[str]:
             cpu_ms = (time.process_time() - cpu_started) / n * 1000
             assert all(r.ok for r in results)
             rate, ideal = n / seconds, concurrency / LATENCY_S
-            lines.append(f"  concurrency {concurrency:<12} {n:>8} {seconds:>8.2f} {rate:>8.1f} {ideal:>7.0f} "
-                         f"{rate / ideal:>8.1%}   (client CPU {cpu_ms:.1f} ms/request)")
+            lines.append(
+                f"  concurrency {concurrency:<12} {n:>8} {seconds:>8.2f} {rate:>8.1f} {ideal:>7.0f} "
+                f"{rate / ideal:>8.1%}   (client CPU {cpu_ms:.1f} ms/request)"
+            )
             met = rate >= 0.9 * ideal if concurrency == 32 else met
     lines.append(f"  target concurrency 32 >= 90% of ideal: {'met' if met else 'MISSED'}")
     return lines
@@ -204,8 +236,12 @@ def main() -> None:
     parser.add_argument("--model-dir", help="checkpoint to measure (default: artifacts/models/base if SmolLM2)")
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
-                        help="LLMConfig.dtype of the transformers backend (auto: bf16 only where native)")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16"],
+        help="LLMConfig.dtype of the transformers backend (auto: bf16 only where native)",
+    )
     parser.add_argument("--rounds", type=int, default=20, help="waves of requests per openai concurrency level")
     parser.add_argument("--skip-transformers", action="store_true")
     parser.add_argument("--skip-openai", action="store_true")

@@ -43,11 +43,13 @@ def pool_rows(count: int) -> list[dict]:
         prompt = instructions[i % len(instructions)]
         answer = " ".join(instructions[(i * 7 + j) % len(instructions)] for j in range(1 + i % 4))  # 1-4 paragraphs
         rows.append(
-            {"messages": [
-                {"role": "system", "content": SYSTEMS[i % len(SYSTEMS)]},
-                {"role": "user", "content": prompt},
-                {"role": "assistant", "content": answer},
-            ]}
+            {
+                "messages": [
+                    {"role": "system", "content": SYSTEMS[i % len(SYSTEMS)]},
+                    {"role": "user", "content": prompt},
+                    {"role": "assistant", "content": answer},
+                ]
+            }
         )
     return rows
 
@@ -67,25 +69,52 @@ def measure(model_dir: str, rows: list[dict], packing: bool, args: argparse.Name
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     with tempfile.TemporaryDirectory() as tmp:
         config = SFTConfig(
-            output_dir=tmp, per_device_train_batch_size=args.batch_size, max_steps=args.steps, learning_rate=1e-4,
-            max_length=args.max_length, packing=packing, assistant_only_loss=True, use_cpu=True, bf16=args.bf16,
-            gradient_checkpointing=False, logging_steps=1, save_strategy="no", report_to="none", seed=0,
+            output_dir=tmp,
+            per_device_train_batch_size=args.batch_size,
+            max_steps=args.steps,
+            learning_rate=1e-4,
+            max_length=args.max_length,
+            packing=packing,
+            assistant_only_loss=True,
+            use_cpu=True,
+            bf16=args.bf16,
+            gradient_checkpointing=False,
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            seed=0,
             disable_tqdm=True,
         )
-        lora = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM") if args.lora else None
-        trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer, peft_config=lora)
+        lora = (
+            LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM") if args.lora else None
+        )
+        trainer = SFTTrainer(
+            model=model,
+            args=config,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+            peft_config=lora,
+        )
         sequences = len(trainer.train_dataset)
         started = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - started
     tokens = max(entry.get("num_tokens", 0) for entry in trainer.state.log_history)
-    return {"mode": "packed" if packing else "padded", "steps": args.steps, "train_s": round(seconds, 1),
-            "tokens": int(tokens), "tokens_per_s": round(tokens / seconds, 1), "sequences": sequences}
+    return {
+        "mode": "packed" if packing else "padded",
+        "steps": args.steps,
+        "train_s": round(seconds, 1),
+        "tokens": int(tokens),
+        "tokens_per_s": round(tokens / seconds, 1),
+        "sequences": sequences,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="artifacts/models/base", help="checkpoint directory (run `janus prepare_model`)")
+    parser.add_argument(
+        "--model", default="artifacts/models/base", help="checkpoint directory (run `janus prepare_model`)"
+    )
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=384)
@@ -100,10 +129,12 @@ def main() -> None:
     packed = measure(args.model, rows, True, args)
     for result in (padded, packed):
         print(json.dumps(result))
-    print(f"packed/padded tokens per second: {packed['tokens_per_s'] / padded['tokens_per_s']:.2f}x "
-          f"({packed['tokens_per_s']} vs {padded['tokens_per_s']} tok/s, batch {args.batch_size}, "
-          f"max_length {args.max_length}, {'LoRA' if args.lora else 'full'}, {'bf16 autocast' if args.bf16 else 'fp32'}, "
-          f"{os.cpu_count()} cores)")
+    print(
+        f"packed/padded tokens per second: {packed['tokens_per_s'] / padded['tokens_per_s']:.2f}x "
+        f"({packed['tokens_per_s']} vs {padded['tokens_per_s']} tok/s, batch {args.batch_size}, "
+        f"max_length {args.max_length}, {'LoRA' if args.lora else 'full'}, {'bf16 autocast' if args.bf16 else 'fp32'}, "
+        f"{os.cpu_count()} cores)"
+    )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,9 @@ SUBDIMENSIONS = ("vividness", "expert", "practicality", "safety")
 
 def official_rows(count: int = 5, with_ids: bool = True) -> list[dict[str, Any]]:
     """`count` bench rows, one per source group in turn, exactly in the official schema."""
-    prompts = [json.loads(line) for line in (DEFAULT_DATA / "bench" / "prompts.jsonl").read_text().splitlines() if line.strip()]
+    prompts = [
+        json.loads(line) for line in (DEFAULT_DATA / "bench" / "prompts.jsonl").read_text().splitlines() if line.strip()
+    ]
     examples = json.loads((DEFAULT_DATA / "bench" / "rubric_examples.json").read_text())
     by_group: dict[str, list[dict[str, Any]]] = {}
     for row in prompts:

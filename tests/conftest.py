@@ -38,7 +38,9 @@ def run_janus(project: Path, *args: str, check: bool = True, timeout: float = 60
         [str(BIN / "janus"), *args], cwd=project, env=janus_env(**env), capture_output=True, text=True, timeout=timeout
     )
     if check and done.returncode != 0:
-        raise AssertionError(f"janus {' '.join(args)} exited {done.returncode}\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+        raise AssertionError(
+            f"janus {' '.join(args)} exited {done.returncode}\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+        )
     return done
 
 

@@ -26,9 +26,10 @@ import sys
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterator
+from typing import Any
 
 MALFORMED_JSON = '{"answer": "this object never closes'
 
@@ -43,17 +44,17 @@ class Fault:
     seconds: float = 0.0
 
     @classmethod
-    def status_code(cls, status: int, retry_after: float | None = None) -> "Fault":
+    def status_code(cls, status: int, retry_after: float | None = None) -> Fault:
         """Reply with an HTTP error (429 and 5xx are retried by the client)."""
         return cls("status", status=status, retry_after=retry_after)
 
     @classmethod
-    def hang(cls, seconds: float) -> "Fault":
+    def hang(cls, seconds: float) -> Fault:
         """Say nothing for `seconds` (longer than the client's timeout), then answer."""
         return cls("hang", seconds=seconds)
 
     @classmethod
-    def malformed(cls) -> "Fault":
+    def malformed(cls) -> Fault:
         """Answer 200 with content that is not JSON, whatever the response schema."""
         return cls("malformed")
 
@@ -184,7 +185,7 @@ class LoopbackServer:
         with self._lock:
             return [r for r in self.received if r.prompt == prompt]
 
-    def start(self) -> "LoopbackServer":
+    def start(self) -> LoopbackServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="loopback-openai", daemon=True)
         self._thread.start()
         return self
@@ -193,7 +194,7 @@ class LoopbackServer:
         self._httpd.shutdown()
         self._httpd.server_close()
 
-    def __enter__(self) -> "LoopbackServer":
+    def __enter__(self) -> LoopbackServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -11,10 +11,9 @@ from collections import Counter
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from bench_samples import DEFAULT_DATA, official_rows
 from conftest import REPO, make_project, run_janus
-from loopback_server import LoopbackServer, default_answer, requested_schema
-
 from janus_align.bench import bench as bench_module
 from janus_align.bench.bench import build_bench, collection_system_messages, sample_prompts, unseen
 from janus_align.bench.rubrics import RUBRIC_SYSTEM, load_examples, parse_rubric, rubric_prompt, rubric_schema
@@ -26,6 +25,7 @@ from janus_align.llm import open_engine
 from janus_align.llm.types import ChatRequest
 from janus_align.synth import teacher
 from janus_align.synth.prompts import PREFERENCE_SYSTEM, SYSTEM_MESSAGE_SYSTEM
+from loopback_server import LoopbackServer, default_answer, requested_schema
 
 PROMPTS = [json.loads(line) for line in (DEFAULT_DATA / "bench" / "prompts.jsonl").read_text().splitlines() if line]
 
@@ -93,7 +93,9 @@ def _instruction_of(user: str) -> str:
 
 def persona_for(instruction: str) -> str:
     """The loopback teacher's system message for an instruction (the test predicts it)."""
-    return f"You are a patient guide, persona {hashlib.sha256(instruction.encode()).hexdigest()[:12]}, who tells stories."
+    return (
+        f"You are a patient guide, persona {hashlib.sha256(instruction.encode()).hexdigest()[:12]}, who tells stories."
+    )
 
 
 def teacher_answer(body: dict) -> str:
@@ -113,7 +115,9 @@ def test_bench_stage_builds_the_official_schema_and_keeps_system_messages_unseen
     split = project / "artifacts" / "collection" / "sft"
     split.mkdir(parents=True)
     systems = [persona_for(planted.prompt), "You are someone else entirely."]
-    pq.write_table(pa.table({"system": systems, "prompt": ["p1", "p2"], "output": ["o1", "o2"]}), split / "train.parquet")
+    pq.write_table(
+        pa.table({"system": systems, "prompt": ["p1", "p2"], "output": ["o1", "o2"]}), split / "train.parquet"
+    )
     with LoopbackServer(answer=teacher_answer) as server:
         overlay = (
             f"teacher:\n  backend: openai\n  model: teacher\n  base_url: {server.base_url}\n"
@@ -132,7 +136,12 @@ def test_bench_stage_builds_the_official_schema_and_keeps_system_messages_unseen
     for item, row in zip(items, [r for r in sampled if r is not planted]):
         assert item.prompt == row.prompt and item.source == row.original_source
         assert item.system == persona_for(row.prompt)
-        assert [p.dimension for p in item.preference_set] == ["style", "background_knowledge", "informativeness", "harmlessness"]
+        assert [p.dimension for p in item.preference_set] == [
+            "style",
+            "background_knowledge",
+            "informativeness",
+            "harmlessness",
+        ]
         assert len(item.rubrics) == 4 and item.reference_answer.startswith("A reference answer to:")
     metrics = json.loads((project / "metrics" / "bench.json").read_text())
     assert metrics["system_in_collection"] == 1 and metrics["collection_checked"] is True
@@ -190,7 +199,9 @@ class RecordingEngine:
 
 def _kind(request: ChatRequest) -> str:
     system = request.messages[0]["content"]
-    return {PREFERENCE_SYSTEM: "preference", SYSTEM_MESSAGE_SYSTEM: "system", RUBRIC_SYSTEM: "rubric"}.get(system, "reference")
+    return {PREFERENCE_SYSTEM: "preference", SYSTEM_MESSAGE_SYSTEM: "system", RUBRIC_SYSTEM: "rubric"}.get(
+        system, "reference"
+    )
 
 
 def test_references_and_rubrics_go_to_the_engine_together_and_make_the_same_bench(tmp_path, monkeypatch):
@@ -201,8 +212,13 @@ def test_references_and_rubrics_go_to_the_engine_together_and_make_the_same_benc
 
     def bench_with(server, cache: str):
         config = params.teacher.model_copy(
-            update={"backend": "openai", "model": "teacher", "base_url": server.base_url,
-                    "api_key_env": "JANUS_TEST_TEACHER_KEY", "max_retries": 0}
+            update={
+                "backend": "openai",
+                "model": "teacher",
+                "base_url": server.base_url,
+                "api_key_env": "JANUS_TEST_TEACHER_KEY",
+                "max_retries": 0,
+            }
         )
         engine = RecordingEngine(open_engine(config, cache_path=tmp_path / cache))
         try:
@@ -215,7 +231,9 @@ def test_references_and_rubrics_go_to_the_engine_together_and_make_the_same_benc
         together = bench_with(server, "together.sqlite")
         # The sequential code: each job asked on its own, references first.
         monkeypatch.setattr(
-            bench_module, "ask_jobs", lambda engine, jobs, max_reasks: [teacher.ask_jobs(engine, [job], max_reasks)[0] for job in jobs]
+            bench_module,
+            "ask_jobs",
+            lambda engine, jobs, max_reasks: [teacher.ask_jobs(engine, [job], max_reasks)[0] for job in jobs],
         )
         apart = bench_with(server, "apart.sqlite")
         # Each run paid for every request once (own cache): both sent exactly the same requests.

@@ -7,8 +7,8 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from bench_samples import official_rows, write_jsonl
 
+from bench_samples import official_rows, write_jsonl
 from janus_align.bench.schema import OFFICIAL_KEYS, BenchFileError, load_bench, write_bench
 from janus_align.errors import JanusError
 from janus_align.evaluate.responses import load_responses

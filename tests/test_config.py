@@ -58,7 +58,11 @@ def test_out_of_range_value_names_key_path_bound_and_value(key_path, value, expe
         ("train.common.bf16", "maybe", "train.common.bf16: must be a valid boolean"),
         ("generate.candidates", "base", "generate.candidates: must be a valid list"),
         ("teacher.sampling", [1, 2], "teacher.sampling: must be a valid dictionary"),
-        ("teacher.backend", "anthropic", "teacher.backend: must be 'transformers', 'openai' or 'llama_cpp', got 'anthropic'"),
+        (
+            "teacher.backend",
+            "anthropic",
+            "teacher.backend: must be 'transformers', 'openai' or 'llama_cpp', got 'anthropic'",
+        ),
         ("model.base", None, "model.base: must be a valid string, got None"),
     ],
 )

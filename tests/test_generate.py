@@ -8,9 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from bench_samples import official_rows, set_params, write_jsonl
 from conftest import run_janus
-
 from janus_align.bench.schema import bench_item
 from janus_align.config import LLMConfig, Params, load_params
 from janus_align.errors import JanusError
@@ -156,8 +156,14 @@ def test_best_of_n_keeps_the_sample_the_reward_model_scores_highest(ci_project):
     rm_dir = ci_project / "artifacts/models/rm"
     tokenizer = load_tokenizer(base)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=1, num_labels=1, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        num_labels=1,
+        pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(0)
     AutoModelForSequenceClassification.from_config(config).save_pretrained(rm_dir)

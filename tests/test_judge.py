@@ -14,10 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
 from bench_samples import official_rows, set_params, write_jsonl
 from conftest import make_project, run_janus
-from loopback_server import Fault, LoopbackServer
-
 from janus_align.bench.schema import bench_item
 from janus_align.cli import build_parser
 from janus_align.config import LLMConfig, Params, Sampling
@@ -38,6 +37,7 @@ from janus_align.evaluate.judge import (
 from janus_align.evaluate.responses import Response
 from janus_align.evaluate.seeding import derive_seed
 from janus_align.llm import open_engine
+from loopback_server import Fault, LoopbackServer
 
 GOLDEN = Path(__file__).parent / "golden"
 KEY_ENV = "JANUS_TEST_JUDGE_KEY"
@@ -137,7 +137,10 @@ def test_judge_prompt_matches_the_golden_file():
         rubrics=[GOLDEN_RUBRIC] * 4,
     )
     user = render_judge_prompt(
-        judge_instruction(item, show_system=False), "Use a big pot and water daily.", item.reference_answer, item.rubrics[0]
+        judge_instruction(item, show_system=False),
+        "Use a big pot and water daily.",
+        item.reference_answer,
+        item.rubrics[0],
     )
     rendered = f"[system]\n{JUDGE_SYSTEM}\n\n[user]\n{user}\n"
     golden = GOLDEN / "judge_prompt.txt"
@@ -185,7 +188,6 @@ def _judge_engine(base_url: str, tmp_path: Path):
     return open_engine(config, cache_path=tmp_path / "llm.sqlite")
 
 
-
 def use_loopback_judge(project, base_url: str, llm_extra: str = "", judge_extra: str = "") -> None:
     """Point the project's judge at an OpenAI-compatible loopback server (a profile overlay)."""
     overlay = (
@@ -211,7 +213,10 @@ def _scripted_answer(body: dict) -> str:
 
 def test_unparseable_verdicts_are_reasked_then_unscored_never_zero(tmp_path):
     items = _items(2)
-    responses = {items[0].id: Response(items[0].id, "GOOD-RESPONSE"), items[1].id: Response(items[1].id, "GARBAGE-RESPONSE")}
+    responses = {
+        items[0].id: Response(items[0].id, "GOOD-RESPONSE"),
+        items[1].id: Response(items[1].id, "GARBAGE-RESPONSE"),
+    }
     with LoopbackServer(answer=_scripted_answer) as server:
         engine = _judge_engine(server.base_url, tmp_path)
         rows = judge_all(engine, items, responses, _judge_config(max_reasks=2), seed=7, model="m")
@@ -284,7 +289,10 @@ def test_a_server_answering_non_json_bodies_leaves_every_verdict_unscored(tmp_pa
 
 def test_failed_generations_are_not_judged_and_count_as_unscored(tmp_path):
     items = _items(2)
-    responses = {items[0].id: Response(items[0].id, "GOOD-RESPONSE"), items[1].id: Response(items[1].id, "", "APIError")}
+    responses = {
+        items[0].id: Response(items[0].id, "GOOD-RESPONSE"),
+        items[1].id: Response(items[1].id, "", "APIError"),
+    }
     with LoopbackServer(answer=_scripted_answer) as server:
         rows = judge_all(_judge_engine(server.base_url, tmp_path), items, responses, _judge_config(repeats=2), 7, "m")
         assert server.count() == 4 * 2  # only the first item, twice
@@ -361,7 +369,9 @@ def test_candidates_with_the_same_answer_share_one_request_each(tmp_path):
     items = _items(2)
     same = {item.id: Response(item.id, "GOOD-RESPONSE") for item in items}
     with LoopbackServer(answer=_scripted_answer) as server:
-        rows = judge_candidates(_judge_engine(server.base_url, tmp_path), items, {"a": same, "b": dict(same)}, _judge_config(), 7)
+        rows = judge_candidates(
+            _judge_engine(server.base_url, tmp_path), items, {"a": same, "b": dict(same)}, _judge_config(), 7
+        )
         asked = server.count()
     assert asked == 2 * 4  # not 2 x 2 x 4
     assert [{**r, "model": "-"} for r in rows["a"]] == [{**r, "model": "-"} for r in rows["b"]]
@@ -381,7 +391,9 @@ def test_a_missing_responses_file_is_an_error_naming_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_jsonl(tmp_path / "artifacts/eval/responses/base.jsonl", [{"id": "0", "response": "x"}])
     params = Params.model_validate({"generate": {"candidates": ["base", "sft"], "external": []}})
-    with pytest.raises(JanusError, match=r"judge: artifacts/eval/responses/sft\.jsonl missing \(run `janus generate --model sft`"):
+    with pytest.raises(
+        JanusError, match=r"judge: artifacts/eval/responses/sft\.jsonl missing \(run `janus generate --model sft`"
+    ):
         judge.run(params)
     assert not (tmp_path / "artifacts/eval/judgments").exists()
 
@@ -402,7 +414,9 @@ def test_janus_judge_judges_every_candidate_in_one_stage_run_with_a_nested_run_e
             [{"id": r["id"], "source": r["source"], "model": name, "response": answer} for r in rows],
         )
     with LoopbackServer(answer=_scripted_answer) as server:
-        use_loopback_judge(project, server.base_url, llm_extra="    timeout_s: 2\n", judge_extra="  constrained: false\n")
+        use_loopback_judge(
+            project, server.base_url, llm_extra="    timeout_s: 2\n", judge_extra="  constrained: false\n"
+        )
         done = run_janus(project, "judge", timeout=300)
     assert [line.split(":")[0] for line in done.stdout.splitlines() if line.startswith("judge ")] == [
         f"judge {name}" for name in names
@@ -424,7 +438,9 @@ def test_janus_judge_judges_every_candidate_in_one_stage_run_with_a_nested_run_e
     for name in names:
         run = nested[f"judge-{name}"]
         assert run.data.tags["mlflow.parentRunId"] == stage[0].info.run_id and run.data.tags["candidate"] == name
-        assert run.data.metrics["judgments"] == 8 and run.data.metrics.get("overall") == (None if name == "sft" else 4.0)
+        assert run.data.metrics["judgments"] == 8 and run.data.metrics.get("overall") == (
+            None if name == "sft" else 4.0
+        )
 
 
 @pytest.mark.slow
@@ -444,7 +460,9 @@ def test_judge_stage_survives_a_judge_that_only_answers_500(tmp_path):
     assert "unscored 8/8 verdicts (100.0%), 8 failed judge call(s)" in done.stdout
     metrics = json.loads((project / "metrics" / "eval" / "base.json").read_text())
     assert metrics["overall"] is None and metrics["unscored_rate"] == 1.0
-    judgments = [json.loads(line) for line in (project / "artifacts/eval/judgments/base.jsonl").read_text().splitlines()]
+    judgments = [
+        json.loads(line) for line in (project / "artifacts/eval/judgments/base.jsonl").read_text().splitlines()
+    ]
     assert len(judgments) == 8 and all(j["verdict"] is None and j["attempts"] == 2 for j in judgments)
     official = json.loads((project / "artifacts/eval/official/base_evaluation.json").read_text())
     assert official[rows[0]["id"]]["score"] == [None] * 4

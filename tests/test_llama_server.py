@@ -28,7 +28,9 @@ SCHEMA = {
     "required": ["city", "confidence"],
     "additionalProperties": False,
 }
-needs_server = pytest.mark.skipif(shutil.which("llama-server") is None, reason="llama-server not built (make llama-server)")
+needs_server = pytest.mark.skipif(
+    shutil.which("llama-server") is None, reason="llama-server not built (make llama-server)"
+)
 
 
 def config(**overrides) -> LLMConfig:
@@ -63,9 +65,15 @@ def test_a_broken_gguf_fails_with_the_server_log(tmp_path: Path):
 def test_embedded_gguf_answers_plain_and_schema_requests_then_the_cache(tmp_path: Path):
     sampling = Sampling(max_new_tokens=48, temperature=0.7, top_p=0.9, repetition_penalty=1.05)
     requests = [
-        ChatRequest.of("What is the capital of France?", system="Answer in one short sentence.", sampling=sampling, seed=1),
-        ChatRequest.of("Name the capital of Italy and your confidence.", sampling=sampling, seed=2, response_schema=SCHEMA),
-        ChatRequest.of("Name the capital of Spain and your confidence.", sampling=sampling, seed=3, response_schema=SCHEMA),
+        ChatRequest.of(
+            "What is the capital of France?", system="Answer in one short sentence.", sampling=sampling, seed=1
+        ),
+        ChatRequest.of(
+            "Name the capital of Italy and your confidence.", sampling=sampling, seed=2, response_schema=SCHEMA
+        ),
+        ChatRequest.of(
+            "Name the capital of Spain and your confidence.", sampling=sampling, seed=3, response_schema=SCHEMA
+        ),
     ]
     engine = open_engine(config(), cache_path=tmp_path / "llm.sqlite")
     server = engine.backend.process

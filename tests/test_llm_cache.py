@@ -12,11 +12,10 @@ import textwrap
 import time
 from pathlib import Path
 
-from loopback_server import LoopbackServer
-
 from janus_align.config import LLMConfig, Sampling
 from janus_align.llm import ChatRequest, ChatResult, open_engine
 from janus_align.llm.cache import RequestCache
+from loopback_server import LoopbackServer
 
 SAMPLING = Sampling(max_new_tokens=32, temperature=0.7, top_p=0.9)
 SCHEMA = {"type": "object", "properties": {"a": {"type": "string", "maxLength": 8}}, "required": ["a"]}
@@ -36,12 +35,14 @@ def test_cache_key_covers_model_messages_sampling_seed_and_schema():
         "user message": base_request(user="Explain waves.").cache_key("model-a"),
         "system message": base_request(system="Be thorough.").cache_key("model-a"),
         "no system message": base_request(system=None).cache_key("model-a"),
-        "max_new_tokens": base_request(sampling=SAMPLING.model_copy(update={"max_new_tokens": 33})).cache_key("model-a"),
+        "max_new_tokens": base_request(sampling=SAMPLING.model_copy(update={"max_new_tokens": 33})).cache_key(
+            "model-a"
+        ),
         "temperature": base_request(sampling=SAMPLING.model_copy(update={"temperature": 0.0})).cache_key("model-a"),
         "top_p": base_request(sampling=SAMPLING.model_copy(update={"top_p": 1.0})).cache_key("model-a"),
-        "repetition_penalty": base_request(
-            sampling=SAMPLING.model_copy(update={"repetition_penalty": 1.1})
-        ).cache_key("model-a"),
+        "repetition_penalty": base_request(sampling=SAMPLING.model_copy(update={"repetition_penalty": 1.1})).cache_key(
+            "model-a"
+        ),
         "seed": base_request(seed=2).cache_key("model-a"),
         "schema": base_request(response_schema=SCHEMA).cache_key("model-a"),
     }

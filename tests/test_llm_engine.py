@@ -81,10 +81,13 @@ def test_token_counts_match_plain_generate(backend):
     ids = encode_prompt(backend.tokenizer, backend.render(request), "chat_template")
     with torch.inference_mode():
         output = backend.model.generate(
-            torch.tensor([ids]), max_new_tokens=GREEDY.max_new_tokens, do_sample=False,
-            eos_token_id=backend._eos_ids, pad_token_id=backend.tokenizer.pad_token_id,
+            torch.tensor([ids]),
+            max_new_tokens=GREEDY.max_new_tokens,
+            do_sample=False,
+            eos_token_id=backend._eos_ids,
+            pad_token_id=backend.tokenizer.pad_token_id,
         )
-    new = output[0, len(ids):].tolist()
+    new = output[0, len(ids) :].tolist()
     stop = next((k for k, t in enumerate(new) if t in backend._eos_ids), None)
     # Completion tokens are those generated, EOS included when one was generated, never padding.
     assert result.completion_tokens == (len(new) if stop is None else stop + 1)
@@ -129,7 +132,9 @@ def test_the_synthesis_asks_a_cut_answer_again_with_new_seeds(backend):
         seeds.append(attempt)
         return ChatRequest.of(unit, sampling=cut, seed=attempt, response_schema=VERDICT_SCHEMA)
 
-    [outcome] = ask(engine_on(backend, batch_size=1), ["Judge this. Reply in JSON."], build, lambda u, r: (r.parsed, None), 2, "t")
+    [outcome] = ask(
+        engine_on(backend, batch_size=1), ["Judge this. Reply in JSON."], build, lambda u, r: (r.parsed, None), 2, "t"
+    )
     assert seeds == [0, 1, 2]  # the first ask, then two new seeds
     assert outcome.truncated and not outcome.ok and "cut at max_new_tokens 4" in outcome.reason
 
@@ -176,8 +181,15 @@ def chaotic_model():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, initializer_range=1.0)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        initializer_range=1.0,
+    )
     return LlamaForCausalLM(config).eval()
 
 
@@ -188,8 +200,9 @@ def test_rows_leaving_the_batch_keep_every_other_row_identical_to_generate(chaot
     steps = 16
     with torch.inference_mode():
         alone = [
-            model.generate(torch.tensor([p]), max_new_tokens=steps, min_new_tokens=steps, do_sample=False,
-                           pad_token_id=0)[0, len(p):].tolist()
+            model.generate(
+                torch.tensor([p]), max_new_tokens=steps, min_new_tokens=steps, do_sample=False, pad_token_id=0
+            )[0, len(p) :].tolist()
             for p in prompts
         ]
     # Stop on a token the first row emits mid-way and another row never does: rows end at different steps.
@@ -235,7 +248,7 @@ def test_groups_of_rows_sharing_a_prefix_prefill_it_once_with_the_same_answers(c
     assert [row.tokens for row in grouped] == [row.tokens for row in whole]
     assert len({tuple(row.tokens) for row in whole}) == len(prompts)
     # Without a batch-wide prefix the groups still form; unrelated short prompts stay flat.
-    assert sorted(map(len, plan_prefill([p[len(task):] for p in prompts]).group_prefixes)) == [25, 33, 40]
+    assert sorted(map(len, plan_prefill([p[len(task) :] for p in prompts]).group_prefixes)) == [25, 33, 40]
     assert plan_prefill([[1, 2, 3], [4, 5], [6]]).group_prefixes == [[]]
 
 
@@ -270,7 +283,9 @@ def test_rows_with_their_own_sampling_share_a_batch_and_answer_as_in_batches_of_
         rows = [i for i, setting in enumerate(settings) if setting is kind]
         apart = sample_batch(chaotic_model, [prompts[i] for i in rows], 0, kind, [], seed=0)
         assert [mixed[i].tokens for i in rows] == [row.tokens for row in apart]
-    unpenalized = sample_batch(chaotic_model, [prompts[1]], 0, penalized.model_copy(update={"repetition_penalty": 1.0}), [], seed=0)
+    unpenalized = sample_batch(
+        chaotic_model, [prompts[1]], 0, penalized.model_copy(update={"repetition_penalty": 1.0}), [], seed=0
+    )
     assert unpenalized[0].tokens != mixed[1].tokens  # the penalty did change that row
 
 
@@ -376,7 +391,13 @@ def test_cache_key_covers_the_regex_and_keeps_older_keys():
     other = ChatRequest.of("Describe yourself.", sampling=GREEDY, seed=3, response_regex="[a-z ]+")
     assert len({r.cache_key("m") for r in (plain, one_line, other)}) == 3
     # A request without a regex hashes as before the field existed: existing caches stay valid.
-    before = {"model": "m", "messages": list(plain.messages), "sampling": GREEDY.model_dump(), "seed": 3, "schema": None}
+    before = {
+        "model": "m",
+        "messages": list(plain.messages),
+        "sampling": GREEDY.model_dump(),
+        "seed": 3,
+        "schema": None,
+    }
     blob = json.dumps(before, sort_keys=True, ensure_ascii=False).encode("utf-8")
     assert plain.cache_key("m") == hashlib.sha256(blob).hexdigest()
     with pytest.raises(ValueError, match="not both"):

@@ -17,12 +17,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from loopback_server import MALFORMED_JSON, Fault, LoopbackServer
 
 from janus_align.config import LLMConfig, Sampling
 from janus_align.errors import JanusError
 from janus_align.llm import ChatRequest, open_engine
 from janus_align.llm.engine import LLMEngine
+from loopback_server import MALFORMED_JSON, Fault, LoopbackServer
 
 GREEDY = Sampling(max_new_tokens=32, temperature=0.0, top_p=1.0)
 ANSWER_SCHEMA = {
@@ -144,7 +144,9 @@ def test_a_regex_is_not_sent_to_an_openai_server_but_is_a_gbnf_grammar_for_llama
     from janus_align.synth.system_messages import PARAGRAPH_REGEX
 
     one_line = r"[^\n\r]+"
-    [result] = engine_for(server, tmp_path).complete([ChatRequest.of("one line", sampling=GREEDY, response_regex=one_line)])
+    [result] = engine_for(server, tmp_path).complete(
+        [ChatRequest.of("one line", sampling=GREEDY, response_regex=one_line)]
+    )
     assert result.ok and result.text == "echo: one line"
     [received] = server.received
     assert set(received.body) == {"model", "messages", "max_tokens", "temperature", "top_p", "seed"}
@@ -214,12 +216,10 @@ def test_missing_api_key_without_base_url_is_a_clear_error(monkeypatch):
         open_engine(config, cache_path=":memory:")
 
 
-def test_api_key_only_from_environment_and_never_in_results_cache_or_logs(
-    server, tmp_path, monkeypatch, caplog, capfd
-):
+def test_api_key_only_from_environment_and_never_in_results_cache_or_logs(server, tmp_path, monkeypatch, caplog, capfd):
     secret = "sk-janus-test-5f1e9c0b7a"
     monkeypatch.setenv(KEY_ENV, secret)
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError):
         LLMConfig(backend="openai", api_key=secret)  # params have no place for a key
     server.script(*[Fault.status_code(500)] * 2, prompt="fails")
     server.script(Fault.malformed(), prompt="structured")
@@ -257,15 +257,28 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python (extra `llama`) not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python (extra `llama`) not installed"
+)
 def test_against_real_llama_cpp_server_with_embedded_gguf(tmp_path):
     from janus_align.models.prepare_model import embedded_gguf
 
     directory, filename = embedded_gguf("smollm2-135m-instruct")
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(directory / filename), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", "2048"],
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(directory / filename),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "2048",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -285,8 +298,9 @@ def test_against_real_llama_cpp_server_with_embedded_gguf(tmp_path):
         engine = open_engine(config, cache_path=tmp_path / "llm.sqlite")
         plain, structured = engine.complete(
             [
-                ChatRequest.of("What is the capital of France?", system="Answer in one short sentence.",
-                               sampling=GREEDY),
+                ChatRequest.of(
+                    "What is the capital of France?", system="Answer in one short sentence.", sampling=GREEDY
+                ),
                 ChatRequest.of("Rate the word 'sunny' from 1 to 3.", sampling=GREEDY, response_schema=ANSWER_SCHEMA),
             ]
         )

@@ -16,7 +16,9 @@ from conftest import REPO, janus_env, run_janus
 
 def sh(project: Path, *cmd: str, timeout: float = 1800) -> subprocess.CompletedProcess:
     done = subprocess.run(list(cmd), cwd=project, env=janus_env(), capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, f"{' '.join(cmd)} exited {done.returncode}\n{done.stdout[-6000:]}\n{done.stderr[-6000:]}"
+    assert done.returncode == 0, (
+        f"{' '.join(cmd)} exited {done.returncode}\n{done.stdout[-6000:]}\n{done.stderr[-6000:]}"
+    )
     return done
 
 
@@ -24,7 +26,10 @@ def fresh_clone(target: Path) -> Path:
     """The repository's files as git would clone them (tracked and not ignored), nothing built."""
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO, capture_output=True, text=True, check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split("\0")
     for name in filter(None, listed):
         source = REPO / name

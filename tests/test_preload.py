@@ -79,7 +79,11 @@ def test_preloaded_commands_behave_like_their_callers_and_die_with_them(ci_base_
 
     done = subprocess.run(
         [str(BIN / "janus"), "preload", "--", str(BIN / "python"), str(scenario), str(caller_project)],
-        cwd=server_project, env=janus_env(), capture_output=True, text=True, timeout=600,
+        cwd=server_project,
+        env=janus_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
     assert done.returncode == 0, done.stderr[-4000:]
@@ -100,11 +104,17 @@ def test_preloaded_commands_behave_like_their_callers_and_die_with_them(ci_base_
 
 
 def test_preload_without_a_command_is_a_clear_error(tmp_path: Path) -> None:
-    done = subprocess.run([str(BIN / "janus"), "preload"], cwd=tmp_path, env=janus_env(), capture_output=True, text=True)
+    done = subprocess.run(
+        [str(BIN / "janus"), "preload"], cwd=tmp_path, env=janus_env(), capture_output=True, text=True
+    )
     assert done.returncode == 2
     assert "name the command to run" in done.stderr
     missing = subprocess.run(
-        [str(BIN / "janus"), "preload", "--", "no-such-command-xyz"], cwd=tmp_path, env=janus_env(), capture_output=True, text=True
+        [str(BIN / "janus"), "preload", "--", "no-such-command-xyz"],
+        cwd=tmp_path,
+        env=janus_env(),
+        capture_output=True,
+        text=True,
     )
     assert missing.returncode == 2
     assert "cannot run 'no-such-command-xyz'" in missing.stderr
@@ -112,7 +122,11 @@ def test_preload_without_a_command_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_preload_returns_the_exit_status_of_its_command(tmp_path: Path) -> None:
     done = subprocess.run(
-        [str(BIN / "janus"), "preload", "--", "sh", "-c", "exit 7"], cwd=tmp_path, env=janus_env(), capture_output=True, text=True,
+        [str(BIN / "janus"), "preload", "--", "sh", "-c", "exit 7"],
+        cwd=tmp_path,
+        env=janus_env(),
+        capture_output=True,
+        text=True,
         timeout=600,
     )
     assert done.returncode == 7

@@ -25,7 +25,7 @@ def greedy_reply(model, tokenizer, question: str, max_new_tokens: int = 12) -> t
     )
     with torch.inference_mode():
         output = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False)
-    new = output[0, encoded["input_ids"].shape[1]:]
+    new = output[0, encoded["input_ids"].shape[1] :]
     return tokenizer.decode(new, skip_special_tokens=True), len(new)
 
 

@@ -50,7 +50,9 @@ def _register(params, scores: dict[str, float]) -> dict:
 
     from janus_align.registry import register
 
-    board = {"models": {name: {"overall": score, "per_dimension": {"style": score - 0.1}} for name, score in scores.items()}}
+    board = {
+        "models": {name: {"overall": score, "per_dimension": {"style": score - 0.1}} for name, score in scores.items()}
+    }
     Path("metrics").mkdir(exist_ok=True)
     Path("metrics/leaderboard.json").write_text(json.dumps(board))
     with mlflow.start_run(run_name="register"):
@@ -117,8 +119,11 @@ def test_the_champion_answers_a_system_message_and_a_prompt(store, capsys: pytes
     assert response.status_code == 200 and len(response.json()["predictions"]) == 1
 
     args = argparse.Namespace(
-        model="models:/janus@champion", system="You answer in one word.", prompt="Capital of France?",
-        max_new_tokens=4, params=str(REPO / "profiles" / "missing.yaml"),
+        model="models:/janus@champion",
+        system="You answer in one word.",
+        prompt="Capital of France?",
+        max_new_tokens=4,
+        params=str(REPO / "profiles" / "missing.yaml"),
     )
     chat.main(args)
     from_registry = capsys.readouterr().out

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+
 from bench_samples import official_rows, set_params, write_jsonl
 from conftest import make_project, run_janus
-
 from janus_align.bench.schema import bench_item
 from janus_align.config import Params
 from janus_align.evaluate.report import ModelResult, leaderboard
@@ -28,9 +28,17 @@ def _judgments(model: str) -> list[dict]:
     for n, verdict in enumerate(VERDICTS[model]):
         for rubric in range(4):
             rows.append(
-                {"id": f"bench-{n}", "model": model, "rubric_index": rubric, "repeat": 0, "verdict": verdict,
-                 "feedback": f"feedback {model} {n} {rubric}", "raw": "...", "judge_model": "judge@test",
-                 "call_failed": False}
+                {
+                    "id": f"bench-{n}",
+                    "model": model,
+                    "rubric_index": rubric,
+                    "repeat": 0,
+                    "verdict": verdict,
+                    "feedback": f"feedback {model} {n} {rubric}",
+                    "raw": "...",
+                    "judge_model": "judge@test",
+                    "call_failed": False,
+                }
             )
     return rows
 
@@ -52,15 +60,31 @@ def test_leaderboard_scores_cis_and_win_tie_loss_matrix():
     assert alpha["unscored"] == 4 and alpha["unscored_rate"] == pytest.approx(0.2)
     assert alpha["ci_low"] <= 4.0 <= alpha["ci_high"] and alpha["ci_low"] >= 3.0 and alpha["ci_high"] <= 5.0
     assert board["models"]["gamma"]["ci_low"] == board["models"]["gamma"]["ci_high"] == 1.0
-    assert alpha["per_source"] == {"AlpacaEval": 5.0, "FLASK": 4.0, "Koala": 4.0, "MT-Bench": 3.0, "Self-Instruct": None}
+    assert alpha["per_source"] == {
+        "AlpacaEval": 5.0,
+        "FLASK": 4.0,
+        "Koala": 4.0,
+        "MT-Bench": 3.0,
+        "Self-Instruct": None,
+    }
     assert alpha["per_dimension"]["style"] == pytest.approx(4.0)
     assert alpha["mean_response_length"] == 30.0
     assert board["ranking"] == ["alpha", "beta", "gamma"]
     matrix = board["win_tie_loss"]
     # alpha vs beta on the 4 items both scored: 5>4 win, 4=4 tie, 4>2 win, 3=3 tie.
-    assert {k: matrix["alpha"]["beta"][k] for k in ("win", "tie", "loss", "n")} == {"win": 2, "tie": 2, "loss": 0, "n": 4}
+    assert {k: matrix["alpha"]["beta"][k] for k in ("win", "tie", "loss", "n")} == {
+        "win": 2,
+        "tie": 2,
+        "loss": 0,
+        "n": 4,
+    }
     assert {k: matrix["beta"]["alpha"][k] for k in ("win", "tie", "loss")} == {"win": 0, "tie": 2, "loss": 2}
-    assert {k: matrix["beta"]["gamma"][k] for k in ("win", "tie", "loss", "n")} == {"win": 5, "tie": 0, "loss": 0, "n": 5}
+    assert {k: matrix["beta"]["gamma"][k] for k in ("win", "tie", "loss", "n")} == {
+        "win": 5,
+        "tie": 0,
+        "loss": 0,
+        "n": 5,
+    }
     loose = leaderboard(results, Params.model_validate({"report": {"tie_margin": 2.0, "bootstrap_samples": 50}}))
     assert loose["win_tie_loss"]["alpha"]["beta"]["tie"] == 4
 
@@ -90,7 +114,10 @@ def test_report_stage_writes_leaderboard_plots_html_and_one_mlflow_run_per_model
     assert html.count("data:image/png;base64,") == 3 and "<table>" in html and "alpha" in html
     markdown = (project / "reports/eval/report.md").read_text()
     assert "| 1 | alpha | 4.00 |" in markdown
-    assert all((project / "reports/eval" / f"{name}.png").stat().st_size > 1000 for name in ("overall", "per_dimension", "per_source"))
+    assert all(
+        (project / "reports/eval" / f"{name}.png").stat().st_size > 1000
+        for name in ("overall", "per_dimension", "per_source")
+    )
 
     import mlflow
 
@@ -105,7 +132,10 @@ def test_report_stage_writes_leaderboard_plots_html_and_one_mlflow_run_per_model
     client = mlflow.MlflowClient()
     artifacts = {a.path for a in client.list_artifacts(alpha.info.run_id)}
     assert "per_item.json" in artifacts
-    assert {a.path for a in client.list_artifacts(alpha.info.run_id, "report")} >= {"report/report.html", "report/report.md"}
+    assert {a.path for a in client.list_artifacts(alpha.info.run_id, "report")} >= {
+        "report/report.html",
+        "report/report.md",
+    }
     table = json.loads(Path(client.download_artifacts(alpha.info.run_id, "per_item.json", str(tmp_path))).read_text())
     assert {"prompt", "system", "response", "rubric_scores", "feedback"} <= set(table["columns"])
     assert len(table["data"]) == 5

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from bench_samples import official_rows
 
+from bench_samples import official_rows
 from janus_align.bench.schema import bench_item
 from janus_align.evaluate import scoring
 from janus_align.evaluate.responses import Response
@@ -37,7 +37,14 @@ def test_unscored_verdicts_are_left_out_and_counted_never_zero():
 
 
 def test_repeats_are_averaged_per_rubric_and_their_spread_reported():
-    judgments = [_j("a", 0, 4, 0), _j("a", 0, 2, 1), _j("a", 0, 3, 2), _j("b", 0, 5, 0), _j("b", 0, 5, 1), _j("b", 0, None, 2)]
+    judgments = [
+        _j("a", 0, 4, 0),
+        _j("a", 0, 2, 1),
+        _j("a", 0, 3, 2),
+        _j("b", 0, 5, 0),
+        _j("b", 0, 5, 1),
+        _j("b", 0, None, 2),
+    ]
     assert scoring.rubric_scores(judgments) == {("a", 0): 3.0, ("b", 0): 5.0}
     per_repeat = scoring.repeat_overalls(judgments)
     assert per_repeat == {0: 4.5, 1: 3.5, 2: 3.0}
@@ -48,9 +55,18 @@ def test_repeats_are_averaged_per_rubric_and_their_spread_reported():
 def test_per_source_and_per_dimension_group_the_right_scores(items):
     a, b, c = (item.id for item in items)
     judgments = [
-        _j(a, 0, 5), _j(a, 1, 3), _j(a, 2, 4), _j(a, 3, 4),  # AlpacaEval item: 4.0
-        _j(b, 0, 1), _j(b, 1, 1), _j(b, 2, 2), _j(b, 3, 2),  # FLASK item: 1.5
-        _j(c, 0, None), _j(c, 1, None), _j(c, 2, None), _j(c, 3, None),  # Koala: unscored
+        _j(a, 0, 5),
+        _j(a, 1, 3),
+        _j(a, 2, 4),
+        _j(a, 3, 4),  # AlpacaEval item: 4.0
+        _j(b, 0, 1),
+        _j(b, 1, 1),
+        _j(b, 2, 2),
+        _j(b, 3, 2),  # FLASK item: 1.5
+        _j(c, 0, None),
+        _j(c, 1, None),
+        _j(c, 2, None),
+        _j(c, 3, None),  # Koala: unscored
     ]
     scores = scoring.item_scores(judgments)
     assert scoring.per_source(scores, items) == {"AlpacaEval": 4.0, "FLASK": 1.5, "Koala": None}
@@ -60,14 +76,21 @@ def test_per_source_and_per_dimension_group_the_right_scores(items):
         "informativeness": 3.0,
         "harmlessness": 3.0,
     }
-    summary = scoring.summarize(judgments, items, {a: Response(a, "12345"), b: Response(b, "123"), c: Response(c, "", "boom")})
+    summary = scoring.summarize(
+        judgments, items, {a: Response(a, "12345"), b: Response(b, "123"), c: Response(c, "", "boom")}
+    )
     assert summary["overall"] == pytest.approx(2.75) and summary["scored_items"] == 2
     assert summary["mean_response_length"] == 4.0  # the failed generation is not a 0-length answer
 
 
 @pytest.mark.parametrize(
     ("source", "group"),
-    [("self-instruct", "Self-Instruct"), ("mt_bench", "MT-Bench"), ("alpacaeval", "AlpacaEval"), ("Alpha-nlg (art)", "Alpha-nlg (art)")],
+    [
+        ("self-instruct", "Self-Instruct"),
+        ("mt_bench", "MT-Bench"),
+        ("alpacaeval", "AlpacaEval"),
+        ("Alpha-nlg (art)", "Alpha-nlg (art)"),
+    ],
 )
 def test_fine_grained_official_sources_map_onto_the_five_groups_when_they_name_one(source, group):
     assert scoring.source_group(source) == group

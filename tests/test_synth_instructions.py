@@ -86,11 +86,20 @@ def monkeypatch_module():
 
 def test_each_filter_removes_exactly_its_bait(stage_output):
     removed = stage_output["removed"]
-    by_filter = {name: {dedup_key(r["prompt"]) for r in removed if r["filter"] == name} for name in instructions.FILTERS}
+    by_filter = {
+        name: {dedup_key(r["prompt"]) for r in removed if r["filter"] == name} for name in instructions.FILTERS
+    }
     for name, texts in BAIT.items():
         assert by_filter[name] == {dedup_key(t) for t in texts}, name
     counts = stage_output["metrics"]["removed"]
-    assert counts == {"empty": 1, "too_long": 1, "exact_duplicate": 4, "near_duplicate": 4, "persona": 6, "bench_overlap": 2}
+    assert counts == {
+        "empty": 1,
+        "too_long": 1,
+        "exact_duplicate": 4,
+        "near_duplicate": 4,
+        "persona": 6,
+        "bench_overlap": 2,
+    }
 
 
 def test_first_copy_of_a_near_duplicate_is_kept_and_reasons_name_the_match(stage_output, project):

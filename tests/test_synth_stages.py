@@ -78,7 +78,9 @@ def test_every_generated_row_records_teacher_template_and_usage(synth_project: P
     by_instruction = defaultdict(list)
     for row in sets:
         assert [e["dimension"] for e in row["preference_set"]] == list(DIMENSIONS)
-        assert all(e["subdimension"] and e["preference"].strip() and e["description"].strip() for e in row["preference_set"])
+        assert all(
+            e["subdimension"] and e["preference"].strip() and e["description"].strip() for e in row["preference_set"]
+        )
         assert row["id"] == f"{row['instruction_id']}-{row['set_index']}"
         assert row["teacher"].startswith("base@") and row["template_version"].startswith("synth-v2-")
         assert row["usage"]["prompt_tokens"] > 0 and row["usage"]["completion_tokens"] > 0
@@ -158,7 +160,10 @@ def test_synthesis_mlflow_run_is_a_child_of_the_pipeline_run_with_the_splits_as_
     assert synthesis[0].data.tags["stage"] == "synthesis"
     names = {d.dataset.name for d in synthesis[0].inputs.dataset_inputs}
     assert {"sft", "sft_small", "dpo", "orpo", "rm"} <= names
-    assert synthesis[0].data.metrics["rows_sft"] == json.loads((synth_project / "metrics/synthesis.json").read_text())["splits"]["sft"]
+    assert (
+        synthesis[0].data.metrics["rows_sft"]
+        == json.loads((synth_project / "metrics/synthesis.json").read_text())["splits"]["sft"]
+    )
 
 
 def test_every_split_trains_one_step_with_its_trl_trainer(synth_project: Path, tmp_path: Path):
@@ -174,8 +179,15 @@ def test_every_split_trains_one_step_with_its_trl_trainer(synth_project: Path, t
     model_dir = synth_project / "artifacts/models/base"
     collection = synth_project / "artifacts/collection"
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    common = dict(output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=1, use_cpu=True,
-                  report_to="none", save_strategy="no", logging_steps=1)
+    common = dict(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=2,
+        max_steps=1,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+    )
 
     def load(split: str, parts: tuple[str, ...] = ("train",)):
         return load_dataset("parquet", data_files={p: str(collection / split / f"{p}.parquet") for p in parts})["train"]
@@ -185,35 +197,61 @@ def test_every_split_trains_one_step_with_its_trl_trainer(synth_project: Path, t
 
     sft = load("sft")
     messages = sft.map(
-        lambda r: {"messages": [{"role": "system", "content": r["system"]}, {"role": "user", "content": r["prompt"]},
-                                {"role": "assistant", "content": r["output"]}]},
+        lambda r: {
+            "messages": [
+                {"role": "system", "content": r["system"]},
+                {"role": "user", "content": r["prompt"]},
+                {"role": "assistant", "content": r["output"]},
+            ]
+        },
         remove_columns=sft.column_names,
     )
-    assert trained(SFTTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir), args=SFTConfig(max_length=128, **common),
-                              train_dataset=messages, processing_class=tokenizer))
+    assert trained(
+        SFTTrainer(
+            model=AutoModelForCausalLM.from_pretrained(model_dir),
+            args=SFTConfig(max_length=128, **common),
+            train_dataset=messages,
+            processing_class=tokenizer,
+        )
+    )
 
-    orpo = ORPOTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir),
-                       args=ORPOConfig(max_length=128, max_completion_length=64, **common),
-                       train_dataset=load("orpo"), processing_class=tokenizer)
+    orpo = ORPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(model_dir),
+        args=ORPOConfig(max_length=128, max_completion_length=64, **common),
+        train_dataset=load("orpo"),
+        processing_class=tokenizer,
+    )
     first = orpo.train_dataset[0]
     assert "<|im_start|>system\n" + load("orpo")[0]["system"][:20] in tokenizer.decode(first["prompt_input_ids"])
     assert trained(orpo)
 
-    dpo = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir), args=DPOConfig(max_length=128, **common),
-                     train_dataset=load("dpo").remove_columns("prompt"), processing_class=tokenizer)
+    dpo = DPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(model_dir),
+        args=DPOConfig(max_length=128, **common),
+        train_dataset=load("dpo").remove_columns("prompt"),
+        processing_class=tokenizer,
+    )
     assert load("dpo")[0]["system"][:20] in tokenizer.decode(dpo.train_dataset[0]["prompt_ids"])
     assert trained(dpo)
 
     rm = load("rm", ("train", "test")).map(
-        lambda r: {"prompt": [{"role": "user", "content": r["input"]}],
-                   "chosen": [{"role": "assistant", "content": r["chosen"]}],
-                   "rejected": [{"role": "assistant", "content": r["rejected"]}]},
+        lambda r: {
+            "prompt": [{"role": "user", "content": r["input"]}],
+            "chosen": [{"role": "assistant", "content": r["chosen"]}],
+            "rejected": [{"role": "assistant", "content": r["rejected"]}],
+        },
         remove_columns=["input"],
     )
     reward_model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1)
     reward_model.config.pad_token_id = tokenizer.pad_token_id
-    assert trained(RewardTrainer(model=reward_model, args=RewardConfig(max_length=128, **common), train_dataset=rm,
-                                 processing_class=tokenizer))
+    assert trained(
+        RewardTrainer(
+            model=reward_model,
+            args=RewardConfig(max_length=128, **common),
+            train_dataset=rm,
+            processing_class=tokenizer,
+        )
+    )
 
 
 def test_malformed_answers_are_rejected_and_fail_the_stage_above_max_reject_rate(synth_project: Path, tmp_path: Path):
@@ -253,9 +291,16 @@ def test_overlong_system_messages_are_reasked_then_rejected(synth_project: Path,
 
 def test_generated_mode_proposes_distinct_sets_per_instruction(synth_project: Path, tmp_path: Path):
     project = clone_project(synth_project, tmp_path / "project")
-    edit_params(project, {"synth.preference_mode": "generated", "synth.sets_per_instruction": 2,
-                          "synth.max_preference_chars": 8,
-                          "synth.max_description_chars": 16, "synth.preference_sampling.max_new_tokens": 1024})
+    edit_params(
+        project,
+        {
+            "synth.preference_mode": "generated",
+            "synth.sets_per_instruction": 2,
+            "synth.max_preference_chars": 8,
+            "synth.max_description_chars": 16,
+            "synth.preference_sampling.max_new_tokens": 1024,
+        },
+    )
     keep_rows(project / "artifacts/synth/instructions.jsonl", 1)
     janus(project, "preferences")
     rows = jsonl(project / "artifacts/synth/preference_sets.jsonl")
@@ -282,7 +327,10 @@ class ScriptedBackend:
             first = not self.seeds
             self.seeds.append(request.seed)
             sets = [
-                {d: {"subdimension": "same" if first else f"{d}-{k}", "preference": "p", "description": "d"} for d in DIMENSIONS}
+                {
+                    d: {"subdimension": "same" if first else f"{d}-{k}", "preference": "p", "description": "d"}
+                    for d in DIMENSIONS
+                }
                 for k in range(3)
             ]
             on_result(i, ChatResult(json.dumps({"preference_sets": sets}), 10, 20))
@@ -327,8 +375,9 @@ def test_resume_after_kill_repeats_no_paid_request(synth_project: Path, tmp_path
     for stale in ("responses.jsonl", "rejects/responses.jsonl", "stats/responses.json"):
         (project / "artifacts/synth" / stale).unlink()
     log = (tmp_path / "killed.log").open("w")
-    process = subprocess.Popen([str(BIN / "janus"), "responses"], cwd=project, env=janus_env(**ENV),
-                               stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [str(BIN / "janus"), "responses"], cwd=project, env=janus_env(**ENV), stdout=log, stderr=subprocess.STDOUT
+    )
     deadline = time.monotonic() + 600
     try:
         while process.poll() is None and len(cache_rows(project)) < 3 and time.monotonic() < deadline:

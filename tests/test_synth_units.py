@@ -67,7 +67,9 @@ def test_subdimension_draws_are_distinct_and_reproducible():
 def test_sampled_prompts_share_the_most_before_the_instruction_then_the_instruction_per_set():
     """Most shared first (llm/decoding.py prefills shared prefixes once): the batch-wide head
     (task and answer format), then the instruction (a group prefix of its sets), the draws last."""
-    draws = {text: draw_subdimensions(TAXONOMY, 3, random.Random(text)) for text in ("Explain tides.", "Write a haiku.")}
+    draws = {
+        text: draw_subdimensions(TAXONOMY, 3, random.Random(text)) for text in ("Explain tides.", "Write a haiku.")
+    }
     prompts = {text: [sampled_preference_prompt(text, draw) for draw in sets] for text, sets in draws.items()}
     head = os.path.commonprefix([p for group in prompts.values() for p in group])
     assert head.endswith("Instruction:\n") and '"preference"' in head
@@ -116,9 +118,18 @@ def test_system_message_checks():
 def _response(instruction: str, index: int, output: str) -> ResponseRow:
     entries = [PreferenceEntry(dimension=d, subdimension="s", preference="p", description="d") for d in DIMENSIONS]
     return ResponseRow(
-        id=f"{instruction}-{index}", instruction_id=instruction, set_index=index, prompt=f"Q {instruction}?",
-        main_source="m", original_source="o", preference_set=entries, teacher="t", template_version="v",
-        usage=Usage(), system=f"You are S{index}.", output=output,
+        id=f"{instruction}-{index}",
+        instruction_id=instruction,
+        set_index=index,
+        prompt=f"Q {instruction}?",
+        main_source="m",
+        original_source="o",
+        preference_set=entries,
+        teacher="t",
+        template_version="v",
+        usage=Usage(),
+        system=f"You are S{index}.",
+        output=output,
     )
 
 
@@ -146,14 +157,15 @@ def test_splits_have_the_released_shapes():
     assert dpo["chosen"][0]["content"] == dpo["system"] and dpo["chosen"][1]["content"] == dpo["prompt"]
     assert dpo["rejected"][0]["content"] == dpo["system"]  # rejected answer, shown under the chosen system
     # RM input: the chosen system message, then the instruction.
-    assert all(r["input"].startswith("You are S") and r["input"].endswith("?") and "\nQ " in r["input"] for r in splits["rm"])
+    assert all(
+        r["input"].startswith("You are S") and r["input"].endswith("?") and "\nQ " in r["input"] for r in splits["rm"]
+    )
     assert held_out(1, 0.5, 0) == set() and len(held_out(10, 0.0, 0)) == 0 and len(held_out(4, 0.9, 0)) == 3
 
 
 def test_paper_estimate_counts_requests_and_cost():
-    from janus_align.config.profiles import profile_params
-
     from conftest import REPO
+    from janus_align.config.profiles import profile_params
 
     params = parse_params(profile_params("paper", base=REPO / "params.yaml", profiles_dir=REPO / "profiles"), "paper")
     stages = estimate_module.estimate(params, "x" * 400)
@@ -178,7 +190,9 @@ def test_only_complete_instructions_with_distinct_system_messages_enter_the_spli
     missing_a_set = [_response("b", i, f"answer {i}") for i in range(2)]
     same_system = [_response("c", i, f"answer {i}") for i in range(3)]
     same_system[2] = same_system[2].model_copy(update={"system": same_system[1].system + "  "})
-    assembled = build_splits(complete + missing_a_set + same_system, seed=1, rm_test_fraction=0.0, sets_per_instruction=3)
+    assembled = build_splits(
+        complete + missing_a_set + same_system, seed=1, rm_test_fraction=0.0, sets_per_instruction=3
+    )
     assert assembled.incomplete == 2
     assert len(assembled.splits["sft"]) == 3 and len(assembled.splits["sft_small"]) == 1
     assert {r["prompt"] for r in assembled.splits["sft"]} == {"Q a?"}
@@ -189,7 +203,6 @@ def test_system_messages_are_asked_as_one_line_and_still_checked_after():
     import re
 
     from conftest import REPO
-
     from janus_align.config import load_params
     from janus_align.llm import ChatResult
     from janus_align.llm.cache import RequestCache
@@ -200,7 +213,16 @@ def test_system_messages_are_asked_as_one_line_and_still_checked_after():
     assert re.fullmatch(PARAGRAPH_REGEX, "You are a guide: you answer briefly; you cite (1) sources.")
     assert re.fullmatch(PARAGRAPH_REGEX, "x")
     # No line break anywhere, and no introduction whose message never comes.
-    endings = ("", " ", "You are:\n- a", "a\rb", "a\n", "Here's the response:", "Here's the response: ", "You are calm.\t")
+    endings = (
+        "",
+        " ",
+        "You are:\n- a",
+        "a\rb",
+        "a\n",
+        "Here's the response:",
+        "Here's the response: ",
+        "You are calm.\t",
+    )
     assert not any(re.fullmatch(PARAGRAPH_REGEX, t) for t in endings)
 
     class ListsFirst:
@@ -222,8 +244,18 @@ def test_system_messages_are_asked_as_one_line_and_still_checked_after():
 
     entries = [PreferenceEntry(dimension=d, subdimension="s", preference="p", description="d") for d in DIMENSIONS]
     rows = [
-        PreferenceSetRow(id=f"ins-{i}", instruction_id="ins", set_index=i, prompt="Q?", main_source="m",
-                         original_source="o", preference_set=entries, teacher="t", template_version="v", usage=Usage())
+        PreferenceSetRow(
+            id=f"ins-{i}",
+            instruction_id="ins",
+            set_index=i,
+            prompt="Q?",
+            main_source="m",
+            original_source="o",
+            preference_set=entries,
+            teacher="t",
+            template_version="v",
+            usage=Usage(),
+        )
         for i in range(2)
     ]
     backend = ListsFirst()

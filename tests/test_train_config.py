@@ -25,7 +25,14 @@ def profile(name: str):
 
 def _sft_rows(count: int) -> list[dict]:
     return [
-        {"main_source": "m", "original_source": "o", "preference_set": [], "system": "Be kind.", "prompt": f"Q{i}", "output": f"A{i}"}
+        {
+            "main_source": "m",
+            "original_source": "o",
+            "preference_set": [],
+            "system": "Be kind.",
+            "prompt": f"Q{i}",
+            "output": f"A{i}",
+        }
         for i in range(count)
     ]
 
@@ -69,9 +76,13 @@ class _NoSystemTokenizer:
 
 
 def test_rows_become_trl_rows_with_the_system_folded_when_the_template_lacks_it() -> None:
-    row = {"system": "Be terse.", "prompt": "Hi?", "output": "Hi.",
-           "chosen": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hi."}],
-           "rejected": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Go away."}]}
+    row = {
+        "system": "Be terse.",
+        "prompt": "Hi?",
+        "output": "Hi.",
+        "chosen": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hi."}],
+        "rejected": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Go away."}],
+    }
     tokenizer = _NoSystemTokenizer()
     assert sft_example(row, tokenizer, "chat_template", True)["messages"] == [
         {"role": "user", "content": "Be terse.\nHi?"},

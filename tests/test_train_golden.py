@@ -111,7 +111,11 @@ def test_training_template_renders_exactly_like_smollm2s_own(checkpoints: dict[s
     assert tokenizer.chat_template == SMOLLM2_CHAT_TEMPLATE
     assert training_chat_template(tokenizer) == SMOLLM2_TRAINING_TEMPLATE
     conversations = [
-        [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPT}, {"role": "assistant", "content": CHOSEN}],
+        [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": PROMPT},
+            {"role": "assistant", "content": CHOSEN},
+        ],
         [{"role": "user", "content": PROMPT}, {"role": "assistant", "content": CHOSEN}],
         [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPT}],
     ]
@@ -119,7 +123,10 @@ def test_training_template_renders_exactly_like_smollm2s_own(checkpoints: dict[s
         for generation_prompt in (False, True):
             own = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
             marked = tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=generation_prompt, chat_template=SMOLLM2_TRAINING_TEMPLATE
+                messages,
+                tokenize=False,
+                add_generation_prompt=generation_prompt,
+                chat_template=SMOLLM2_TRAINING_TEMPLATE,
             )
             assert marked == own
 
@@ -146,7 +153,11 @@ def test_sft_trains_on_the_inference_prompt_and_only_the_answer(
     else:
         # Byte-identical to the tokenizer's own template: the generation markers change nothing.
         own = tokenizer.apply_chat_template(
-            [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPT}, {"role": "assistant", "content": CHOSEN}],
+            [
+                {"role": "system", "content": SYSTEM},
+                {"role": "user", "content": PROMPT},
+                {"role": "assistant", "content": CHOSEN},
+            ],
             tokenize=False,
         )
         assert tokenizer.decode(ids) == own
@@ -199,7 +210,10 @@ def test_orpo_adds_bos_only_where_inference_has_it_and_one_eos(
         assert ids[-1] == tokenizer.eos_token_id and ids[-2] != tokenizer.eos_token_id
     check_golden(
         f"orpo/{prompt_format}/{checkpoint}",
-        {"chosen": tokenizer.convert_ids_to_tokens(row["chosen_input_ids"]), "chosen_loss_mask": [int(x != -100) for x in row["chosen_labels"]]},
+        {
+            "chosen": tokenizer.convert_ids_to_tokens(row["chosen_input_ids"]),
+            "chosen_loss_mask": [int(x != -100) for x in row["chosen_labels"]],
+        },
         golden,
         recorded,
     )

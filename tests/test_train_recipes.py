@@ -54,8 +54,7 @@ def write_collection(project: Path, rows: int = 8) -> Path:
         for r in sft
     ]
     rm = [
-        {"input": f"{r['system']}\n{r['prompt']}".strip(), "chosen": r["output"], "rejected": "No idea."}
-        for r in sft
+        {"input": f"{r['system']}\n{r['prompt']}".strip(), "chosen": r["output"], "rejected": "No idea."} for r in sft
     ]
     for name, data in (("sft", sft), ("sft_small", sft[: rows // 2 + 1]), ("dpo", pairs), ("orpo", pairs)):
         (root / name).mkdir(parents=True, exist_ok=True)
@@ -67,7 +66,13 @@ def write_collection(project: Path, rows: int = 8) -> Path:
 
 
 TUNED = {"params": {"learning_rate": 3e-4, "epochs": 1.0, "warmup_steps": 1, "lora_r": 8}, "eval_loss": 1.0}
-STAGES = {"sft": "train_sft", "sft_small": "train_sft_small", "dpo": "train_dpo", "orpo": "train_orpo", "rm": "train_rm"}
+STAGES = {
+    "sft": "train_sft",
+    "sft_small": "train_sft_small",
+    "dpo": "train_dpo",
+    "orpo": "train_orpo",
+    "rm": "train_rm",
+}
 
 
 @pytest.fixture(scope="module")

@@ -49,8 +49,12 @@ def _complete(trials: list) -> list:
 def test_an_interrupted_study_resumes_without_losing_completed_trials(ci_base_project: Path, tmp_path: Path) -> None:
     project = _tune_project(ci_base_project, tmp_path / "project", n_trials=2, heartbeat_s=1)
     tune = subprocess.Popen(
-        [str(BIN / "janus"), "tune"], cwd=project, env=janus_env(), start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [str(BIN / "janus"), "tune"],
+        cwd=project,
+        env=janus_env(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 300
     try:
@@ -69,11 +73,20 @@ def test_an_interrupted_study_resumes_without_losing_completed_trials(ci_base_pr
     done = _complete(after)
     assert len(done) == 2
     kept = next(t for t in done if t.number == before[0].number)
-    assert (kept.value, kept.params, kept.datetime_complete) == (before[0].value, before[0].params, before[0].datetime_complete)
+    assert (kept.value, kept.params, kept.datetime_complete) == (
+        before[0].value,
+        before[0].params,
+        before[0].datetime_complete,
+    )
     # The trial that was running when the stage died stopped sending heartbeats: marked failed, not redone.
     assert all(t.state.name in ("COMPLETE", "FAIL") for t in after)
     best = json.loads((project / "artifacts" / "tune" / "best_params.json").read_text())
-    assert best["eval_loss"] == min(t.value for t in done) and set(best["params"]) == {"learning_rate", "epochs", "warmup_steps", "lora_r"}
+    assert best["eval_loss"] == min(t.value for t in done) and set(best["params"]) == {
+        "learning_rate",
+        "epochs",
+        "warmup_steps",
+        "lora_r",
+    }
     metrics = json.loads((project / "metrics" / "tune.json").read_text())
     assert metrics["trials_complete"] == 2
 
@@ -98,7 +111,9 @@ def test_two_local_workers_share_one_study_and_log_nested_trials(ci_base_project
     assert {r.data.tags["mlflow.parentRunId"] for r in trial_runs} == {tune_run.info.run_id}
     assert {t.user_attrs["mlflow_run_id"] for t in done} <= {r.info.run_id for r in trial_runs}
     complete_runs = [r for r in trial_runs if r.data.tags.get("trial_state") == "complete"]
-    assert all({"hp/learning_rate", "hp/lora_r", "hp/epochs", "hp/warmup_steps"} <= set(r.data.params) for r in complete_runs)
+    assert all(
+        {"hp/learning_rate", "hp/lora_r", "hp/epochs", "hp/warmup_steps"} <= set(r.data.params) for r in complete_runs
+    )
     assert {t.user_attrs["worker"] for t in finished} == {0, 1}  # both processes ran trials
 
 

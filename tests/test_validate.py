@@ -64,12 +64,17 @@ def collection(instructions: int = 4) -> dict[str, list[dict[str, Any]]]:
         pair["rejected"] = [{"content": prompt, "role": "user"}, {"content": rows[1]["output"], "role": "assistant"}]
         dpo.append(pair)
         orpo.append(json.loads(json.dumps(pair)))
-        rm.append({"input": f"{rows[0]['system']}\n\n{prompt}", "chosen": rows[0]["output"], "rejected": rows[1]["output"]})
+        rm.append(
+            {"input": f"{rows[0]['system']}\n\n{prompt}", "chosen": rows[0]["output"], "rejected": rows[1]["output"]}
+        )
     return {"sft": sft, "sft_small": small, "dpo": dpo, "orpo": orpo, "rm_train": rm[:-1], "rm_test": rm[-1:]}
 
 
 def bench_rows(key: str = "rubrics") -> list[dict[str, Any]]:
-    rubric = {"criteria": "Does the answer suit the user?", "score_descriptions": {str(s): f"level {s}" for s in range(1, 6)}}
+    rubric = {
+        "criteria": "Does the answer suit the user?",
+        "score_descriptions": {str(s): f"level {s}" for s in range(1, 6)},
+    }
     return [
         {
             "source": "AlpacaEval",
@@ -230,7 +235,10 @@ def test_preference_set_with_a_repeated_dimension_is_reported(project: Path) -> 
     message = validate_data(write_rows(project / "small.jsonl", rows), "sft_small")
     assert "expect_column_values_to_be_in_set on column 'preference_dimensions'" in message
     assert "4 dimensions exactly once" in message
-    assert "small.jsonl:4: preference_dimensions='background_knowledge,harmlessness,harmlessness,informativeness'" in message
+    assert (
+        "small.jsonl:4: preference_dimensions='background_knowledge,harmlessness,harmlessness,informativeness'"
+        in message
+    )
 
 
 def test_preference_set_with_three_entries_is_reported(project: Path) -> None:

@@ -11,7 +11,8 @@ import importlib
 import os
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from janus_align.config import Params, load_params
 from janus_align.errors import JanusError

@@ -80,7 +80,9 @@ def check_rubric_examples(path: Path = paths.RUBRIC_EXAMPLES) -> int:
         if not isinstance(rubric, dict) or not isinstance(rubric.get("criteria"), str) or not isinstance(scores, dict):
             raise InputError(f"{path}: rubric {number} needs 'criteria' and 'score_descriptions'")
         if sorted(scores) != ["1", "2", "3", "4", "5"]:
-            raise InputError(f"{path}: rubric {number} score_descriptions must have keys '1'..'5', got {sorted(scores)}")
+            raise InputError(
+                f"{path}: rubric {number} score_descriptions must have keys '1'..'5', got {sorted(scores)}"
+            )
     return len(rubrics)
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from janus_align.errors import JanusError
 
@@ -65,7 +66,10 @@ def iter_located(path: str | Path) -> Iterator[tuple[str, Row]]:
             raise RecordError(f"{path}:{exc.lineno}: broken JSON ({exc.msg})") from None
         if isinstance(data, dict):
             for key, row in data.items():
-                yield f"{path}: id {key!r}", ({"id": key, **row} if isinstance(row, dict) else {"id": key, "value": row})
+                yield (
+                    f"{path}: id {key!r}",
+                    ({"id": key, **row} if isinstance(row, dict) else {"id": key, "value": row}),
+                )
         elif isinstance(data, list):
             for number, row in enumerate(data, start=1):
                 if not isinstance(row, dict):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from janus_align import paths
 
@@ -25,7 +24,9 @@ def main(args: argparse.Namespace | None = None) -> None:
     register = paths.METRICS / "register.json"
     if register.is_file():
         info = json.loads(register.read_text())
-        lines.append(f"  registry:    models:/{info.get('name', 'janus')}@champion -> version {info.get('champion_version')}")
+        lines.append(
+            f"  registry:    models:/{info.get('name', 'janus')}@champion -> version {info.get('champion_version')}"
+        )
     print("\n".join(lines))
 
 

@@ -13,8 +13,9 @@ import hashlib
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from janus_align.config import Params
 

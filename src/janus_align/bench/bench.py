@@ -24,7 +24,8 @@ import random
 import re
 import time
 from collections import Counter
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from janus_align import paths
 from janus_align.bench import rubrics as rubric_prompts
@@ -157,15 +158,22 @@ def _references(params: Params) -> Params:
     return params.model_copy(update={"synth": synth})
 
 
-def build_bench(engine: LLMEngine, prompts: Sequence[InstructionRow], params: Params) -> tuple[list[BenchItem], dict[str, Any]]:
+def build_bench(
+    engine: LLMEngine, prompts: Sequence[InstructionRow], params: Params
+) -> tuple[list[BenchItem], dict[str, Any]]:
     """Every item that could be made, and the counts of what could not (no file written)."""
     taxonomy = load_taxonomy()
-    sets, set_rejects, set_outcomes = generate_preference_sets(engine, prompts, _one_set(params), taxonomy, PREFERENCES_STAGE)
+    sets, set_rejects, set_outcomes = generate_preference_sets(
+        engine, prompts, _one_set(params), taxonomy, PREFERENCES_STAGE
+    )
     systems, system_rejects, system_outcomes = generate_system_messages(engine, sets, params, SYSTEM_STAGE)
     # References and rubrics both need only the system-message rows: one engine call per attempt.
     (answered, reference_rejects, reference_outcomes), (rubrics, rubric_outcomes) = ask_jobs(
         engine,
-        [response_job(systems, _references(params), REFERENCE_STAGE), rubric_job(systems, params, rubric_prompts.load_examples())],
+        [
+            response_job(systems, _references(params), REFERENCE_STAGE),
+            rubric_job(systems, params, rubric_prompts.load_examples()),
+        ],
         params.teacher.max_reasks,
     )
     references = {row.instruction_id: row.output for row in answered}
@@ -236,7 +244,8 @@ def run(params: Params) -> list[BenchItem]:
         "teacher": teacher,
         "template_versions": {"synth": SYNTH_TEMPLATE_VERSION, "rubric": rubric_prompts.TEMPLATE_VERSION},
         "cost_usd": round(
-            (counts["prompt_tokens"] * prices.input_per_mtok + counts["completion_tokens"] * prices.output_per_mtok) / 1e6,
+            (counts["prompt_tokens"] * prices.input_per_mtok + counts["completion_tokens"] * prices.output_per_mtok)
+            / 1e6,
             6,
         ),
         "wall_s": round(time.perf_counter() - started, 3),

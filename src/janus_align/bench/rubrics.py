@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from janus_align import paths
 from janus_align.bench.schema import SCORE_KEYS, Preference, Rubric

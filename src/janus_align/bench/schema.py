@@ -17,8 +17,9 @@ The loader also takes what older or third-party copies of the bench look like, s
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -123,9 +124,7 @@ def bench_item(row: dict[str, Any], where: str, position: int = 0) -> BenchItem:
     try:
         return BenchItem.model_validate(_normalize(row, position))
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<row>'}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '<row>'}: {err['msg']}" for err in exc.errors())
         raise BenchFileError(f"{where}: not a bench row ({problems})") from None
     except ValueError as exc:
         raise BenchFileError(f"{where}: not a bench row ({exc})") from None

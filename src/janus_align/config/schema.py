@@ -58,7 +58,7 @@ class LLMConfig(Section):
     context_length: int = Field(2048, ge=256, le=131072)
 
     @model_validator(mode="after")
-    def _llama_cpp_model_is_gguf(self) -> "LLMConfig":
+    def _llama_cpp_model_is_gguf(self) -> LLMConfig:
         if self.backend == "llama_cpp" and not (self.model.startswith("embedded:") or self.model.endswith(".gguf")):
             raise ValueError(
                 f"backend llama_cpp runs a GGUF file: model must be embedded:<name> or a path ending in .gguf, "
@@ -105,7 +105,7 @@ class SynthConfig(Section):
     response_sampling: Sampling = Sampling(max_new_tokens=160, temperature=0.7, repetition_penalty=1.05)
 
     @model_validator(mode="after")
-    def _lengths_ordered(self) -> "SynthConfig":
+    def _lengths_ordered(self) -> SynthConfig:
         if self.max_system_chars < self.min_text_chars:
             raise ValueError("max_system_chars must be >= min_text_chars")
         return self
@@ -179,7 +179,7 @@ class TuneRange(Section):
     log: bool = False
 
     @model_validator(mode="after")
-    def _ordered(self) -> "TuneRange":
+    def _ordered(self) -> TuneRange:
         if self.high < self.low:
             raise ValueError(f"high ({self.high}) must be >= low ({self.low})")
         return self
@@ -217,7 +217,7 @@ class GenerateConfig(Section):
     sampling: Sampling = Sampling(max_new_tokens=128, temperature=1.0, top_p=0.9, repetition_penalty=1.03)
 
     @model_validator(mode="after")
-    def _names_distinct(self) -> "GenerateConfig":
+    def _names_distinct(self) -> GenerateConfig:
         both = sorted(set(self.candidates) & set(self.external))
         if both:
             raise ValueError(f"{both} listed in both candidates and external")

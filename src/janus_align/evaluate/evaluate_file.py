@@ -44,7 +44,11 @@ def main(args: argparse.Namespace) -> dict:
     engine = open_judge(params.judge)
     try:
         judgments = judge_all(engine, items, responses, params.judge, params.seed, name)
-        extra = {"judge_model": engine.model_id, "judge_repeats": params.judge.repeats, "judge_usage": engine.usage.as_dict()}
+        extra = {
+            "judge_model": engine.model_id,
+            "judge_repeats": params.judge.repeats,
+            "judge_usage": engine.usage.as_dict(),
+        }
     finally:
         engine.close()
     metrics = write_outputs(

@@ -19,8 +19,9 @@ Writes artifacts/eval/responses/NAME.jsonl: {id, source, model, response, error,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from janus_align import paths
 from janus_align.bench.schema import BENCH_FILE, BenchItem, load_bench
@@ -119,9 +120,7 @@ def reward_text(tokenizer: Any, system: str | None, prompt: str, response: str, 
     return tokenizer.apply_chat_template(messages, tokenize=False)
 
 
-def reward_scores(
-    checkpoint: Path, texts: Sequence[str], prompt_format: PromptFormat, max_length: int
-) -> list[float]:
+def reward_scores(checkpoint: Path, texts: Sequence[str], prompt_format: PromptFormat, max_length: int) -> list[float]:
     """Scalar rewards (AutoModelForSequenceClassification, num_labels=1), one text at a time.
 
     Over-long texts are cut from the left so the response, which is what is being compared,
@@ -235,8 +234,8 @@ def answer(
 def run(params: Params, model: str) -> Path:
     import mlflow
 
-    from janus_align.evaluate.scoring import mean_response_length
     from janus_align.evaluate.responses import load_responses
+    from janus_align.evaluate.scoring import mean_response_length
 
     config = candidate_config(params, model)
     require_reward_model(params.generate.best_of)  # fail before any sampling, not after

@@ -36,8 +36,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from janus_align.bench.schema import BENCH_FILE, BenchItem, Rubric, load_bench
 from janus_align.config import Params
@@ -86,9 +87,10 @@ You are given an instruction, a response to evaluate, a reference answer that wo
 
 ###Feedback:"""
 
-TEMPLATE_VERSION = "prometheus-abs-v1-" + hashlib.sha256(
-    "\x00".join([JUDGE_SYSTEM, JUDGE_TEMPLATE, _OUTPUT_TEXT, _OUTPUT_JSON]).encode()
-).hexdigest()[:8]
+TEMPLATE_VERSION = (
+    "prometheus-abs-v1-"
+    + hashlib.sha256("\x00".join([JUDGE_SYSTEM, JUDGE_TEMPLATE, _OUTPUT_TEXT, _OUTPUT_JSON]).encode()).hexdigest()[:8]
+)
 
 # Room the JSON wrapper `{"feedback": "", "score": n}` needs, in tokens.
 _JSON_OVERHEAD_TOKENS = 20
@@ -109,7 +111,10 @@ _MARKER = re.compile(
 _TRAILER = r"[\s.!*)\]\"'`]*$"
 _END_FORMS = (
     re.compile(
-        r"(?:score|result|rating|verdict)\s*(?:of|is|=|:)?[\s:*(\[]*" + _NUMBER + r"\s*(?:/\s*5|out\s+of\s+5)?" + _TRAILER,
+        r"(?:score|result|rating|verdict)\s*(?:of|is|=|:)?[\s:*(\[]*"
+        + _NUMBER
+        + r"\s*(?:/\s*5|out\s+of\s+5)?"
+        + _TRAILER,
         re.IGNORECASE,
     ),
     re.compile(_NUMBER + r"\s*/\s*5" + _TRAILER),
@@ -180,7 +185,11 @@ def judge_instruction(item: BenchItem, show_system: bool) -> str:
 
 
 def render_judge_prompt(
-    instruction: str, response: str, reference_answer: str, rubric: Rubric | Mapping[str, Any], constrained: bool = False
+    instruction: str,
+    response: str,
+    reference_answer: str,
+    rubric: Rubric | Mapping[str, Any],
+    constrained: bool = False,
 ) -> str:
     """The judge's user turn for one rubric."""
     as_dict = rubric.as_official() if isinstance(rubric, Rubric) else dict(rubric)

@@ -19,9 +19,10 @@ import base64
 import csv
 import html
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from janus_align.bench.schema import BENCH_FILE, BenchItem, load_bench
 from janus_align.config import Params
@@ -237,10 +238,7 @@ def _tables(board: Mapping[str, Any]) -> dict[str, tuple[list[str], list[list[st
         ["model", *models],
         [
             [a]
-            + [
-                "-" if a == b else f"{matrix[a][b]['win']}/{matrix[a][b]['tie']}/{matrix[a][b]['loss']}"
-                for b in models
-            ]
+            + ["-" if a == b else f"{matrix[a][b]['win']}/{matrix[a][b]['tie']}/{matrix[a][b]['loss']}" for b in models]
             for a in models
         ],
     )
@@ -248,7 +246,12 @@ def _tables(board: Mapping[str, Any]) -> dict[str, tuple[list[str], list[list[st
 
 
 def render_markdown(board: Mapping[str, Any], charts: Mapping[str, Path], judge: str) -> str:
-    lines = ["# Multifaceted Bench: evaluation report", "", f"Judge: `{judge}`. Scores 1-5; unscored verdicts are left out, never 0.", ""]
+    lines = [
+        "# Multifaceted Bench: evaluation report",
+        "",
+        f"Judge: `{judge}`. Scores 1-5; unscored verdicts are left out, never 0.",
+        "",
+    ]
     for title, (header, rows) in _tables(board).items():
         lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -294,7 +297,9 @@ def item_table(result: ModelResult) -> dict[str, list[Any]]:
         key = (str(row["id"]), int(row["rubric_index"]))
         if row.get("verdict") is not None and key not in feedback:
             feedback[key] = row.get("feedback") or ""
-    table: dict[str, list[Any]] = {k: [] for k in ("id", "source", "prompt", "system", "response", "score", "rubric_scores", "feedback")}
+    table: dict[str, list[Any]] = {
+        k: [] for k in ("id", "source", "prompt", "system", "response", "score", "rubric_scores", "feedback")
+    }
     for item in result.items:
         response = result.responses.get(item.id)
         table["id"].append(item.id)
@@ -304,11 +309,15 @@ def item_table(result: ModelResult) -> dict[str, list[Any]]:
         table["response"].append(response.response if response else None)
         table["score"].append(result.item_scores.get(item.id))
         table["rubric_scores"].append(json.dumps([rubric_scores.get((item.id, i)) for i in range(len(item.rubrics))]))
-        table["feedback"].append(json.dumps([feedback.get((item.id, i)) for i in range(len(item.rubrics))], ensure_ascii=False))
+        table["feedback"].append(
+            json.dumps([feedback.get((item.id, i)) for i in range(len(item.rubrics))], ensure_ascii=False)
+        )
     return table
 
 
-def log_model_runs(results: Sequence[ModelResult], board: Mapping[str, Any], params: Params, report_files: Sequence[Path]) -> None:
+def log_model_runs(
+    results: Sequence[ModelResult], board: Mapping[str, Any], params: Params, report_files: Sequence[Path]
+) -> None:
     """One `evaluate-<model>` run per model, nested under the active (report) run."""
     import mlflow
 

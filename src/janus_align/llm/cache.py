@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from janus_align.llm.types import ChatRequest, ChatResult
 

@@ -21,8 +21,9 @@ grammar at `max_new_tokens` leaves unfinished, like any other row.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
@@ -352,7 +353,9 @@ def _nucleus(
             return
 
 
-def _choose(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def _choose(
+    logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
     """One token per row: greedy where the temperature is 0, else sampled from the row's nucleus
     (all tokens when its top_p is 1)."""
     chosen = logits.argmax(dim=-1)
@@ -415,7 +418,9 @@ def sample_batch(
         + max(limits)
     )
     cache = Cache(layers=[_PreallocatedLayer(capacity) for _ in range(model.config.num_hidden_layers)])
-    mask, positions, logits, active = _prefill(model, cache, plan, pad_id, chunk_by_length)  # active: prompt of each batch row
+    mask, positions, logits, active = _prefill(
+        model, cache, plan, pad_id, chunk_by_length
+    )  # active: prompt of each batch row
     # Tokens each row has seen, for the repetition penalty: its prompt's tokens, never padding.
     seen = torch.zeros(count, vocab, dtype=torch.bool)
     for batch_row, row in enumerate(active):
@@ -459,7 +464,9 @@ def sample_batch(
         seen[torch.arange(len(active)), chosen] = True
         mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
         positions = positions + 1
-        logits = model(
-            input_ids=chosen[:, None], attention_mask=mask, position_ids=positions, cache=cache, use_cache=True
-        ).logits[:, -1, :].float()
+        logits = (
+            model(input_ids=chosen[:, None], attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
+            .logits[:, -1, :]
+            .float()
+        )
     return outputs

@@ -192,7 +192,9 @@ def open_engine(
         from janus_align.llm.transformers_backend import TransformersBackend
 
         backend: Backend = TransformersBackend(
-            resolve_model_path(model or config.model), config, prompt_format  # type: ignore[arg-type]
+            resolve_model_path(model or config.model),
+            config,
+            prompt_format,  # type: ignore[arg-type]
         )
     elif config.backend == "llama_cpp":
         from janus_align.llm.llama_server import LlamaServerBackend

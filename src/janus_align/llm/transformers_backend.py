@@ -103,7 +103,9 @@ class TransformersBackend:
         size = -(-len(order) // -(-len(order) // self.config.batch_size)) if order else 1
         for start in range(0, len(order), size):
             batch = order[start : start + size]
-            for i, result in zip(batch, self._generate_batch([requests[i] for i in batch], [prompts[i] for i in batch])):
+            for i, result in zip(
+                batch, self._generate_batch([requests[i] for i in batch], [prompts[i] for i in batch])
+            ):
                 on_result(i, result)
 
     def _generate_batch(self, requests: list[ChatRequest], prompts: list[str]) -> list[ChatResult]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from janus_align.config.schema import Sampling
 
@@ -52,7 +53,7 @@ class ChatRequest:
         seed: int = 0,
         response_schema: dict[str, Any] | None = None,
         response_regex: str | None = None,
-    ) -> "ChatRequest":
+    ) -> ChatRequest:
         messages: list[Message] = []
         if system is not None:
             messages.append({"role": "system", "content": system})

@@ -46,7 +46,9 @@ def open_chat_model(ref: str, params: Params) -> Any:
             raise JanusError(f"{ref}: not a checkpoint directory (no config.json)")
         return CheckpointChat(Path(ref), read_train_record(Path(ref)).get("prompt_format", params.model.prompt_format))
     if not ref.startswith(URI_SCHEMES):
-        raise JanusError(f"--model {ref!r}: neither a checkpoint directory nor an MLflow model URI (models:/NAME@ALIAS)")
+        raise JanusError(
+            f"--model {ref!r}: neither a checkpoint directory nor an MLflow model URI (models:/NAME@ALIAS)"
+        )
     import mlflow
     from mlflow.exceptions import MlflowException
 

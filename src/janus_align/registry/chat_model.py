@@ -45,8 +45,20 @@ DEFAULT_PARAMS: dict[str, Any] = {
 }
 # What the logged model needs at load time; pinned to this environment's versions so a served
 # model never re-resolves torch (and so MLflow need not load the model to infer them).
-REQUIREMENTS = ("mlflow", "torch", "transformers", "tokenizers", "safetensors", "accelerate", "pydantic",
-                "jsonschema", "tqdm", "PyYAML", "pandas", "numpy")
+REQUIREMENTS = (
+    "mlflow",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "safetensors",
+    "accelerate",
+    "pydantic",
+    "jsonschema",
+    "tqdm",
+    "PyYAML",
+    "pandas",
+    "numpy",
+)
 
 
 def chat_signature() -> Any:
@@ -91,7 +103,7 @@ class JanusChatModel(mlflow.pyfunc.PythonModel):
         self.engine = LLMEngine(backend, RequestCache(":memory:"))
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, prompt_format: str, dtype: str = "float32") -> "JanusChatModel":
+    def from_checkpoint(cls, path: str | Path, prompt_format: str, dtype: str = "float32") -> JanusChatModel:
         """The same model straight from a checkpoint directory (`janus chat --model DIR`)."""
         model = cls()
         model._open(path, {"prompt_format": prompt_format, "dtype": dtype})
@@ -156,9 +168,7 @@ def _stage(checkpoint: Path, dtype: str, into: Path) -> Path:
     return staged
 
 
-def log_chat_model(
-    checkpoint: str | Path, prompt_format: str, mlflow_config: MlflowConfig, name: str = "model"
-) -> str:
+def log_chat_model(checkpoint: str | Path, prompt_format: str, mlflow_config: MlflowConfig, name: str = "model") -> str:
     """Log a checkpoint into the active run as a JanusChatModel; return its model URI.
 
     The weights are logged in `mlflow.log_model_dtype` (bf16 halves them) and only the merged

@@ -65,7 +65,12 @@ def pick_winner(models: dict[str, dict[str, Any]], source: Path = LEADERBOARD) -
             continue  # the base, API models and the reward model are not registry candidates
         if isinstance(entry, dict) and entry.get("overall") is None and "overall" in entry:
             continue  # every answer unscored: the model has no bench average to compete with
-        scored.append((_score(entry.get("overall") if isinstance(entry, dict) else None, f"{source}: models.{name}.overall"), name))
+        scored.append(
+            (
+                _score(entry.get("overall") if isinstance(entry, dict) else None, f"{source}: models.{name}.overall"),
+                name,
+            )
+        )
     if not scored:
         raise RegistryError(f"{source}: no trained model on the leaderboard has a checkpoint under {paths.MODELS}")
     score, name = max(scored)
@@ -81,7 +86,9 @@ def _current(client: Any, name: str, alias: str) -> Any:
         return None
 
 
-def _tags(candidate: str, entry: dict[str, Any], score: float, record: dict[str, Any], params: Params) -> dict[str, str]:
+def _tags(
+    candidate: str, entry: dict[str, Any], score: float, record: dict[str, Any], params: Params
+) -> dict[str, str]:
     from janus_align.tracking import data_version, git_commit
 
     tags = {
@@ -131,11 +138,14 @@ def register(params: Params, leaderboard: Path = LEADERBOARD) -> dict[str, Any]:
     champion = _current(client, name, CHAMPION)
     if not client.search_registered_models(filter_string=f"name = '{name}'"):
         client.create_registered_model(
-            name, description="Janus: a model aligned to thousands of preferences through system messages. "
+            name,
+            description="Janus: a model aligned to thousands of preferences through system messages. "
             "Aliases: champion (best bench average so far), previous (the champion before it), challenger "
-            "(the latest version that did not beat the champion)."
+            "(the latest version that did not beat the champion).",
         )
-    version = mlflow.register_model(_model_uri(candidate, record, params), name, tags=_tags(candidate, entry, score, record, params))
+    version = mlflow.register_model(
+        _model_uri(candidate, record, params), name, tags=_tags(candidate, entry, score, record, params)
+    )
     client.update_model_version(
         name,
         version.version,

@@ -39,8 +39,12 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise JanusError(f"{path}:{exc.lineno}: broken JSON ({exc.msg})") from None
 
 
-def summarize(stage_stats: dict[str, dict[str, Any]], instructions: dict[str, Any], split_counts: dict[str, int],
-              responses: list[ResponseRow]) -> dict[str, Any]:
+def summarize(
+    stage_stats: dict[str, dict[str, Any]],
+    instructions: dict[str, Any],
+    split_counts: dict[str, int],
+    responses: list[ResponseRow],
+) -> dict[str, Any]:
     """metrics/synthesis.json from what each stage recorded."""
     fresh = sum(s["engine"]["requests"] - s["engine"]["cached"] for s in stage_stats.values())
     engine_wall = sum(s["engine"]["wall_s"] for s in stage_stats.values())

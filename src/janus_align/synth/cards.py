@@ -8,7 +8,8 @@ dimension/subdimension histograms of the preference sets behind the split's rows
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import yaml
 
@@ -83,8 +84,8 @@ def dataset_card(
         "---",
         f"# {TITLES[split]}",
         "",
-        "Synthesized by the Janus pipeline (`janus assemble`), following \"Aligning to Thousands of "
-        "Preferences via System Message Generalization\" (Lee et al., 2024). Same columns and types as "
+        'Synthesized by the Janus pipeline (`janus assemble`), following "Aligning to Thousands of '
+        'Preferences via System Message Generalization" (Lee et al., 2024). Same columns and types as '
         f"the released `kaist-ai` split. Use: {USES[split]}",
         "",
         "## Counts",

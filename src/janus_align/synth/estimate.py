@@ -79,8 +79,12 @@ def estimate(params: Params, instruction: str) -> list[StageEstimate]:
         taxonomy = {d: {"example": ["an example preference"]} for d in DIMENSIONS}
     # A preference set at its schema's size limits stands in for a written one.
     entries = [
-        PreferenceEntry(dimension=d, subdimension=next(iter(taxonomy[d])), preference="p" * synth.max_preference_chars,
-                        description="d" * synth.max_description_chars)
+        PreferenceEntry(
+            dimension=d,
+            subdimension=next(iter(taxonomy[d])),
+            preference="p" * synth.max_preference_chars,
+            description="d" * synth.max_description_chars,
+        )
         for d in DIMENSIONS
     ]
     if synth.preference_mode == "sampled":
@@ -99,7 +103,9 @@ def estimate(params: Params, instruction: str) -> list[StageEstimate]:
             preference_requests * tokens(PREFERENCE_SYSTEM + preference_prompt),
             preference_requests * synth.preference_sampling.max_new_tokens,
         ),
-        StageEstimate("system_messages", sets, sets * tokens(SYSTEM_MESSAGE_SYSTEM + system_prompt), sets * system_tokens),
+        StageEstimate(
+            "system_messages", sets, sets * tokens(SYSTEM_MESSAGE_SYSTEM + system_prompt), sets * system_tokens
+        ),
         StageEstimate(
             "responses",
             sets,
@@ -121,7 +127,9 @@ def report(params: Params, stages: list[StageEstimate], instruction_chars: int) 
         f"{'stage':<16}{'requests':>12}{'prompt tok':>16}{'completion tok':>16}{'cost USD':>12}",
     ]
     for s in stages:
-        lines.append(f"{s.stage:<16}{s.requests:>12,}{s.prompt_tokens:>16,}{s.completion_tokens:>16,}{s.cost(params):>12,.2f}")
+        lines.append(
+            f"{s.stage:<16}{s.requests:>12,}{s.prompt_tokens:>16,}{s.completion_tokens:>16,}{s.cost(params):>12,.2f}"
+        )
     total = StageEstimate(
         "total",
         sum(s.requests for s in stages),

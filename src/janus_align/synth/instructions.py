@@ -23,9 +23,10 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from janus_align import paths
 from janus_align.config import Params
@@ -95,7 +96,11 @@ def _dsp(row: dict[str, Any]) -> tuple[str, str] | None:
 HUB_SOURCES: dict[str, tuple[str, str, Callable[[dict[str, Any]], tuple[str, str] | None]]] = {
     "Nectar": ("berkeley-nest/Nectar", "train", _nectar),
     "OpenHermesPreferences": ("argilla/OpenHermesPreferences", "train", _with_source("prompt", "openhermes")),
-    "UltraFeedback": ("allenai/ultrafeedback_binarized_cleaned", "train_prefs", _with_source("prompt", "ultrafeedback")),
+    "UltraFeedback": (
+        "allenai/ultrafeedback_binarized_cleaned",
+        "train_prefs",
+        _with_source("prompt", "ultrafeedback"),
+    ),
     "Chatbot Arena Conversations": ("lmsys/chatbot_arena_conversations", "train", _arena),
     "DSP": ("Linear95/DSP", "train", _dsp),
 }
@@ -129,7 +134,9 @@ def pool_candidates(directory: Path = paths.INSTRUCTIONS_DIR) -> Iterator[Candid
     for path in instruction_files(directory):
         main_source = DEFAULT_POOL_SOURCE if path.name == "pool.jsonl" else path.stem
         for row in iter_jsonl(path):
-            yield Candidate(row.get("instruction") or "", row.get("input") or "", main_source, row.get("source") or "unknown")
+            yield Candidate(
+                row.get("instruction") or "", row.get("input") or "", main_source, row.get("source") or "unknown"
+            )
 
 
 # ---- the filters, in order -------------------------------------------------------------------
@@ -169,7 +176,11 @@ def filter_candidates(
             drop(candidate, "empty", "no text after whitespace normalization")
             continue
         if len(prompt) > synth.max_instruction_chars:
-            drop(candidate, "too_long", f"{len(prompt)} chars > synth.max_instruction_chars {synth.max_instruction_chars}")
+            drop(
+                candidate,
+                "too_long",
+                f"{len(prompt)} chars > synth.max_instruction_chars {synth.max_instruction_chars}",
+            )
             continue
         key = dedup_key(prompt)
         if key in seen:
@@ -208,8 +219,12 @@ def run(params: Params) -> list[InstructionRow]:
     sampled = sample(kept, params.synth.num_instructions, params.seed)
     if not sampled:
         raise JanusError(f"{paths.INSTRUCTIONS_DIR}: no instruction is left after filtering ({len(candidates)} read)")
-    rows = [InstructionRow(id=instruction_id(c.prompt), prompt=c.prompt, main_source=c.main_source,
-                           original_source=c.original_source) for c in sampled]
+    rows = [
+        InstructionRow(
+            id=instruction_id(c.prompt), prompt=c.prompt, main_source=c.main_source, original_source=c.original_source
+        )
+        for c in sampled
+    ]
     write_jsonl(artifacts.INSTRUCTIONS, dump(rows))
     write_jsonl(artifacts.INSTRUCTIONS_REMOVED, removed)
     removed_counts = Counter(r["filter"] for r in removed)

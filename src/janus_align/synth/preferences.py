@@ -20,7 +20,8 @@ from __future__ import annotations
 import random
 import re
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from janus_align.config import Params
 from janus_align.errors import JanusError
@@ -70,19 +71,31 @@ def _clean(text: Any) -> str:
     return _SPACES.sub(" ", text).strip() if isinstance(text, str) else ""
 
 
-def _entries(answer: dict[str, Any], subdimensions: Sequence[str] | None) -> tuple[list[PreferenceEntry] | None, str | None]:
+def _entries(
+    answer: dict[str, Any], subdimensions: Sequence[str] | None
+) -> tuple[list[PreferenceEntry] | None, str | None]:
     """The four entries of one answered set, or the reason it is unusable."""
     entries = []
     for k, dimension in enumerate(DIMENSIONS):
         item = answer.get(dimension) or {}
         subdimension = subdimensions[k] if subdimensions else _clean(item.get("subdimension")).lower()
         preference, description = _clean(item.get("preference")), _clean(item.get("description"))
-        blank = [name for name, value in (("subdimension", subdimension), ("preference", preference),
-                                          ("description", description)) if not value or value == "..."]
+        blank = [
+            name
+            for name, value in (
+                ("subdimension", subdimension),
+                ("preference", preference),
+                ("description", description),
+            )
+            if not value or value == "..."
+        ]
         if blank:
             return None, f"blank {', '.join(blank)} in {dimension}"
-        entries.append(PreferenceEntry(dimension=dimension, subdimension=subdimension,
-                                       preference=preference, description=description))
+        entries.append(
+            PreferenceEntry(
+                dimension=dimension, subdimension=subdimension, preference=preference, description=description
+            )
+        )
     return entries, None
 
 
@@ -150,7 +163,9 @@ def generate_preference_sets(
                 return None, "duplicate preference sets (same subdimension in every dimension)"
             return sets, None
 
-        outcomes = ask(engine, list(instructions), build_generated, accept_generated, max_reasks, desc=f"{stage} (generated)")
+        outcomes = ask(
+            engine, list(instructions), build_generated, accept_generated, max_reasks, desc=f"{stage} (generated)"
+        )
         grouped = [(o.unit, [(index, o) for index in range(count)]) for o in outcomes]
 
     rows: list[PreferenceSetRow] = []
@@ -186,6 +201,7 @@ def generate_preference_sets(
 
 def _share(usage: Usage, parts: int, index: int) -> Usage:
     """Part `index` of `usage` split into `parts` integer shares that add up exactly."""
+
     def part(total: int) -> int:
         base, extra = divmod(total, parts)
         return base + (1 if index < extra else 0)

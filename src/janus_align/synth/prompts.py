@@ -30,7 +30,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from janus_align.inputs import DIMENSIONS
 
@@ -144,9 +145,7 @@ def generated_preference_prompt(instruction: str, taxonomy: dict[str, dict[str, 
     """User turn for `generated` mode: the taxonomy's subdimensions serve as seed examples."""
     lines = []
     for dimension in DIMENSIONS:
-        seeds = "; ".join(
-            f'{name} ("{examples[0]}")' for name, examples in list(taxonomy[dimension].items())[:5]
-        )
+        seeds = "; ".join(f'{name} ("{examples[0]}")' for name, examples in list(taxonomy[dimension].items())[:5])
         lines.append(f"- {dimension}: {DIMENSION_DEFINITIONS[dimension]}. e.g. {seeds}")
     return PREFERENCE_GENERATED_USER.format(instruction=instruction, count=count, dimensions="\n".join(lines))
 

@@ -12,7 +12,8 @@ artifacts/synth/stats/responses.json.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from janus_align.config import Params
 from janus_align.llm import ChatRequest, ChatResult, LLMEngine
@@ -66,4 +67,6 @@ def generate_responses(
 
 
 def run(params: Params) -> list[ResponseRow]:
-    return run_row_stage(STAGE, params, artifacts.SYSTEM_MESSAGES, SystemMessageRow, generate_responses, artifacts.RESPONSES)
+    return run_row_stage(
+        STAGE, params, artifacts.SYSTEM_MESSAGES, SystemMessageRow, generate_responses, artifacts.RESPONSES
+    )

@@ -23,9 +23,10 @@ message (docs/data.md has the reasoning). The answer is always the last (assista
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -96,9 +97,7 @@ def pick_pair(group: Sequence[ResponseRow], seed: int) -> Pair:
     The rejected response must differ from the chosen one (whitespace aside)."""
     rng = random.Random(f"{seed}:assemble:{group[0].instruction_id}")
     chosen = rng.choice(list(group))
-    others = [
-        r for r in group if r.set_index != chosen.set_index and _collapsed(r.output) != _collapsed(chosen.output)
-    ]
+    others = [r for r in group if r.set_index != chosen.set_index and _collapsed(r.output) != _collapsed(chosen.output)]
     return Pair(chosen, rng.choice(others) if others else None)
 
 

@@ -16,7 +16,8 @@ and artifacts/synth/stats/system_messages.json. `generate_system_messages` is re
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from janus_align.config import Params
 from janus_align.llm import ChatRequest, ChatResult, LLMEngine
@@ -84,4 +85,6 @@ def generate_system_messages(
 
 
 def run(params: Params) -> list[SystemMessageRow]:
-    return run_row_stage(STAGE, params, artifacts.PREFERENCE_SETS, PreferenceSetRow, generate_system_messages, artifacts.SYSTEM_MESSAGES)
+    return run_row_stage(
+        STAGE, params, artifacts.PREFERENCE_SETS, PreferenceSetRow, generate_system_messages, artifacts.SYSTEM_MESSAGES
+    )

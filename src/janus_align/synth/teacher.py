@@ -17,9 +17,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Generic, Iterator, Sequence, TypeVar
+from typing import Any, Generic, TypeVar
 
 from janus_align.config import Params
 from janus_align.errors import JanusError
@@ -38,7 +39,7 @@ Build = Callable[[UnitT, int], ChatRequest]
 
 def request_seed(seed: int, stage: str, row_id: str, attempt: int) -> int:
     """A seed that depends only on what identifies the request (stable across runs and kills)."""
-    digest = hashlib.sha256(f"{seed}:{stage}:{row_id}:{attempt}".encode("utf-8")).hexdigest()
+    digest = hashlib.sha256(f"{seed}:{stage}:{row_id}:{attempt}".encode()).hexdigest()
     return int(digest[:8], 16) % (2**31)
 
 
@@ -238,7 +239,9 @@ def finish_stage(
         # What producing these rows took, re-asks and rejects included, however many runs it took.
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
-        "cost_usd": round((prompt_tokens * prices.input_per_mtok + completion_tokens * prices.output_per_mtok) / 1e6, 6),
+        "cost_usd": round(
+            (prompt_tokens * prices.input_per_mtok + completion_tokens * prices.output_per_mtok) / 1e6, 6
+        ),
         "wall_s": round(time.perf_counter() - started, 3),
         # What this run itself asked the engine (cached answers cost nothing again).
         "engine": engine.usage.as_dict(),

@@ -220,8 +220,13 @@ def to_dataset(
     return Dataset.from_list(examples)
 
 
-def to_datasets(split: SplitRows, kind: Literal["sft", "preference"], tokenizer: PreTrainedTokenizerBase,
-                prompt_format: PromptFormat, **flags: bool) -> tuple[Any, Any]:
+def to_datasets(
+    split: SplitRows,
+    kind: Literal["sft", "preference"],
+    tokenizer: PreTrainedTokenizerBase,
+    prompt_format: PromptFormat,
+    **flags: bool,
+) -> tuple[Any, Any]:
     """(train, eval) datasets of a split, as `to_dataset` (eval is None without held-out rows)."""
     return tuple(to_dataset(rows, kind, tokenizer, prompt_format, **flags) for rows in (split.train, split.eval))  # type: ignore[return-value]
 

@@ -34,7 +34,9 @@ def is_distributed(params: Params) -> bool:
 def accelerate_config(kind: str) -> Path:
     """The repo's accelerate config file for `train.common.distributed`."""
     if kind not in ACCELERATE_CONFIGS:
-        raise JanusError(f"train.common.distributed: no accelerate config for {kind!r}; known: {sorted(ACCELERATE_CONFIGS)}")
+        raise JanusError(
+            f"train.common.distributed: no accelerate config for {kind!r}; known: {sorted(ACCELERATE_CONFIGS)}"
+        )
     return ACCELERATE_DIR / ACCELERATE_CONFIGS[kind]
 
 

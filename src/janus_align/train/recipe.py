@@ -12,9 +12,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Literal
 
 from janus_align import paths
 from janus_align.config import Params
@@ -155,7 +156,11 @@ def peft_config(settings: RecipeSettings, task_type: str = "CAUSAL_LM") -> Any:
 
     lora = settings.lora
     return LoraConfig(
-        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules, task_type=task_type
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type=task_type,
     )
 
 
@@ -291,8 +296,17 @@ def train_and_save(
     if eval_loss is not None:
         metrics["eval_loss"] = eval_loss
         last_eval = next((e for e in reversed(trainer.state.log_history) if "eval_loss" in e), {})
-        metrics.update({k: float(v) for k, v in last_eval.items() if k.startswith("eval_") and k != "eval_loss"
-                        and isinstance(v, (int, float)) and "runtime" not in k and "per_second" not in k})
+        metrics.update(
+            {
+                k: float(v)
+                for k, v in last_eval.items()
+                if k.startswith("eval_")
+                and k != "eval_loss"
+                and isinstance(v, (int, float))
+                and "runtime" not in k
+                and "per_second" not in k
+            }
+        )
     if out is not None:
         save_trained(trainer, tokenizer, out, params, start_from, own_template, kind)
     return metrics

@@ -5,8 +5,9 @@ the model, and leave a record beside the checkpoint that the registry reads.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from janus_align import paths
 from janus_align.config import Params

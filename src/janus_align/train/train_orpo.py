@@ -19,7 +19,14 @@ from janus_align.models.checkpoint import load_tokenizer
 from janus_align.models.prompt_format import encode_prompt
 from janus_align.train.datasets import SplitRows, to_datasets
 from janus_align.train.mlflow_logging import MlflowStepLogger, log_trainer_config
-from janus_align.train.recipe import RecipeSettings, load_model, peft_config, require_checkpoint, train_recipe, training_args
+from janus_align.train.recipe import (
+    RecipeSettings,
+    load_model,
+    peft_config,
+    require_checkpoint,
+    train_recipe,
+    training_args,
+)
 from janus_align.train.stage import run_training_stage
 
 TOKEN_COLUMNS = (

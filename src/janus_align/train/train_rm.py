@@ -53,7 +53,9 @@ def build_trainer(
 
     tokenizer = load_tokenizer(start_from, padding_side="right")
     train_set, eval_set = to_datasets(split, "preference", tokenizer, params.model.prompt_format)
-    config = RewardConfig(**training_args(settings, params.seed, output_dir, eval_set is not None), max_length=settings.max_length)
+    config = RewardConfig(
+        **training_args(settings, params.seed, output_dir, eval_set is not None), max_length=settings.max_length
+    )
     trainer = RewardTrainer(
         model=load_model(start_from, "reward", tokenizer.pad_token_id),
         args=config,

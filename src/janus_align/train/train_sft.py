@@ -10,8 +10,9 @@ assistant's tokens only: conversational rows with a chat template that marks the
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 from janus_align import paths
 from janus_align.config import Params
@@ -101,7 +102,9 @@ def train(params: Params, variant: Variant = "sft") -> dict[str, Any]:
     out = paths.model_dir(variant)
     metrics = fit(params, settings, split, out)
     if is_main_process():
-        write_train_record(out, train_record(params, variant, settings, metrics, paths.BASE_MODEL, split) | {"tuned_params": tuned})
+        write_train_record(
+            out, train_record(params, variant, settings, metrics, paths.BASE_MODEL, split) | {"tuned_params": tuned}
+        )
     return metrics
 
 

@@ -54,7 +54,9 @@ class PruneOnEvalLoss(TrainerCallback):
     def __init__(self, trial: Any):
         self.trial = trial
 
-    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None, **kw: Any) -> None:
+    def on_evaluate(
+        self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None, **kw: Any
+    ) -> None:
         import optuna
 
         if not metrics or "eval_loss" not in metrics:
@@ -114,9 +116,13 @@ def suggest(trial: Any, params: Params) -> dict[str, Any]:
     """The trial's hyperparameters from the ranges in `tune.*` (the LoRA rank only when LoRA is on)."""
     tune = params.tune
     chosen = {
-        "learning_rate": trial.suggest_float("learning_rate", tune.learning_rate.low, tune.learning_rate.high, log=tune.learning_rate.log),
+        "learning_rate": trial.suggest_float(
+            "learning_rate", tune.learning_rate.low, tune.learning_rate.high, log=tune.learning_rate.log
+        ),
         "epochs": trial.suggest_float("epochs", tune.epochs.low, tune.epochs.high, log=tune.epochs.log),
-        "warmup_steps": trial.suggest_int("warmup_steps", int(tune.warmup_steps.low), int(tune.warmup_steps.high), log=tune.warmup_steps.log),
+        "warmup_steps": trial.suggest_int(
+            "warmup_steps", int(tune.warmup_steps.low), int(tune.warmup_steps.high), log=tune.warmup_steps.log
+        ),
     }
     if params.train.common.lora.enabled:
         chosen["lora_r"] = trial.suggest_int("lora_r", int(tune.lora_r.low), int(tune.lora_r.high), log=tune.lora_r.log)
@@ -141,7 +147,9 @@ def objective(trial: Any, params: Params, split: SplitRows, worker: int = 0) -> 
     settings = dataclasses.replace(resolve(params, "sft", chosen), max_steps=params.tune.max_steps, common=common)
     parent = os.environ.get(PARENT_RUN_ENV)
     run = mlflow.start_run(run_name=f"trial-{trial.number}", parent_run_id=parent, nested=True)
-    mlflow.set_tags({**run_tags("tune", params), "kind": "trial", "trial": str(trial.number), "study": trial.study.study_name})
+    mlflow.set_tags(
+        {**run_tags("tune", params), "kind": "trial", "trial": str(trial.number), "study": trial.study.study_name}
+    )
     mlflow.log_params({f"hp/{key}": value for key, value in chosen.items()})
     trial.set_user_attr("mlflow_run_id", run.info.run_id)
     trial.set_user_attr("worker", worker)
@@ -175,7 +183,9 @@ def _trial_value(trial: Any, params: Params, settings: Any, split: SplitRows) ->
 
     with tempfile.TemporaryDirectory(prefix="janus-trial-") as scratch:
         checkpoint = Path(scratch) / "model"
-        trial.set_user_attr("eval_loss", _held_out_loss(fit(params, settings, split, out=checkpoint, callbacks=callbacks)))
+        trial.set_user_attr(
+            "eval_loss", _held_out_loss(fit(params, settings, split, out=checkpoint, callbacks=callbacks))
+        )
         score = bench_score(params, checkpoint, f"trial-{trial.number}")
     if score is None:
         raise TuneError(f"trial {trial.number}: the judge scored none of the bench items (see judge.* params)")
@@ -301,12 +311,22 @@ def run(params: Params, workers: int = 1) -> dict[str, Any]:
     scores = {"best_eval_loss": result["eval_loss"], "best_trial": result["trial"]}
     if result["bench_score"] is not None:
         scores["best_bench_score"] = result["bench_score"]
-    write_json(TUNE_METRICS, {**scores, **{f"trials_{k}": v for k, v in result["trials"].items()},
-                              **{f"best_{k}": v for k, v in result["params"].items()}})
+    write_json(
+        TUNE_METRICS,
+        {
+            **scores,
+            **{f"trials_{k}": v for k, v in result["trials"].items()},
+            **{f"best_{k}": v for k, v in result["params"].items()},
+        },
+    )
     if run_ is not None:
         mlflow.log_params({f"best/{k}": v for k, v in result["params"].items()} | {"study": result["study"]})
         mlflow.log_metrics(scores)
-    won = f"bench score {result['bench_score']:.3f}" if result["bench_score"] is not None else f"eval_loss {result['eval_loss']:.4f}"
+    won = (
+        f"bench score {result['bench_score']:.3f}"
+        if result["bench_score"] is not None
+        else f"eval_loss {result['eval_loss']:.4f}"
+    )
     print(f"tune: best {won} (trial {result['trial']}) {result['params']} -> {BEST_PARAMS}")
     return result
 

@@ -77,7 +77,8 @@ def _row_count(kind: str, cross_split: bool) -> list[Expectation]:
     if kind == "sft":
         return [
             gxe.ExpectTableRowCountToEqual(
-                value={"$PARAMETER": "sft_rows"}, meta=_meta("row counts consistent: sft = sets_per_instruction x sft_small")
+                value={"$PARAMETER": "sft_rows"},
+                meta=_meta("row counts consistent: sft = sets_per_instruction x sft_small"),
             )
         ]
     if kind in CONVERSATION_KINDS:

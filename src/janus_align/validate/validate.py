@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
@@ -33,7 +34,11 @@ GX_VALIDATIONS = Path("gx") / "uncommitted" / "validations"
 DATA_DOCS = paths.REPORTS / "data_docs"
 SUMMARY_FILE = paths.METRICS / "validation.json"
 SAMPLES = 3  # offending rows quoted per failed expectation
-RESULT_FORMAT = {"result_format": "SUMMARY", "unexpected_index_column_names": ["row_ref"], "partial_unexpected_count": 20}
+RESULT_FORMAT = {
+    "result_format": "SUMMARY",
+    "unexpected_index_column_names": ["row_ref"],
+    "partial_unexpected_count": 20,
+}
 
 
 @dataclass
@@ -121,7 +126,9 @@ def _failure(split: str, outcome: Any) -> Failure:
     column = kwargs.get("column") or (",".join(kwargs["column_list"]) if kwargs.get("column_list") else None)
     result = outcome.result or {}
     message = _exception_message(outcome.exception_info)
-    bounds = {k: kwargs[k] for k in ("value", "min_value", "max_value", "value_set", "regex", "column_set") if k in kwargs}
+    bounds = {
+        k: kwargs[k] for k in ("value", "min_value", "max_value", "value_set", "regex", "column_set") if k in kwargs
+    }
     expected = f" (expected {bounds})" if bounds else ""
     if message:
         detail = f"could not be evaluated: {message}"
@@ -259,9 +266,7 @@ def summarize(results: list[SplitResult]) -> dict[str, Any]:
     return {
         "success": all(not r.critical_failures for r in results),
         "splits": {r.split: r.summary() for r in results},
-        "failures": [
-            {k: v for k, v in asdict(f).items() if k != "samples"} for r in results for f in r.failures
-        ],
+        "failures": [{k: v for k, v in asdict(f).items() if k != "samples"} for r in results for f in r.failures],
     }
 
 
