@@ -18,6 +18,22 @@ REPO = Path(__file__).resolve().parents[1]
 MESSAGES = [{"role": "system", "content": "You answer in one word."}, {"role": "user", "content": "Capital of France?"}]
 
 
+def _record(name: str) -> dict:
+    """A training record as a training run leaves it (before the stage adds a logged model)."""
+    return {
+        "model": name,
+        "kind": "reward" if name == "rm" else "causal",
+        "recipe": {"name": name, "learning_rate": 1e-4},
+        "metrics": {"train_loss": 1.5, "steps": 2},
+        "prompt_format": "chat_template",
+        "start_from": "base",
+        "train_rows": 8,
+        "eval_rows": 1,
+        "stage": f"train_{name}",
+        "run_id": f"run-{name}",
+    }
+
+
 @pytest.fixture
 def store(ci_base_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A project dir (cwd) with an empty sqlite MLflow store and two 'trained' checkpoints.
@@ -36,10 +52,7 @@ def store(ci_base_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     base = ci_base_project / "artifacts" / "models" / "base"
     for name in ("sft", "dpo", "rm"):
         shutil.copytree(base, tmp_path / "artifacts" / "models" / name)
-        record = {"model": name, "prompt_format": "chat_template", "run_id": f"run-{name}", "start_from": "base"}
-        if name == "rm":
-            record["kind"] = "reward"
-        (tmp_path / "artifacts" / "models" / name / "janus_train.json").write_text(json.dumps(record))
+        (tmp_path / "artifacts" / "models" / name / "janus_train.json").write_text(json.dumps(_record(name)))
     tracking.configure(params)
     yield params
     mlflow.set_tracking_uri(None)
@@ -143,3 +156,46 @@ def test_a_broken_leaderboard_is_named(store) -> None:
     Path("metrics/leaderboard.json").write_text(json.dumps({"models": {"base": {"overall": 2.0}}}))
     with pytest.raises(JanusError, match="no trained model on the leaderboard"):
         register.register(store)
+
+
+def test_a_missing_or_malformed_train_record_is_an_error_naming_the_file(store) -> None:
+    from janus_align.models.train_record import TrainRecordError, read_train_record
+    from janus_align.registry import register
+
+    models = {"base": {"overall": 4.0}, "sft": {"overall": 2.0}}
+    assert register.pick_winner(models)[0] == "sft"  # the base has no record: not a candidate
+    with pytest.raises(TrainRecordError, match=r"models/base/janus_train\.json: no training record"):
+        read_train_record("artifacts/models/base")
+    record = Path("artifacts/models/sft/janus_train.json")
+    record.write_text('{"model": "sft",')
+    with pytest.raises(TrainRecordError, match=r"models/sft/janus_train\.json:1: broken JSON"):
+        register.pick_winner(models)
+    renamed = {("prompt_fmt" if key == "prompt_format" else key): value for key, value in _record("sft").items()}
+    record.write_text(json.dumps(renamed))
+    with pytest.raises(TrainRecordError, match=r"sft/janus_train\.json: prompt_format: Field required; prompt_fmt"):
+        register.pick_winner(models)
+    record.write_text(json.dumps({**_record("sft"), "metrics": {"train_loss": "low"}}))
+    with pytest.raises(TrainRecordError, match=r"sft/janus_train\.json: metrics\.train_loss"):
+        register.pick_winner(models)
+
+
+def test_the_chat_model_runs_with_the_generate_stage_settings_recorded_at_log_time(store) -> None:
+    """Batch size and dtype come from params' generate section, into the logged model's config."""
+    import mlflow
+    import torch
+
+    from janus_align.registry.chat import open_chat_model
+    from janus_align.registry.chat_model import log_chat_model
+
+    generate = store.generate.model_copy(update={"batch_size": 3, "dtype": "bfloat16"})
+    params = store.model_copy(update={"generate": generate})
+    with mlflow.start_run(run_name="log"):
+        uri = log_chat_model("artifacts/models/sft", "chat_template", params)
+    later = store.model_copy(update={"generate": store.generate.model_copy(update={"batch_size": 5})})
+    assert later.generate.batch_size == 5  # a later params.yaml does not change the logged model
+    model = mlflow.pyfunc.load_model(uri)
+    assert model.model_config == {"prompt_format": "chat_template", "dtype": "bfloat16", "batch_size": 3}
+    backend = model.unwrap_python_model().engine.backend
+    assert backend.config.batch_size == 3 and backend.model.dtype == torch.bfloat16
+    checkpoint = open_chat_model("artifacts/models/sft", params).model.engine.backend  # `janus chat --model DIR`
+    assert checkpoint.config.batch_size == 3 and checkpoint.model.dtype == torch.bfloat16

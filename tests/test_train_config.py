@@ -14,7 +14,8 @@ from janus_align.config.profiles import profile_params
 from janus_align.errors import JanusError
 from janus_align.train import launch
 from janus_align.train.datasets import load_split, preference_example, sft_example
-from janus_align.train.recipe import resolve, training_args
+from janus_align.train.settings import resolve
+from janus_align.train.trl_arguments import training_args
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -105,6 +106,21 @@ def test_recipe_settings_merge_common_method_and_tuned_values() -> None:
     assert tuned.learning_rate == 1e-3 and (tuned.lora.r, tuned.lora.alpha) == (4, 8)
     with pytest.raises(JanusError, match="unknown tuned parameter"):
         resolve(params, "sft", {"beta": 0.5})
+
+
+def test_every_recipe_builds_its_trainer_in_the_one_shape_the_frame_trains() -> None:
+    """SFT, DPO, ORPO and the RM take the same arguments and return a BuiltTrainer: one frame
+    (run_recipe.fit: callbacks, trainer config logging, saving, the record) trains them all."""
+    import inspect
+
+    from janus_align.train import train_dpo, train_orpo, train_rm, train_sft
+    from janus_align.train.run_recipe import TrainerBuilder
+
+    shape = [name for name in inspect.signature(TrainerBuilder.__call__).parameters if name != "self"]
+    for module in (train_sft, train_dpo, train_orpo, train_rm):
+        signature = inspect.signature(module.build_trainer)
+        assert list(signature.parameters) == shape, module.__name__
+        assert signature.return_annotation == "BuiltTrainer", module.__name__
 
 
 def test_paper_profile_dry_run_builds_the_trainer_config_and_wires_deepspeed() -> None:

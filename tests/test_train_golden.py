@@ -24,7 +24,7 @@ from janus_align.models.prompt_format import encode_prompt, render_prompt
 from janus_align.train import train_dpo, train_orpo, train_sft
 from janus_align.train.chat_template import SMOLLM2_CHAT_TEMPLATE, SMOLLM2_TRAINING_TEMPLATE, training_chat_template
 from janus_align.train.datasets import SplitRows
-from janus_align.train.recipe import resolve
+from janus_align.train.settings import resolve
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).parent / "golden" / "train_tokens.json"

@@ -88,7 +88,10 @@ def trained(ci_base_project: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def _record(project: Path, name: str) -> dict:
-    return json.loads((project / "artifacts" / "models" / name / "janus_train.json").read_text())
+    """The checkpoint's janus_train.json, read (and validated) the way the registry reads it."""
+    from janus_align.models.train_record import read_train_record
+
+    return read_train_record(project / "artifacts" / "models" / name).model_dump(exclude_none=True)
 
 
 @pytest.mark.slow

@@ -5,7 +5,8 @@
 
 A `models:/`/`runs:/` URI loads the logged pyfunc from the MLflow store of params.yaml (or
 MLFLOW_TRACKING_URI); a directory is wrapped in the same JanusChatModel, with the prompt format
-it was trained with (its janus_train.json) or params' `model.prompt_format`.
+it was trained with (its janus_train.json) or params' `model.prompt_format`, and the generate
+stage's dtype and batch size (registry/chat_model.py `serving_config`).
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ def _params(path: str) -> Params:
 class CheckpointChat:
     """A checkpoint directory behind the loaded-pyfunc interface (`predict(data, params=)`)."""
 
-    def __init__(self, path: Path, prompt_format: str):
+    def __init__(self, path: Path, prompt_format: str, params: Params):
         from janus_align.registry.chat_model import JanusChatModel
 
-        self.model = JanusChatModel.from_checkpoint(path, prompt_format)
+        self.model = JanusChatModel.from_checkpoint(path, prompt_format, params)
 
     def predict(self, data: Any, params: dict[str, Any] | None = None) -> list[str]:
         return self.model.predict(None, data, params)
@@ -40,11 +41,12 @@ class CheckpointChat:
 def open_chat_model(ref: str, params: Params) -> Any:
     """Something with `.predict(DataFrame, params=)`: a loaded pyfunc, or a checkpoint wrapped alike."""
     if Path(ref).is_dir():
-        from janus_align.train.recipe import read_train_record
+        from janus_align.models.train_record import find_train_record
 
         if not (Path(ref) / "config.json").is_file():
             raise JanusError(f"{ref}: not a checkpoint directory (no config.json)")
-        return CheckpointChat(Path(ref), read_train_record(Path(ref)).get("prompt_format", params.model.prompt_format))
+        record = find_train_record(ref)  # none: an untrained checkpoint (the base), params' format
+        return CheckpointChat(Path(ref), record.prompt_format if record else params.model.prompt_format, params)
     if not ref.startswith(URI_SCHEMES):
         raise JanusError(
             f"--model {ref!r}: neither a checkpoint directory nor an MLflow model URI (models:/NAME@ALIAS)"

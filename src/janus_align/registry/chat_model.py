@@ -9,6 +9,16 @@ Input (signature): a column `messages`, each row a list of {role, content} (syst
 optional). Output: the answer text per row. Params: max_new_tokens, temperature (0 = greedy),
 top_p, repetition_penalty, seed.
 
+Where its settings come from (params.yaml, no key of its own): the model computes in
+`generate.dtype` and batches `generate.batch_size` rows, the settings the generate stage scores
+a candidate with, recorded into the logged model's config when it is logged (`serving_config`),
+so a served model runs as it was scored and a later params.yaml does not change a logged one.
+The weights are stored in `mlflow.log_model_dtype` (bf16 halves them) and cast on load. The
+request params' defaults (`DEFAULT_PARAMS`: greedy, 128 new tokens, seed 0) are the serving
+API's contract, not a pipeline setting: each request may set them, and greedy by default makes
+one question get one answer (`janus chat` from a checkpoint and from the registry alike).
+`generate.sampling` is the bench's sampling, which a chat caller passes explicitly if wanted.
+
     model = mlflow.pyfunc.load_model("models:/janus@champion")
     model.predict(pd.DataFrame({"messages": [[{"role": "system", "content": "Be terse."},
                                               {"role": "user", "content": "What is DVC?"}]]}),
@@ -27,15 +37,18 @@ from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
+from mlflow.pyfunc import PythonModel
 
 import janus_align
-from janus_align.config.schema import LLMConfig, MlflowConfig, Sampling
+from janus_align.config import Params
+from janus_align.config.schema import LLMConfig, Sampling
 
 # MLflow warns, when the class below is defined, that predict() has no type hints; the explicit
 # signature logged with the model is the contract (hints would make MLflow re-derive one).
 warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method.*", category=UserWarning)
 
 CHECKPOINT_ARTIFACT = "checkpoint"
+SERVING_KEYS = ("prompt_format", "dtype", "batch_size")  # what `serving_config` records
 DEFAULT_PARAMS: dict[str, Any] = {
     "max_new_tokens": 128,
     "temperature": 0.0,
@@ -87,7 +100,7 @@ def _messages(value: Any) -> tuple[dict[str, str], ...]:
     return tuple(messages)
 
 
-class JanusChatModel(mlflow.pyfunc.PythonModel):
+class JanusChatModel(PythonModel):
     """Answer chat messages with a checkpoint through the project's LLM engine (no disk cache)."""
 
     def load_context(self, context: Any) -> None:
@@ -98,15 +111,18 @@ class JanusChatModel(mlflow.pyfunc.PythonModel):
         from janus_align.llm.engine import LLMEngine
         from janus_align.llm.transformers_backend import TransformersBackend
 
-        llm = LLMConfig(dtype=config.get("dtype", "float32"), batch_size=int(config.get("batch_size", 8)))
-        backend = TransformersBackend(checkpoint, llm, config.get("prompt_format", "chat_template"))
+        missing = [key for key in SERVING_KEYS if key not in config]
+        if missing:
+            raise ValueError(f"{checkpoint}: the chat model's config lacks {missing} (see serving_config)")
+        llm = LLMConfig(dtype=config["dtype"], batch_size=int(config["batch_size"]))
+        backend = TransformersBackend(checkpoint, llm, config["prompt_format"])
         self.engine = LLMEngine(backend, RequestCache(":memory:"))
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, prompt_format: str, dtype: str = "float32") -> JanusChatModel:
+    def from_checkpoint(cls, path: str | Path, prompt_format: str, params: Params) -> JanusChatModel:
         """The same model straight from a checkpoint directory (`janus chat --model DIR`)."""
         model = cls()
-        model._open(path, {"prompt_format": prompt_format, "dtype": dtype})
+        model._open(path, serving_config(params, prompt_format))
         return model
 
     # No type hints here on purpose: MLflow reads them as a signature and warns that they are
@@ -161,20 +177,26 @@ def _stage(checkpoint: Path, dtype: str, into: Path) -> Path:
                 except OSError:
                     shutil.copy2(file, staged / file.name)
         return staged
-    from janus_align.models.checkpoint import DTYPES, load_causal_lm, load_tokenizer
+    from janus_align.models.checkpoint import load_causal_lm, load_tokenizer
 
-    load_causal_lm(checkpoint).to(DTYPES[dtype]).save_pretrained(staged)
+    load_causal_lm(checkpoint, dtype).save_pretrained(staged)
     load_tokenizer(checkpoint).save_pretrained(staged)
     return staged
 
 
-def log_chat_model(checkpoint: str | Path, prompt_format: str, mlflow_config: MlflowConfig, name: str = "model") -> str:
+def serving_config(params: Params, prompt_format: str) -> dict[str, Any]:
+    """What the chat model runs with: the generate stage's dtype and batch size (module docstring)."""
+    return {"prompt_format": prompt_format, "dtype": params.generate.dtype, "batch_size": params.generate.batch_size}
+
+
+def log_chat_model(checkpoint: str | Path, prompt_format: str, params: Params, name: str = "model") -> str:
     """Log a checkpoint into the active run as a JanusChatModel; return its model URI.
 
     The weights are logged in `mlflow.log_model_dtype` (bf16 halves them) and only the merged
-    checkpoint, not the adapter copy beside it.
+    checkpoint, not the adapter copy beside it; `serving_config` goes into the model's config.
     """
     checkpoint = Path(checkpoint)
+    mlflow_config = params.mlflow
     package = Path(janus_align.__file__).parent
     with tempfile.TemporaryDirectory(dir=checkpoint.parent, prefix=".mlflow-stage-") as tmp, warnings.catch_warnings():
         # MLflow asks for predict() type hints and an input example; the explicit signature is the
@@ -185,7 +207,7 @@ def log_chat_model(checkpoint: str | Path, prompt_format: str, mlflow_config: Ml
             name=name,
             python_model=str(Path(__file__).with_name("chat_model_code.py")),
             artifacts={CHECKPOINT_ARTIFACT: str(staged)},
-            model_config={"prompt_format": prompt_format, "dtype": mlflow_config.log_model_dtype, "batch_size": 8},
+            model_config=serving_config(params, prompt_format),
             signature=chat_signature(),
             pip_requirements=requirements(),
             code_paths=[str(package)],

@@ -21,8 +21,8 @@ from typing import Any
 from janus_align import paths
 from janus_align.config import Params
 from janus_align.errors import JanusError
+from janus_align.models.train_record import TrainRecord, find_train_record, read_train_record
 from janus_align.records import write_json
-from janus_align.train.recipe import read_train_record
 
 LEADERBOARD = paths.METRICS / "leaderboard.json"
 REGISTER_METRICS = paths.METRICS / "register.json"
@@ -60,8 +60,8 @@ def pick_winner(models: dict[str, dict[str, Any]], source: Path = LEADERBOARD) -
     """(name, leaderboard entry, bench average) of the best trained chat model."""
     scored = []
     for name, entry in models.items():
-        record = read_train_record(paths.model_dir(name))
-        if not record or record.get("kind") == "reward":
+        record = find_train_record(paths.model_dir(name))
+        if record is None or record.kind == "reward":
             continue  # the base, API models and the reward model are not registry candidates
         if isinstance(entry, dict) and entry.get("overall") is None and "overall" in entry:
             continue  # every answer unscored: the model has no bench average to compete with
@@ -86,9 +86,7 @@ def _current(client: Any, name: str, alias: str) -> Any:
         return None
 
 
-def _tags(
-    candidate: str, entry: dict[str, Any], score: float, record: dict[str, Any], params: Params
-) -> dict[str, str]:
+def _tags(candidate: str, entry: dict[str, Any], score: float, record: TrainRecord, params: Params) -> dict[str, str]:
     from janus_align.tracking import data_version, git_commit
 
     tags = {
@@ -96,10 +94,10 @@ def _tags(
         "candidate": candidate,
         "data_version": data_version(),
         "git_commit": git_commit(),
-        "run_id": str(record.get("run_id") or ""),
+        "run_id": record.run_id or "",
         "profile": params.profile,
         "base_model": params.model.base,
-        "prompt_format": str(record.get("prompt_format", params.model.prompt_format)),
+        "prompt_format": record.prompt_format,
     }
     for dimension, value in (entry.get("per_dimension") or {}).items():
         try:
@@ -109,11 +107,11 @@ def _tags(
     return tags
 
 
-def _model_uri(candidate: str, record: dict[str, Any], params: Params) -> str:
+def _model_uri(candidate: str, record: TrainRecord, params: Params) -> str:
     """The training run's logged model; logged now (in the register run) if it has none or it is gone."""
     import mlflow
 
-    uri = record.get("model_uri")
+    uri = record.model_uri
     if uri:
         try:
             mlflow.get_logged_model(uri.removeprefix("models:/"))
@@ -122,8 +120,7 @@ def _model_uri(candidate: str, record: dict[str, Any], params: Params) -> str:
             pass
     from janus_align.registry.chat_model import log_chat_model
 
-    prompt_format = record.get("prompt_format", params.model.prompt_format)
-    return log_chat_model(paths.model_dir(candidate), prompt_format, params.mlflow, name=f"{candidate}-model")
+    return log_chat_model(paths.model_dir(candidate), record.prompt_format, params, name=f"{candidate}-model")
 
 
 def register(params: Params, leaderboard: Path = LEADERBOARD) -> dict[str, Any]:
@@ -149,8 +146,8 @@ def register(params: Params, leaderboard: Path = LEADERBOARD) -> dict[str, Any]:
     client.update_model_version(
         name,
         version.version,
-        description=f"{candidate} ({record.get('stage', 'train_' + candidate)}, profile {params.profile}): "
-        f"bench average {score:.4g}; trained from {record.get('start_from', '?')}.",
+        description=f"{candidate} ({record.stage or 'train_' + candidate}, profile {params.profile}): "
+        f"bench average {score:.4g}; trained from {record.start_from}.",
     )
     champion_score = _champion_score(champion)
     promoted = champion is None or champion_score is None or score > champion_score
@@ -162,7 +159,7 @@ def register(params: Params, leaderboard: Path = LEADERBOARD) -> dict[str, Any]:
         client.set_registered_model_alias(name, CHAMPION, version.version)
     else:
         client.set_registered_model_alias(name, CHALLENGER, version.version)
-    result = {
+    result: dict[str, Any] = {
         "name": name,
         "version": int(version.version),
         "candidate": candidate,

@@ -228,7 +228,7 @@ def to_datasets(
     **flags: bool,
 ) -> tuple[Any, Any]:
     """(train, eval) datasets of a split, as `to_dataset` (eval is None without held-out rows)."""
-    return tuple(to_dataset(rows, kind, tokenizer, prompt_format, **flags) for rows in (split.train, split.eval))  # type: ignore[return-value]
+    return tuple(to_dataset(rows, kind, tokenizer, prompt_format, **flags) for rows in (split.train, split.eval))
 
 
 def frame(rows: list[dict[str, Any]]) -> Any:

@@ -52,16 +52,14 @@ def log_split(split: SplitRows) -> None:
     if not _active():
         return
     import mlflow
-    import mlflow.data
+    from mlflow.data.pandas_dataset import from_pandas
 
     for context, rows in (("training", split.train), ("evaluation", split.eval)):
         if rows:
             with warnings.catch_warnings():
                 # A local path matches two equivalent local source types; MLflow picks one and warns.
                 warnings.simplefilter("ignore", UserWarning)
-                dataset = mlflow.data.from_pandas(
-                    frame(rows), source=str(split.directory), name=f"{split.name}-{context}"
-                )
+                dataset = from_pandas(frame(rows), source=str(split.directory), name=f"{split.name}-{context}")
             mlflow.log_input(dataset, context=context)
 
 

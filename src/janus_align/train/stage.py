@@ -11,10 +11,10 @@ from typing import Any
 
 from janus_align import paths
 from janus_align.config import Params
+from janus_align.models.train_record import read_train_record, write_train_record
 from janus_align.train import launch
 from janus_align.train.datasets import load_split
 from janus_align.train.mlflow_logging import log_split
-from janus_align.train.recipe import read_train_record, write_train_record
 
 
 def run_training_stage(
@@ -43,17 +43,17 @@ def run_training_stage(
         train(params)
     train_s = time.perf_counter() - started
     out = paths.model_dir(model_name)
-    record = read_train_record(out)
     run = mlflow.active_run()
-    record.update(stage=stage, run_id=run.info.run_id if run else None, train_wall_s=round(train_s, 2))
+    record = read_train_record(out).model_copy(
+        update={"stage": stage, "run_id": run.info.run_id if run else None, "train_wall_s": round(train_s, 2)}
+    )
     if chat_model and run is not None and params.mlflow.log_trained_models:
         from janus_align.registry.chat_model import log_chat_model
 
-        record["model_uri"] = log_chat_model(out, params.model.prompt_format, params.mlflow)
+        record = record.model_copy(update={"model_uri": log_chat_model(out, record.prompt_format, params)})
     write_train_record(out, record)
     if run is not None:
-        final = {f"final/{k}": v for k, v in record.get("metrics", {}).items() if isinstance(v, (int, float))}
-        mlflow.log_metrics({**final, "train_wall_s": train_s})
-    metrics = ", ".join(f"{k} {v:.4g}" for k, v in record.get("metrics", {}).items() if isinstance(v, float))
+        mlflow.log_metrics({**{f"final/{k}": v for k, v in record.metrics.items()}, "train_wall_s": train_s})
+    metrics = ", ".join(f"{k} {v:.4g}" for k, v in record.metrics.items() if isinstance(v, float))
     print(f"{stage}: {out} ({metrics}; {train_s:.0f} s)")
     return out

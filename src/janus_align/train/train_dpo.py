@@ -7,31 +7,32 @@ project's prompt format; the loss covers the chosen and rejected answers only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from janus_align import paths
 from janus_align.config import Params
 from janus_align.models.checkpoint import load_tokenizer
+from janus_align.train.checkpoints import load_model, require_checkpoint
 from janus_align.train.datasets import SplitRows, to_datasets
-from janus_align.train.mlflow_logging import MlflowStepLogger, log_trainer_config
-from janus_align.train.recipe import (
-    RecipeSettings,
-    load_model,
-    peft_config,
-    require_checkpoint,
-    train_recipe,
-    training_args,
-)
+from janus_align.train.run_recipe import BuiltTrainer, train_recipe
+from janus_align.train.settings import RecipeSettings
 from janus_align.train.stage import run_training_stage
+from janus_align.train.trl_arguments import peft_config, training_args
 
 START_FROM = paths.model_dir("sft_small")
 
 
 def build_trainer(
-    params: Params, settings: RecipeSettings, split: SplitRows, start_from: Path, output_dir: str | Path
-) -> tuple[Any, Any]:
-    """(DPOTrainer, tokenizer) for one DPO run."""
+    params: Params,
+    settings: RecipeSettings,
+    split: SplitRows,
+    start_from: Path,
+    output_dir: str | Path,
+    callbacks: Sequence[Any] = (),
+) -> BuiltTrainer:
+    """The DPOTrainer for one DPO run."""
     from trl import DPOConfig, DPOTrainer
 
     tokenizer = load_tokenizer(start_from, padding_side="right")
@@ -49,10 +50,9 @@ def build_trainer(
         eval_dataset=eval_set,
         processing_class=tokenizer,
         peft_config=peft_config(settings),
-        callbacks=[MlflowStepLogger()],
+        callbacks=list(callbacks),
     )
-    log_trainer_config("dpo", config, settings.as_dict())
-    return trainer, tokenizer
+    return BuiltTrainer(trainer, tokenizer, tokenizer.chat_template)
 
 
 def train(params: Params) -> dict[str, Any]:

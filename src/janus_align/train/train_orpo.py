@@ -10,24 +10,22 @@ training sees exactly the tokens inference sends. `train.orpo.beta` is the paper
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+from transformers import PreTrainedTokenizerBase
 
 from janus_align import paths
 from janus_align.config import Params
 from janus_align.models.checkpoint import load_tokenizer
-from janus_align.models.prompt_format import encode_prompt
+from janus_align.models.prompt_format import PromptFormat, encode_prompt
+from janus_align.train.checkpoints import load_model, require_checkpoint
 from janus_align.train.datasets import SplitRows, to_datasets
-from janus_align.train.mlflow_logging import MlflowStepLogger, log_trainer_config
-from janus_align.train.recipe import (
-    RecipeSettings,
-    load_model,
-    peft_config,
-    require_checkpoint,
-    train_recipe,
-    training_args,
-)
+from janus_align.train.run_recipe import BuiltTrainer, train_recipe
+from janus_align.train.settings import RecipeSettings
 from janus_align.train.stage import run_training_stage
+from janus_align.train.trl_arguments import peft_config, training_args
 
 TOKEN_COLUMNS = (
     "prompt_input_ids",
@@ -41,15 +39,16 @@ TOKEN_COLUMNS = (
 )
 
 
-def orpo_trainer_class(prompt_format: str) -> type:
+def orpo_trainer_class(prompt_format: PromptFormat) -> type:
     """ORPOTrainer whose rows start with BOS only when the inference encoding of the prompt does."""
     from trl.experimental.orpo import ORPOTrainer
 
     class BosFaithfulORPOTrainer(ORPOTrainer):
         def tokenize_row(self, feature: dict[str, Any], model: Any = None) -> dict[str, Any]:
             batch = super().tokenize_row(feature, model)
-            bos = self.processing_class.bos_token_id
-            expected = encode_prompt(self.processing_class, feature["prompt"], prompt_format)
+            tokenizer = cast(PreTrainedTokenizerBase, self.processing_class)  # ORPO takes text rows
+            bos = tokenizer.bos_token_id
+            expected = encode_prompt(tokenizer, feature["prompt"], prompt_format)
             if bos is not None and batch["prompt_input_ids"][:1] == [bos] and expected[:1] != [bos]:
                 for column in TOKEN_COLUMNS:
                     batch[column] = batch[column][1:]
@@ -59,9 +58,14 @@ def orpo_trainer_class(prompt_format: str) -> type:
 
 
 def build_trainer(
-    params: Params, settings: RecipeSettings, split: SplitRows, start_from: Path, output_dir: str | Path
-) -> tuple[Any, Any]:
-    """(ORPOTrainer, tokenizer) for one ORPO run."""
+    params: Params,
+    settings: RecipeSettings,
+    split: SplitRows,
+    start_from: Path,
+    output_dir: str | Path,
+    callbacks: Sequence[Any] = (),
+) -> BuiltTrainer:
+    """The ORPOTrainer for one ORPO run."""
     from trl.experimental.orpo import ORPOConfig
 
     prompt_format = params.model.prompt_format
@@ -81,10 +85,9 @@ def build_trainer(
         eval_dataset=eval_set,
         processing_class=tokenizer,
         peft_config=peft_config(settings),
-        callbacks=[MlflowStepLogger()],
+        callbacks=list(callbacks),
     )
-    log_trainer_config("orpo", config, settings.as_dict())
-    return trainer, tokenizer
+    return BuiltTrainer(trainer, tokenizer, tokenizer.chat_template)
 
 
 def train(params: Params) -> dict[str, Any]:

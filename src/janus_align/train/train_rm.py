@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +20,12 @@ from janus_align import paths
 from janus_align.config import Params
 from janus_align.models.checkpoint import load_tokenizer
 from janus_align.train import train_sft
+from janus_align.train.checkpoints import load_model, require_checkpoint
 from janus_align.train.datasets import SplitRows, load_split, to_datasets
-from janus_align.train.mlflow_logging import MlflowStepLogger, log_trainer_config
-from janus_align.train.recipe import (
-    RecipeSettings,
-    is_main_process,
-    load_model,
-    peft_config,
-    require_checkpoint,
-    resolve,
-    train_recipe,
-    training_args,
-)
+from janus_align.train.run_recipe import BuiltTrainer, fit, is_main_process, train_recipe
+from janus_align.train.settings import RecipeSettings, resolve
 from janus_align.train.stage import run_training_stage
+from janus_align.train.trl_arguments import peft_config, training_args
 
 INIT_DIR = paths.MODELS / "rm.init"
 
@@ -42,13 +36,18 @@ def train_init(params: Params) -> dict[str, Any]:
     once the reward model is trained (its training curve is logged)."""
     settings = dataclasses.replace(resolve(params, "sft"), epochs=1.0)
     split = load_split("sft", 0.0, params.seed)
-    return train_sft.fit(params, settings, split, INIT_DIR, metric_prefix="init_sft/")
+    return fit(params, settings, split, train_sft.build_trainer, paths.BASE_MODEL, INIT_DIR, metric_prefix="init_sft/")
 
 
 def build_trainer(
-    params: Params, settings: RecipeSettings, split: SplitRows, start_from: Path, output_dir: str | Path
-) -> tuple[Any, Any]:
-    """(RewardTrainer, tokenizer) for the reward model."""
+    params: Params,
+    settings: RecipeSettings,
+    split: SplitRows,
+    start_from: Path,
+    output_dir: str | Path,
+    callbacks: Sequence[Any] = (),
+) -> BuiltTrainer:
+    """The RewardTrainer for the reward model."""
     from trl import RewardConfig, RewardTrainer
 
     tokenizer = load_tokenizer(start_from, padding_side="right")
@@ -63,21 +62,21 @@ def build_trainer(
         eval_dataset=eval_set,
         processing_class=tokenizer,
         peft_config=peft_config(settings, task_type="SEQ_CLS"),
-        callbacks=[MlflowStepLogger()],
+        callbacks=list(callbacks),
     )
-    log_trainer_config("rm", config, settings.as_dict())
-    return trainer, tokenizer
+    return BuiltTrainer(trainer, tokenizer, tokenizer.chat_template)
 
 
 def train(params: Params) -> dict[str, Any]:
     require_checkpoint(paths.BASE_MODEL, "prepare_model")
     init_metrics = train_init(params)
     record = {
-        "kind": "reward",
         "init_metrics": init_metrics,
         "start_from": f"1-epoch SFT of {paths.BASE_MODEL} on the sft split (not kept)",
     }
-    metrics = train_recipe(params, "rm", build_trainer, require_checkpoint(INIT_DIR, "train_rm"), "reward", record)
+    metrics = train_recipe(
+        params, "rm", build_trainer, require_checkpoint(INIT_DIR, "train_rm"), "reward", record=record
+    )
     if is_main_process():
         shutil.rmtree(INIT_DIR, ignore_errors=True)
     return metrics

@@ -38,7 +38,7 @@ from janus_align.config import Params
 from janus_align.errors import JanusError
 from janus_align.records import write_json
 from janus_align.train.datasets import SplitRows, load_split, split_files
-from janus_align.train.recipe import BEST_PARAMS, resolve
+from janus_align.train.settings import BEST_PARAMS, RecipeSettings, resolve
 
 TUNE_METRICS = paths.METRICS / "tune.json"
 PARENT_RUN_ENV = "JANUS_TUNE_PARENT_RUN_ID"
@@ -168,15 +168,18 @@ def objective(trial: Any, params: Params, split: SplitRows, worker: int = 0) -> 
     return value
 
 
-def _trial_value(trial: Any, params: Params, settings: Any, split: SplitRows) -> float:
+def _trial_value(trial: Any, params: Params, settings: RecipeSettings, split: SplitRows) -> float:
     """The held-out loss, or minus the bench score of the trial's model (`tune.objective`)."""
     import mlflow
 
-    from janus_align.train.train_sft import fit
+    from janus_align.train.checkpoints import require_checkpoint
+    from janus_align.train.run_recipe import fit
+    from janus_align.train.train_sft import build_trainer
 
+    base = require_checkpoint(paths.BASE_MODEL, "prepare_model")
     callbacks = [PruneOnEvalLoss(trial)]
     if params.tune.objective == "eval_loss":
-        loss = _held_out_loss(fit(params, settings, split, out=None, callbacks=callbacks))
+        loss = _held_out_loss(fit(params, settings, split, build_trainer, base, out=None, callbacks=callbacks))
         trial.set_user_attr("eval_loss", loss)
         return loss
     from janus_align.evaluate.bench_score import bench_score
@@ -184,7 +187,8 @@ def _trial_value(trial: Any, params: Params, settings: Any, split: SplitRows) ->
     with tempfile.TemporaryDirectory(prefix="janus-trial-") as scratch:
         checkpoint = Path(scratch) / "model"
         trial.set_user_attr(
-            "eval_loss", _held_out_loss(fit(params, settings, split, out=checkpoint, callbacks=callbacks))
+            "eval_loss",
+            _held_out_loss(fit(params, settings, split, build_trainer, base, checkpoint, callbacks=callbacks)),
         )
         score = bench_score(params, checkpoint, f"trial-{trial.number}")
     if score is None:
