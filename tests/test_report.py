@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench_samples import official_rows, set_params, write_jsonl
+from bench_samples import judgment, official_rows, set_params, write_jsonl
 from conftest import make_project, run_janus
 from janus_align.bench.schema import bench_item
 from janus_align.config import Params
@@ -23,24 +23,12 @@ VERDICTS = {
 }
 
 
-def _judgments(model: str) -> list[dict]:
-    rows = []
-    for n, verdict in enumerate(VERDICTS[model]):
-        for rubric in range(4):
-            rows.append(
-                {
-                    "id": f"bench-{n}",
-                    "model": model,
-                    "rubric_index": rubric,
-                    "repeat": 0,
-                    "verdict": verdict,
-                    "feedback": f"feedback {model} {n} {rubric}",
-                    "raw": "...",
-                    "judge_model": "judge@test",
-                    "call_failed": False,
-                }
-            )
-    return rows
+def _judgments(model: str) -> list:
+    return [
+        judgment(f"bench-{n}", rubric, verdict, model=model, feedback=f"feedback {model} {n} {rubric}", raw="...")
+        for n, verdict in enumerate(VERDICTS[model])
+        for rubric in range(4)
+    ]
 
 
 def _responses(model: str) -> list[dict]:
@@ -95,7 +83,7 @@ def test_report_stage_writes_leaderboard_plots_html_and_one_mlflow_run_per_model
     set_params(project, "generate", candidates=list(VERDICTS))
     write_jsonl(project / "artifacts/bench/bench.jsonl", official_rows(5))
     for model in VERDICTS:
-        write_jsonl(project / f"artifacts/eval/judgments/{model}.jsonl", _judgments(model))
+        write_jsonl(project / f"artifacts/eval/judgments/{model}.jsonl", [j.model_dump() for j in _judgments(model)])
         write_jsonl(project / f"artifacts/eval/responses/{model}.jsonl", _responses(model))
     done = run_janus(project, "report", timeout=300)
     assert "report alpha: 4.000" in done.stdout and "unscored 4/20 (20.0%)" in done.stdout

@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench_samples import official_rows
+from bench_samples import judgment, official_rows
 from janus_align.bench.schema import bench_item
 from janus_align.evaluate import scoring
 from janus_align.evaluate.responses import Response
 
 
-def _j(item_id: str, rubric: int, verdict: int | None, repeat: int = 0) -> dict:
-    return {"id": item_id, "rubric_index": rubric, "repeat": repeat, "verdict": verdict}
+_j = judgment
 
 
 @pytest.fixture

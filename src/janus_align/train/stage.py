@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from janus_align import paths
+from janus_align import paths, tracking
 from janus_align.config import Params
 from janus_align.train import launch
 from janus_align.train.datasets import load_split
@@ -52,8 +52,7 @@ def run_training_stage(
         record["model_uri"] = log_chat_model(out, params.model.prompt_format, params.mlflow)
     write_train_record(out, record)
     if run is not None:
-        final = {f"final/{k}": v for k, v in record.get("metrics", {}).items() if isinstance(v, (int, float))}
-        mlflow.log_metrics({**final, "train_wall_s": train_s})
+        mlflow.log_metrics({**tracking.metrics(record.get("metrics", {}), "final/"), "train_wall_s": train_s})
     metrics = ", ".join(f"{k} {v:.4g}" for k, v in record.get("metrics", {}).items() if isinstance(v, float))
     print(f"{stage}: {out} ({metrics}; {train_s:.0f} s)")
     return out
