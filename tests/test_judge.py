@@ -27,10 +27,13 @@ from janus_align.evaluate.judge import candidate_names
 from janus_align.evaluate.judge_prompt import JUDGE_SYSTEM, judge_instruction, render_judge_prompt
 from janus_align.evaluate.judging import judge_candidates
 from janus_align.evaluate.official_evaluation import official_evaluation
-from janus_align.evaluate.responses import Response
-from janus_align.evaluate.verdicts import feedback_of, parse_verdict
+from janus_align.evaluate.responses import Response, load_responses
+from janus_align.evaluate.rows import Judgment
 from janus_align.evaluate.seeding import derive_seed
+from janus_align.evaluate.verdicts import feedback_of, parse_verdict
 from janus_align.llm import open_engine
+from janus_align.records import read_rows
+from janus_align.records import write_jsonl as write_jsonl_rows
 from loopback_server import Fault, LoopbackServer
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -241,7 +244,9 @@ def test_judge_calls_answered_with_500_neither_crash_nor_score_zero(tmp_path):
         ]
         for prompt in first_prompts:
             server.script(*[Fault.status_code(500)] * 3, prompt=prompt)
-        rows = judge_candidates(_judge_engine(server.base_url, tmp_path), items, {"m": responses}, _judge_config(), 7)["m"]
+        rows = judge_candidates(_judge_engine(server.base_url, tmp_path), items, {"m": responses}, _judge_config(), 7)[
+            "m"
+        ]
     failed = [r for r in rows if r.id == items[0].id]
     assert all(r.verdict is None and r.call_failed and "500" in r.error for r in failed)
     assert all(r.verdict == 4 for r in rows if r.id == items[1].id)
@@ -296,6 +301,30 @@ def test_failed_generations_are_not_judged_and_count_as_unscored(tmp_path):
     assert all(r.error == "generation failed: APIError" for r in skipped)
 
 
+def test_a_responses_file_with_a_renamed_key_fails_naming_its_file_and_line(tmp_path):
+    """`response` renamed to `output`: an error naming file:line (or the official file's id), not
+    an item silently left unjudged as "no response"."""
+    ours = write_jsonl(
+        tmp_path / "base.jsonl",
+        [{"id": "a", "model": "base", "response": "hi", "error": None}, {"id": "b", "model": "base", "output": "hi"}],
+    )
+    with pytest.raises(JanusError, match=r"base\.jsonl:2: (response|output)"):
+        load_responses(ours)
+    official = tmp_path / "gpt_responses.json"
+    official.write_text(json.dumps({"a": {"response": "hello"}, "b": {"output": "hello", "reward": 0.5}}))
+    with pytest.raises(JanusError, match=r"gpt_responses\.json: id 'b': response: Field required"):
+        load_responses(official)
+
+
+def test_judgments_are_written_and_read_back_as_typed_rows(tmp_path):
+    items = _items(1)
+    responses = {items[0].id: Response(items[0].id, "GOOD-RESPONSE")}
+    with LoopbackServer(answer=_scripted_answer) as server:
+        rows = judge_candidates(_judge_engine(server.base_url, tmp_path), items, {"m": responses}, _judge_config(), 7)
+    written = write_jsonl_rows(tmp_path / "m.jsonl", rows["m"])
+    assert written == 4 and read_rows(tmp_path / "m.jsonl", Judgment) == rows["m"]
+
+
 # ------------------------------------------------------------------------------------------
 # Every candidate in one batch
 
@@ -338,9 +367,9 @@ def test_every_candidate_is_judged_in_one_engine_call_per_attempt_as_if_alone(tm
         engine = _Recording(_judge_engine(server.base_url, tmp_path / "together"))
         together = judge_candidates(engine, items, candidates, config, seed=7)
         alone = {
-            name: judge_candidates(_judge_engine(server.base_url, tmp_path / name), items, {name: responses}, config, 7)[
-                name
-            ]
+            name: judge_candidates(
+                _judge_engine(server.base_url, tmp_path / name), items, {name: responses}, config, 7
+            )[name]
             for name, responses in candidates.items()
         }
     # The first ask of all 3 x 4 + 2 x 4 + 2 x 4 judged rubrics is one call; each verdict re-ask

@@ -41,7 +41,7 @@ REWARD_MODEL = "rm"
 def resolve_prompt_format(params: Params) -> PromptFormat:
     """`generate.prompt_format`, with `auto` meaning the format the models were trained with."""
     chosen = params.generate.prompt_format
-    return params.model.prompt_format if chosen == "auto" else chosen  # type: ignore[return-value]
+    return params.model.prompt_format if chosen == "auto" else chosen
 
 
 def candidate_config(params: Params, model: str) -> LLMConfig:
@@ -194,11 +194,13 @@ def response_rows(
     """
     best_of = params.generate.best_of
     checkpoint = require_reward_model(best_of)
-    picks = pick_best(items, results, best_of, checkpoint, params) if checkpoint else [(0, [None])] * len(items)
+    picks: list[tuple[int, list[float | None]]] = (
+        pick_best(items, results, best_of, checkpoint, params) if checkpoint else [(0, [None])] * len(items)
+    )
     rows = []
     for i, (item, (kept, rewards)) in enumerate(zip(items, picks)):
         result = results[i * best_of + kept]
-        best = {"best_of": best_of, "reward": rewards[kept], "rewards": rewards} if best_of > 1 else {}
+        scored = best_of > 1
         rows.append(
             ResponseRow(
                 id=item.id,
@@ -210,7 +212,9 @@ def response_rows(
                 prompt_format=prompt_format,
                 seed=derive_seed(params.seed, "generate", item.id, kept),
                 completion_tokens=result.completion_tokens,
-                **best,
+                best_of=best_of if scored else None,
+                reward=rewards[kept] if scored else None,
+                rewards=rewards if scored else None,
             )
         )
     return rows

@@ -37,7 +37,11 @@ from janus_align.records import write_json, write_jsonl
 
 def judge_metadata(engine: LLMEngine, params: Params) -> dict[str, Any]:
     """What every candidate's metrics record about the judge: its model id, repeats and usage."""
-    return {"judge_model": engine.model_id, "judge_repeats": params.judge.repeats, "judge_usage": engine.usage.as_dict()}
+    return {
+        "judge_model": engine.model_id,
+        "judge_repeats": params.judge.repeats,
+        "judge_usage": engine.usage.as_dict(),
+    }
 
 
 def write_outputs(

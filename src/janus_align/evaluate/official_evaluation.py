@@ -39,11 +39,11 @@ def official_evaluation(
             mean = means.get((item.id, index))
             score.append(int(mean) if mean is not None and float(mean).is_integer() else mean)
             per_repeat.append([r.verdict for r in rows])
-        row = item.official_row()
-        row.pop("id")
+        bench_row = item.official_row()
+        bench_row.pop("id")
         response = responses.get(item.id)
         out[item.id] = {
-            **row,
+            **bench_row,
             "response": response.response if response and response.error is None else None,
             "feedback": feedback,
             "score": score,

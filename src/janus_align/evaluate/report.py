@@ -59,7 +59,9 @@ def load_model_result(name: str, items: Sequence[BenchItem]) -> ModelResult:
     return ModelResult(name, read_rows(judgments_path, Judgment), load_responses(responses_path), items)
 
 
-def _ci(clusters: Mapping[str, Sequence[float]], config: ReportConfig, seed: int, *parts: object) -> dict[str, float | None]:
+def _ci(
+    clusters: Mapping[str, Sequence[float]], config: ReportConfig, seed: int, *parts: object
+) -> dict[str, float | None]:
     """The bootstrap interval over one group's items ({item id: its values}), seeded by what it is of."""
     low, high = scoring.cluster_bootstrap_ci(
         list(clusters.values()), config.bootstrap_samples, config.confidence, derive_seed(seed, *parts)
