@@ -64,3 +64,28 @@ def set_params(project: Path, section: str, **values: Any) -> None:
     params = yaml.safe_load(path.read_text())
     params[section].update(values)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def judgment(item_id: str, rubric: int, verdict: int | None, repeat: int = 0, **fields: Any) -> Any:
+    """A `Judgment` as the judge stage writes it, with the fields a scoring test does not care about filled in."""
+    from janus_align.evaluate.rows import Judgment
+
+    row: dict[str, Any] = {
+        "id": item_id,
+        "source": "AlpacaEval",
+        "model": "m",
+        "rubric_index": rubric,
+        "dimension": DIMENSIONS[rubric % len(DIMENSIONS)],
+        "repeat": repeat,
+        "verdict": verdict,
+        "feedback": "",
+        "raw": None if verdict is None else f"Feedback: ok [RESULT] {verdict}",
+        "error": None if verdict is not None else "no verdict in the judge's answer",
+        "call_failed": False,
+        "attempts": 1,
+        "seed": 0,
+        "judge_model": "judge@test",
+        "prompt_hash": "0" * 16,
+        "template_version": "test",
+    }
+    return Judgment(**{**row, **fields})

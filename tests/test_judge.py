@@ -23,20 +23,17 @@ from janus_align.config import LLMConfig, Params, Sampling
 from janus_align.config.schema import JudgeConfig
 from janus_align.errors import JanusError
 from janus_align.evaluate import judge, scoring
-from janus_align.evaluate.judge import (
-    JUDGE_SYSTEM,
-    candidate_names,
-    feedback_of,
-    judge_all,
-    judge_candidates,
-    judge_instruction,
-    official_evaluation,
-    parse_verdict,
-    render_judge_prompt,
-)
-from janus_align.evaluate.responses import Response
+from janus_align.evaluate.judge import candidate_names
+from janus_align.evaluate.judge_prompt import JUDGE_SYSTEM, judge_instruction, render_judge_prompt
+from janus_align.evaluate.judging import judge_candidates
+from janus_align.evaluate.official_evaluation import official_evaluation
+from janus_align.evaluate.responses import Response, load_responses
+from janus_align.evaluate.rows import Judgment
 from janus_align.evaluate.seeding import derive_seed
+from janus_align.evaluate.verdicts import feedback_of, parse_verdict
 from janus_align.llm import open_engine
+from janus_align.records import read_rows
+from janus_align.records import write_jsonl as write_jsonl_rows
 from loopback_server import Fault, LoopbackServer
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -219,14 +216,14 @@ def test_unparseable_verdicts_are_reasked_then_unscored_never_zero(tmp_path):
     }
     with LoopbackServer(answer=_scripted_answer) as server:
         engine = _judge_engine(server.base_url, tmp_path)
-        rows = judge_all(engine, items, responses, _judge_config(max_reasks=2), seed=7, model="m")
+        rows = judge_candidates(engine, items, {"m": responses}, _judge_config(max_reasks=2), seed=7)["m"]
         asked = server.count()
-    good = [r for r in rows if r["id"] == items[0].id]
-    bad = [r for r in rows if r["id"] == items[1].id]
-    assert [r["verdict"] for r in good] == [4, 4, 4, 4]
-    assert all(r["verdict"] is None and r["attempts"] == 3 for r in bad)  # 1 ask + 2 re-asks each
-    assert all("10 points" in r["raw"] and r["error"] == "no verdict in the judge's answer" for r in bad)
-    assert len({r["seed"] for r in bad}) == 4 and asked == 4 + 4 * 3
+    good = [r for r in rows if r.id == items[0].id]
+    bad = [r for r in rows if r.id == items[1].id]
+    assert [r.verdict for r in good] == [4, 4, 4, 4]
+    assert all(r.verdict is None and r.attempts == 3 for r in bad)  # 1 ask + 2 re-asks each
+    assert all("10 points" in r.raw and r.error == "no verdict in the judge's answer" for r in bad)
+    assert len({r.seed for r in bad}) == 4 and asked == 4 + 4 * 3
     summary = scoring.summarize(rows, items, responses)
     assert summary["overall"] == 4.0  # the unscored item is left out, not averaged in as 0
     assert summary["unscored"] == 4 and summary["unscored_rate"] == 0.5
@@ -247,10 +244,12 @@ def test_judge_calls_answered_with_500_neither_crash_nor_score_zero(tmp_path):
         ]
         for prompt in first_prompts:
             server.script(*[Fault.status_code(500)] * 3, prompt=prompt)
-        rows = judge_all(_judge_engine(server.base_url, tmp_path), items, responses, _judge_config(), 7, "m")
-    failed = [r for r in rows if r["id"] == items[0].id]
-    assert all(r["verdict"] is None and r["call_failed"] and "500" in r["error"] for r in failed)
-    assert all(r["verdict"] == 4 for r in rows if r["id"] == items[1].id)
+        rows = judge_candidates(_judge_engine(server.base_url, tmp_path), items, {"m": responses}, _judge_config(), 7)[
+            "m"
+        ]
+    failed = [r for r in rows if r.id == items[0].id]
+    assert all(r.verdict is None and r.call_failed and "500" in r.error for r in failed)
+    assert all(r.verdict == 4 for r in rows if r.id == items[1].id)
     summary = scoring.summarize(rows, items, responses)
     assert summary["overall"] == 4.0 and summary["failed_calls"] == 4 and summary["unscored"] == 4
 
@@ -279,11 +278,11 @@ def test_a_server_answering_non_json_bodies_leaves_every_verdict_unscored(tmp_pa
         items = _items(1)
         responses = {items[0].id: Response(items[0].id, "GOOD-RESPONSE")}
         engine = _judge_engine(f"http://127.0.0.1:{server.server_address[1]}/v1", tmp_path)
-        rows = judge_all(engine, items, responses, _judge_config(max_reasks=1), 7, "m")
+        rows = judge_candidates(engine, items, {"m": responses}, _judge_config(max_reasks=1), 7)["m"]
     finally:
         server.shutdown()
         server.server_close()
-    assert len(rows) == 4 and all(r["verdict"] is None for r in rows)
+    assert len(rows) == 4 and all(r.verdict is None for r in rows)
     assert scoring.summarize(rows, items, responses)["overall"] is None
 
 
@@ -294,11 +293,36 @@ def test_failed_generations_are_not_judged_and_count_as_unscored(tmp_path):
         items[1].id: Response(items[1].id, "", "APIError"),
     }
     with LoopbackServer(answer=_scripted_answer) as server:
-        rows = judge_all(_judge_engine(server.base_url, tmp_path), items, responses, _judge_config(repeats=2), 7, "m")
+        engine = _judge_engine(server.base_url, tmp_path)
+        rows = judge_candidates(engine, items, {"m": responses}, _judge_config(repeats=2), 7)["m"]
         assert server.count() == 4 * 2  # only the first item, twice
-    skipped = [r for r in rows if r["id"] == items[1].id]
-    assert len(skipped) == 8 and all(r["verdict"] is None and r["attempts"] == 0 for r in skipped)
-    assert all(r["error"] == "generation failed: APIError" for r in skipped)
+    skipped = [r for r in rows if r.id == items[1].id]
+    assert len(skipped) == 8 and all(r.verdict is None and r.attempts == 0 for r in skipped)
+    assert all(r.error == "generation failed: APIError" for r in skipped)
+
+
+def test_a_responses_file_with_a_renamed_key_fails_naming_its_file_and_line(tmp_path):
+    """`response` renamed to `output`: an error naming file:line (or the official file's id), not
+    an item silently left unjudged as "no response"."""
+    ours = write_jsonl(
+        tmp_path / "base.jsonl",
+        [{"id": "a", "model": "base", "response": "hi", "error": None}, {"id": "b", "model": "base", "output": "hi"}],
+    )
+    with pytest.raises(JanusError, match=r"base\.jsonl:2: (response|output)"):
+        load_responses(ours)
+    official = tmp_path / "gpt_responses.json"
+    official.write_text(json.dumps({"a": {"response": "hello"}, "b": {"output": "hello", "reward": 0.5}}))
+    with pytest.raises(JanusError, match=r"gpt_responses\.json: id 'b': response: Field required"):
+        load_responses(official)
+
+
+def test_judgments_are_written_and_read_back_as_typed_rows(tmp_path):
+    items = _items(1)
+    responses = {items[0].id: Response(items[0].id, "GOOD-RESPONSE")}
+    with LoopbackServer(answer=_scripted_answer) as server:
+        rows = judge_candidates(_judge_engine(server.base_url, tmp_path), items, {"m": responses}, _judge_config(), 7)
+    written = write_jsonl_rows(tmp_path / "m.jsonl", rows["m"])
+    assert written == 4 and read_rows(tmp_path / "m.jsonl", Judgment) == rows["m"]
 
 
 # ------------------------------------------------------------------------------------------
@@ -343,7 +367,9 @@ def test_every_candidate_is_judged_in_one_engine_call_per_attempt_as_if_alone(tm
         engine = _Recording(_judge_engine(server.base_url, tmp_path / "together"))
         together = judge_candidates(engine, items, candidates, config, seed=7)
         alone = {
-            name: judge_all(_judge_engine(server.base_url, tmp_path / name), items, responses, config, 7, name)
+            name: judge_candidates(
+                _judge_engine(server.base_url, tmp_path / name), items, {name: responses}, config, 7
+            )[name]
             for name, responses in candidates.items()
         }
     # The first ask of all 3 x 4 + 2 x 4 + 2 x 4 judged rubrics is one call; each verdict re-ask
@@ -352,17 +378,17 @@ def test_every_candidate_is_judged_in_one_engine_call_per_attempt_as_if_alone(tm
     for call, owners in zip(engine.calls, [{"a", "b", "ext"}, {"b", "ext"}, {"b", "ext"}]):
         assert {_answer_of(r).split(" of ")[1].split(" on ")[0] for r in call} == owners
     assert list(together) == ["a", "b", "ext"] and together == alone
-    assert all(row["model"] == name for name, rows in together.items() for row in rows)
+    assert all(row.model == name for name, rows in together.items() for row in rows)
     # Seeds do not depend on the candidate: (item, rubric, repeat, attempt) only.
     assert all(
-        row["seed"] == derive_seed(7, "judge", row["id"], row["rubric_index"], row["repeat"], row["attempts"] - 1)
+        row.seed == derive_seed(7, "judge", row.id, row.rubric_index, row.repeat, row.attempts - 1)
         for rows in together.values()
         for row in rows
-        if row["attempts"]
+        if row.attempts
     )
-    assert [r["verdict"] for r in together["b"]] == [4] * 4 + [None] * 8
-    assert [r["error"] for r in together["b"][8:]] == ["no response for this item"] * 4
-    assert [r["attempts"] for r in together["ext"]] == [3] * 4 + [0] * 4 + [1] * 4
+    assert [r.verdict for r in together["b"]] == [4] * 4 + [None] * 8
+    assert [r.error for r in together["b"][8:]] == ["no response for this item"] * 4
+    assert [r.attempts for r in together["ext"]] == [3] * 4 + [0] * 4 + [1] * 4
 
 
 def test_candidates_with_the_same_answer_share_one_request_each(tmp_path):
@@ -374,8 +400,10 @@ def test_candidates_with_the_same_answer_share_one_request_each(tmp_path):
         )
         asked = server.count()
     assert asked == 2 * 4  # not 2 x 2 x 4
-    assert [{**r, "model": "-"} for r in rows["a"]] == [{**r, "model": "-"} for r in rows["b"]]
-    assert all(r["verdict"] == 4 for r in rows["a"] + rows["b"])
+    assert [r.model_copy(update={"model": "-"}) for r in rows["a"]] == [
+        r.model_copy(update={"model": "-"}) for r in rows["b"]
+    ]
+    assert all(r.verdict == 4 for r in rows["a"] + rows["b"])
 
 
 def test_judge_cli_takes_any_number_of_models_and_defaults_to_every_candidate():

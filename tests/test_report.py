@@ -6,14 +6,18 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from bench_samples import official_rows, set_params, write_jsonl
+from bench_samples import judgment, official_rows, set_params, write_jsonl
 from conftest import make_project, run_janus
+from janus_align import tracking
 from janus_align.bench.schema import bench_item
 from janus_align.config import Params
-from janus_align.evaluate.report import ModelResult, leaderboard
+from janus_align.errors import JanusError
+from janus_align.evaluate.report import ModelResult, leaderboard, load_model_result
 from janus_align.evaluate.responses import Response
+from janus_align.evaluate.seeding import derive_seed
 
 # Per-item verdicts (the same for all 4 rubrics) of three models on 5 items.
 VERDICTS = {
@@ -23,24 +27,12 @@ VERDICTS = {
 }
 
 
-def _judgments(model: str) -> list[dict]:
-    rows = []
-    for n, verdict in enumerate(VERDICTS[model]):
-        for rubric in range(4):
-            rows.append(
-                {
-                    "id": f"bench-{n}",
-                    "model": model,
-                    "rubric_index": rubric,
-                    "repeat": 0,
-                    "verdict": verdict,
-                    "feedback": f"feedback {model} {n} {rubric}",
-                    "raw": "...",
-                    "judge_model": "judge@test",
-                    "call_failed": False,
-                }
-            )
-    return rows
+def _judgments(model: str) -> list:
+    return [
+        judgment(f"bench-{n}", rubric, verdict, model=model, feedback=f"feedback {model} {n} {rubric}", raw="...")
+        for n, verdict in enumerate(VERDICTS[model])
+        for rubric in range(4)
+    ]
 
 
 def _responses(model: str) -> list[dict]:
@@ -95,7 +87,7 @@ def test_report_stage_writes_leaderboard_plots_html_and_one_mlflow_run_per_model
     set_params(project, "generate", candidates=list(VERDICTS))
     write_jsonl(project / "artifacts/bench/bench.jsonl", official_rows(5))
     for model in VERDICTS:
-        write_jsonl(project / f"artifacts/eval/judgments/{model}.jsonl", _judgments(model))
+        write_jsonl(project / f"artifacts/eval/judgments/{model}.jsonl", [j.model_dump() for j in _judgments(model)])
         write_jsonl(project / f"artifacts/eval/responses/{model}.jsonl", _responses(model))
     done = run_janus(project, "report", timeout=300)
     assert "report alpha: 4.000" in done.stdout and "unscored 4/20 (20.0%)" in done.stdout
@@ -139,3 +131,52 @@ def test_report_stage_writes_leaderboard_plots_html_and_one_mlflow_run_per_model
     table = json.loads(Path(client.download_artifacts(alpha.info.run_id, "per_item.json", str(tmp_path))).read_text())
     assert {"prompt", "system", "response", "rubric_scores", "feedback"} <= set(table["columns"])
     assert len(table["data"]) == 5
+
+
+def test_every_interval_resamples_whole_items_so_correlated_rubrics_widen_it():
+    """Six items whose four rubrics all check `style` and agree within each item (5,5,5,5 or
+    1,1,1,1): resampling rubrics one by one would count 24 independent scores, resampling items
+    counts the 6 there are. The report's interval is the item (cluster) bootstrap, by hand here."""
+    rows = official_rows(6)
+    for row in rows:
+        row["preference_set"] = [{**entry, "dimension": "style"} for entry in row["preference_set"]]
+    items = [bench_item(row, "row", i) for i, row in enumerate(rows)]
+    verdicts = [5, 1, 5, 1, 5, 5]
+    judgments = [judgment(item.id, r, v, dimension="style") for item, v in zip(items, verdicts) for r in range(4)]
+    params = Params.model_validate({"report": {"bootstrap_samples": 2000, "confidence": 0.9}})
+    board = leaderboard([ModelResult("m", judgments, {i.id: Response(i.id, "x") for i in items}, items)], params)
+    ci = board["models"]["m"]["per_dimension_ci"]["style"]
+
+    def interval(values, seed):
+        rng = np.random.default_rng(seed)
+        means = np.asarray(values, dtype=float)[rng.integers(0, len(values), size=(2000, len(values)))].mean(axis=1)
+        return tuple(np.quantile(means, [0.05, 0.95]))
+
+    seed = derive_seed(params.seed, "bootstrap", "m", "dimension", "style")
+    by_item = interval([float(v) for v in verdicts], seed)  # each item's 4 equal rubric scores travel together
+    by_rubric = interval([float(v) for v in verdicts for _ in range(4)], seed)
+    assert (ci["ci_low"], ci["ci_high"]) == pytest.approx(by_item)
+    assert by_item[1] - by_item[0] > 1.5 * (by_rubric[1] - by_rubric[0])
+    # The overall interval, over the same items, is that same item bootstrap.
+    overall_seed = derive_seed(params.seed, "bootstrap", "m", "overall")
+    assert (board["models"]["m"]["ci_low"], board["models"]["m"]["ci_high"]) == pytest.approx(
+        interval([float(v) for v in verdicts], overall_seed)
+    )
+
+
+def test_a_judgments_file_with_a_renamed_key_fails_naming_its_file_and_line(tmp_path, monkeypatch):
+    """`verdict` renamed to `score`: an error naming file:line, not a file of unscored verdicts."""
+    monkeypatch.chdir(tmp_path)
+    items = [bench_item(row, "row", i) for i, row in enumerate(official_rows(2))]
+    rows = [j.model_dump() for j in _judgments("alpha")[:8]]
+    rows[5]["score"] = rows[5].pop("verdict")
+    write_jsonl(tmp_path / "artifacts/eval/judgments/alpha.jsonl", rows)
+    write_jsonl(tmp_path / "artifacts/eval/responses/alpha.jsonl", _responses("alpha")[:2])
+    with pytest.raises(JanusError, match=r"artifacts/eval/judgments/alpha\.jsonl:6: .*(verdict|score)"):
+        load_model_result("alpha", items)
+
+
+def test_mlflow_metrics_are_the_finite_numbers_of_the_flattened_entry():
+    entry = {"overall": 3.5, "judge_model": "j", "per_source": {"Alpha-nlg (art)": 4, "Koala": None}, "ok": True}
+    assert tracking.metrics(entry) == {"overall": 3.5, "per_source.Alpha-nlg _art_": 4.0}
+    assert tracking.metrics({"loss": float("nan"), "steps": 3}, "final/") == {"final/steps": 3.0}

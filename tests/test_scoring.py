@@ -5,14 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench_samples import official_rows
+from bench_samples import judgment, official_rows
 from janus_align.bench.schema import bench_item
 from janus_align.evaluate import scoring
 from janus_align.evaluate.responses import Response
 
-
-def _j(item_id: str, rubric: int, verdict: int | None, repeat: int = 0) -> dict:
-    return {"id": item_id, "rubric_index": rubric, "repeat": repeat, "verdict": verdict}
+_j = judgment
 
 
 @pytest.fixture
@@ -124,3 +122,14 @@ def test_win_tie_loss_counts_items_both_models_scored_with_ties_within_the_margi
     assert (loose["win"], loose["tie"], loose["loss"]) == (1, 2, 1)
     mirrored = scoring.win_tie_loss(b, a, margin=0.25)
     assert (mirrored["win"], mirrored["tie"], mirrored["loss"]) == (1, 2, 1)
+
+
+def test_cluster_bootstrap_draws_whole_items_and_takes_the_pooled_mean():
+    clusters = [[5.0, 5.0, 4.0], [1.0], [3.0, 2.0], []]  # the empty (unscored) item is left out
+    low, high = scoring.cluster_bootstrap_ci(clusters, samples=1000, confidence=0.9, seed=5)
+    rng = np.random.default_rng(5)
+    draws = rng.integers(0, 3, size=(1000, 3))
+    sums, counts = np.array([14.0, 1.0, 5.0]), np.array([3.0, 1.0, 2.0])
+    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    assert (low, high) == pytest.approx(tuple(np.quantile(means, [0.05, 0.95])))
+    assert scoring.cluster_bootstrap_ci([[], []], 10, 0.9, 0) == (None, None)

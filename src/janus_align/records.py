@@ -1,5 +1,10 @@
 """Reading and writing row files: JSONL (streamed), JSON (a list, or the official {id: row} map)
 and parquet, with errors that name the file and line. Every stage reads and writes through here.
+
+Rows that cross a stage boundary are pydantic models (`synth/rows.py`, `evaluate/rows.py`):
+`read_rows` validates each one, so a renamed, missing or mistyped key fails naming the file and
+line instead of reaching the next stage as a silent default; `write_jsonl` writes models and
+plain dicts alike.
 """
 
 from __future__ import annotations
@@ -8,11 +13,14 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from janus_align.errors import JanusError
 
 Row = dict[str, Any]
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class RecordError(JanusError, ValueError):
@@ -93,15 +101,37 @@ def read_records(path: str | Path) -> list[Row]:
     return list(iter_records(path))
 
 
-def write_jsonl(path: str | Path, rows: Iterable[Row]) -> int:
-    """Write rows atomically (temp file + rename): readers never see a half-written file."""
+def iter_rows(path: str | Path, model: type[ModelT]) -> Iterator[tuple[str, ModelT]]:
+    """(where, row as `model`) for each row of `iter_located`; a row that does not fit raises
+    RecordError naming the file, the line (or row or id) and the key."""
+    for where, raw in iter_located(path):
+        try:
+            yield where, model.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            key = ".".join(str(part) for part in first["loc"]) or "<row>"
+            raise RecordError(f"{where}: {key}: {first['msg']}") from None
+
+
+def read_rows(path: str | Path, model: type[ModelT]) -> list[ModelT]:
+    """Every row of a row file as `model`; a missing file or a bad row raises RecordError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecordError(f"{path}: not found (run the stage that writes it first)")
+    return [row for _, row in iter_rows(path, model)]
+
+
+def write_jsonl(path: str | Path, rows: Iterable[Row | BaseModel]) -> int:
+    """Write rows (dicts or pydantic models) atomically (temp file + rename): readers never see a
+    half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     count = 0
     with partial.open("w", encoding="utf-8") as handle:
         for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            plain = row.model_dump(mode="json") if isinstance(row, BaseModel) else row
+            handle.write(json.dumps(plain, ensure_ascii=False) + "\n")
             count += 1
     os.replace(partial, path)
     return count

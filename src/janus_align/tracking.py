@@ -3,35 +3,61 @@
 DVC runs each stage as its own process; they find their common parent run through the
 `JANUS_PIPELINE_ID` environment variable that `make repro` sets (a stage run by hand gets a
 parent of its own). Child runs carry the tags `stage`, `git_commit`, `data_version` and
-`profile`, and the flattened params.
+`profile`, and the flattened params; `flatten` and `metrics` turn nested dicts into the flat
+names MLflow logs, for every stage.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
+import re
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from janus_align.config import Params
 
 PIPELINE_ENV = "JANUS_PIPELINE_ID"
+_MLFLOW_NAME = re.compile(r"[^A-Za-z0-9_\-./ ]")
 
 
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}; lists become their string form."""
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested dict as MLflow's flat names: {"a": {"b": 1}} -> {"a.b": 1}.
+
+    The one flattener for params and metrics alike; names keep only the characters MLflow
+    accepts (others become `_`), so a group name such as `Alpha-nlg (art)` cannot fail a log call.
+
+    >>> flatten({"judge": {"repeats": 3}, "per_source": {"Alpha (art)": 4.0}}, "final/")
+    {'final/judge.repeats': 3, 'final/per_source.Alpha _art_': 4.0}
+    """
     flat: dict[str, Any] = {}
     for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
+        name = _MLFLOW_NAME.sub("_", f"{prefix}{key}")
+        if isinstance(value, Mapping):
             flat.update(flatten(value, f"{name}."))
         else:
             flat[name] = value
     return flat
+
+
+def metrics(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """The finite numbers of `flatten(tree, prefix)`, as floats, for mlflow.log_metrics.
+
+    Strings, booleans, None, NaN and infinities are left out: they are not measurements.
+
+    >>> metrics({"overall": 3.5, "model": "sft", "per_source": {"FLASK": 4, "Koala": None}})
+    {'overall': 3.5, 'per_source.FLASK': 4.0}
+    """
+    return {
+        name: float(value)
+        for name, value in flatten(tree, prefix).items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    }
 
 
 def git_commit() -> str:

@@ -27,12 +27,11 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from janus_align import paths
+from janus_align import paths, tracking
 from janus_align.bench import rubrics as rubric_prompts
 from janus_align.bench.schema import BENCH_FILE, BenchItem, Preference, Rubric, write_bench
 from janus_align.config import Params
 from janus_align.errors import JanusError
-from janus_align.evaluate.scoring import numeric_metrics
 from janus_align.inputs import BENCH_GROUPS, load_taxonomy
 from janus_align.llm import ChatRequest, ChatResult, LLMEngine
 from janus_align.records import iter_jsonl, write_json
@@ -258,7 +257,7 @@ def run(params: Params) -> list[BenchItem]:
         else "no training collection to check against"
     )
     print(f"bench: {len(items)} items from {len(prompts)} prompts -> {BENCH_FILE} ({dropped} dropped; {checked})")
-    mlflow.log_metrics(numeric_metrics(metrics))
+    mlflow.log_metrics(tracking.metrics(metrics))
     mlflow.set_tags({"teacher": teacher, "rubric_template": rubric_prompts.TEMPLATE_VERSION})
     mlflow.log_artifact(str(BENCH_FILE))
     if prompts and dropped / len(prompts) > params.synth.max_reject_rate:

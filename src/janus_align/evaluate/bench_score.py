@@ -13,7 +13,7 @@ from janus_align.bench.schema import BENCH_FILE, load_bench
 from janus_align.config import Params
 from janus_align.evaluate import scoring
 from janus_align.evaluate.generate import answer, generation_requests, local_config
-from janus_align.evaluate.judge import judge_responses
+from janus_align.evaluate.judging import judge_candidates, open_judge
 from janus_align.evaluate.responses import Response
 
 
@@ -25,5 +25,6 @@ def bench_score(params: Params, checkpoint: Path, label: str) -> float | None:
         item.id: Response(item.id, result.text if result.ok else "", result.error)
         for item, result in zip(items, results)
     }
-    judgments, _, _ = judge_responses(params, items, responses, label)
+    with open_judge(params.judge) as engine:
+        judgments = judge_candidates(engine, items, {label: responses}, params.judge, params.seed)[label]
     return scoring.overall(scoring.item_scores(judgments))

@@ -16,7 +16,8 @@ from pathlib import Path
 from janus_align.bench.schema import load_bench
 from janus_align.config import load_params
 from janus_align.errors import JanusError
-from janus_align.evaluate.judge import describe, judge_all, open_judge, write_outputs
+from janus_align.evaluate.judge import describe, judge_metadata, write_outputs
+from janus_align.evaluate.judging import judge_candidates, open_judge
 from janus_align.evaluate.responses import load_responses
 
 
@@ -41,16 +42,9 @@ def main(args: argparse.Namespace) -> dict:
     if missing:
         print(f"evaluate: {missing} bench item(s) have no response in {responses_path}; they count as unscored")
     name = responses_name(responses_path)
-    engine = open_judge(params.judge)
-    try:
-        judgments = judge_all(engine, items, responses, params.judge, params.seed, name)
-        extra = {
-            "judge_model": engine.model_id,
-            "judge_repeats": params.judge.repeats,
-            "judge_usage": engine.usage.as_dict(),
-        }
-    finally:
-        engine.close()
+    with open_judge(params.judge) as engine:
+        judgments = judge_candidates(engine, items, {name: responses}, params.judge, params.seed)[name]
+        extra = judge_metadata(engine, params)
     metrics = write_outputs(
         name,
         items,

@@ -14,7 +14,8 @@ or, for a template without a system role, the system text prepended to the user 
 Best-of-N (`generate.best_of` > 1): N samples per prompt, the reward model at
 artifacts/models/rm scores each (PAPER.md section 7), and the highest-scoring one is kept.
 
-Writes artifacts/eval/responses/NAME.jsonl: {id, source, model, response, error, ...}.
+Writes artifacts/eval/responses/NAME.jsonl: one `rows.ResponseRow` per item
+{id, source, model, response, error, ...}.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from janus_align import paths
+from janus_align import paths, tracking
 from janus_align.bench.schema import BENCH_FILE, BenchItem, load_bench
 from janus_align.config import LLMConfig, Params, Sampling
 from janus_align.errors import JanusError
 from janus_align.evaluate import files
+from janus_align.evaluate.rows import ResponseRow
 from janus_align.evaluate.seeding import derive_seed
 from janus_align.llm import ChatRequest, ChatResult
 from janus_align.models.prompt_format import PromptFormat
@@ -39,7 +41,7 @@ REWARD_MODEL = "rm"
 def resolve_prompt_format(params: Params) -> PromptFormat:
     """`generate.prompt_format`, with `auto` meaning the format the models were trained with."""
     chosen = params.generate.prompt_format
-    return params.model.prompt_format if chosen == "auto" else chosen  # type: ignore[return-value]
+    return params.model.prompt_format if chosen == "auto" else chosen
 
 
 def candidate_config(params: Params, model: str) -> LLMConfig:
@@ -184,7 +186,7 @@ def response_rows(
     params: Params,
     model: str,
     prompt_format: str,
-) -> list[dict[str, Any]]:
+) -> list[ResponseRow]:
     """One row per item; with best-of-N, the sample the reward model preferred.
 
     `prompt_format` is recorded as provenance (`messages` for an API model, which gets the
@@ -192,24 +194,29 @@ def response_rows(
     """
     best_of = params.generate.best_of
     checkpoint = require_reward_model(best_of)
-    picks = pick_best(items, results, best_of, checkpoint, params) if checkpoint else [(0, [None])] * len(items)
+    picks: list[tuple[int, list[float | None]]] = (
+        pick_best(items, results, best_of, checkpoint, params) if checkpoint else [(0, [None])] * len(items)
+    )
     rows = []
     for i, (item, (kept, rewards)) in enumerate(zip(items, picks)):
         result = results[i * best_of + kept]
-        row: dict[str, Any] = {
-            "id": item.id,
-            "source": item.source,
-            "model": model,
-            "response": result.text if result.ok else "",
-            "error": result.error,
-            "model_id": model_id,
-            "prompt_format": prompt_format,
-            "seed": derive_seed(params.seed, "generate", item.id, kept),
-            "completion_tokens": result.completion_tokens,
-        }
-        if best_of > 1:
-            row.update(best_of=best_of, reward=rewards[kept], rewards=rewards)
-        rows.append(row)
+        scored = best_of > 1
+        rows.append(
+            ResponseRow(
+                id=item.id,
+                source=item.source,
+                model=model,
+                response=result.text if result.ok else "",
+                error=result.error,
+                model_id=model_id,
+                prompt_format=prompt_format,
+                seed=derive_seed(params.seed, "generate", item.id, kept),
+                completion_tokens=result.completion_tokens,
+                best_of=best_of if scored else None,
+                reward=rewards[kept] if scored else None,
+                rewards=rewards if scored else None,
+            )
+        )
     return rows
 
 
@@ -247,7 +254,7 @@ def run(params: Params, model: str) -> Path:
     rows = response_rows(items, results, model_id, params, model, label)
     out = files.responses_file(model)
     write_jsonl(out, rows)
-    failed = sum(1 for row in rows if row["error"])
+    failed = sum(1 for row in rows if row.error)
     length = mean_response_length(load_responses(out), [item.id for item in items])
     print(
         f"generate {model}: {len(rows)} responses -> {out} ({failed} failed, "
@@ -255,7 +262,7 @@ def run(params: Params, model: str) -> Path:
     )
     mlflow.log_metrics(
         {"responses": len(rows), "failed_responses": failed, "mean_response_length": length or 0.0}
-        | {f"usage.{k}": float(v) for k, v in usage.items()}
+        | tracking.metrics(usage, "usage.")
     )
     mlflow.set_tags({"candidate": model, "prompt_format": label})
     return out

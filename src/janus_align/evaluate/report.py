@@ -1,8 +1,9 @@
 """Stage `report`: the leaderboard of every candidate, with confidence intervals, plots and an HTML report.
 
 Per model: overall score (mean over items; an item is the mean of its rubric scores), per source
-group and per dimension, each with a percentile bootstrap confidence interval
-(`report.bootstrap_samples` resamples, seeded, `report.confidence`), unscored counts and mean
+group and per dimension, each with a percentile bootstrap confidence interval that resamples
+whole bench items (`scoring.cluster_bootstrap_ci`: an item's rubrics travel together;
+`report.bootstrap_samples` resamples, seeded, `report.confidence`), unscored counts and mean
 response length; and a pairwise win / tie / loss matrix from per-item scores (a difference
 within `report.tie_margin` is a tie).
 
@@ -30,8 +31,9 @@ from janus_align.config.schema import ReportConfig
 from janus_align.errors import JanusError
 from janus_align.evaluate import files, scoring
 from janus_align.evaluate.responses import Response, load_responses
+from janus_align.evaluate.rows import Judgment
 from janus_align.evaluate.seeding import derive_seed
-from janus_align.records import read_records, write_json
+from janus_align.records import read_rows, write_json
 
 CHARTS = ("overall", "per_dimension", "per_source")
 
@@ -41,7 +43,7 @@ class ModelResult:
     """Everything the report knows about one candidate."""
 
     name: str
-    judgments: list[dict[str, Any]]
+    judgments: list[Judgment]
     responses: dict[str, Response]
     items: Sequence[BenchItem]
     summary: dict[str, Any] = field(default_factory=dict)
@@ -54,12 +56,15 @@ def load_model_result(name: str, items: Sequence[BenchItem]) -> ModelResult:
     for path, stage in ((responses_path, "generate"), (judgments_path, "judge")):
         if not path.is_file():
             raise JanusError(f"report: {path} is missing (run `janus {stage} --model {name}` first)")
-    return ModelResult(name, read_records(judgments_path), load_responses(responses_path), items)
+    return ModelResult(name, read_rows(judgments_path, Judgment), load_responses(responses_path), items)
 
 
-def _ci(values: Sequence[float | None], config: ReportConfig, seed: int, *parts: object) -> dict[str, float | None]:
-    low, high = scoring.bootstrap_ci(
-        [v for v in values if v is not None], config.bootstrap_samples, config.confidence, derive_seed(seed, *parts)
+def _ci(
+    clusters: Mapping[str, Sequence[float]], config: ReportConfig, seed: int, *parts: object
+) -> dict[str, float | None]:
+    """The bootstrap interval over one group's items ({item id: its values}), seeded by what it is of."""
+    low, high = scoring.cluster_bootstrap_ci(
+        list(clusters.values()), config.bootstrap_samples, config.confidence, derive_seed(seed, *parts)
     )
     return {"ci_low": low, "ci_high": high}
 
@@ -68,28 +73,17 @@ def model_entry(result: ModelResult, config: ReportConfig, seed: int) -> dict[st
     """The leaderboard entry of one model (fills `result.summary` and `result.item_scores`)."""
     items, name = result.items, result.name
     result.item_scores = scoring.item_scores(result.judgments)
-    result.summary = scoring.summarize(result.judgments, items, result.responses)
-    scores = result.item_scores
-    by_group: dict[str, list[float | None]] = {}
-    for item in items:
-        by_group.setdefault(scoring.source_group(item.source), []).append(scores.get(item.id))
-    rubric_scores = scoring.rubric_scores(result.judgments)
-    by_dimension: dict[str, list[float | None]] = {}
-    item_by_id = {item.id: item for item in items}
-    for (item_id, index), score in rubric_scores.items():
-        item = item_by_id.get(item_id)
-        by_dimension.setdefault(item.dimension_of(index) if item else "unknown", []).append(score)
-    summary = result.summary
+    result.summary = summary = scoring.summarize(result.judgments, items, result.responses)
+    scores = {item_id: [] if score is None else [score] for item_id, score in result.item_scores.items()}
+    sources = scoring.source_groups(result.item_scores, items)
+    dimensions = scoring.dimension_groups(result.judgments, items)
     return {
         "overall": summary["overall"],
-        **_ci(list(scores.values()), config, seed, "bootstrap", name, "overall"),
+        **_ci(scores, config, seed, "bootstrap", name, "overall"),
         "per_source": summary["per_source"],
-        "per_source_ci": {g: _ci(v, config, seed, "bootstrap", name, "source", g) for g, v in by_group.items()},
+        "per_source_ci": {g: _ci(c, config, seed, "bootstrap", name, "source", g) for g, c in sources.items()},
         "per_dimension": summary["per_dimension"],
-        "per_dimension_ci": {
-            d: _ci(by_dimension.get(d, []), config, seed, "bootstrap", name, "dimension", d)
-            for d in summary["per_dimension"]
-        },
+        "per_dimension_ci": {d: _ci(c, config, seed, "bootstrap", name, "dimension", d) for d, c in dimensions.items()},
         "items": summary["items"],
         "scored_items": summary["scored_items"],
         "unscored": summary["unscored"],
@@ -98,7 +92,7 @@ def model_entry(result: ModelResult, config: ReportConfig, seed: int) -> dict[st
         "judgments": summary["judgments"],
         "overall_std_over_repeats": summary["overall_std_over_repeats"],
         "mean_response_length": summary["mean_response_length"],
-        "judge_model": next((str(j["judge_model"]) for j in result.judgments if j.get("judge_model")), None),
+        "judge_model": next((j.judge_model for j in result.judgments if j.judge_model), None),
     }
 
 
@@ -293,10 +287,10 @@ def item_table(result: ModelResult) -> dict[str, list[Any]]:
     """The per-item table logged to MLflow: prompt, system, response, rubric scores, feedback."""
     rubric_scores = scoring.rubric_scores(result.judgments)
     feedback: dict[tuple[str, int], str] = {}
-    for row in sorted(result.judgments, key=lambda r: int(r["repeat"])):
-        key = (str(row["id"]), int(row["rubric_index"]))
-        if row.get("verdict") is not None and key not in feedback:
-            feedback[key] = row.get("feedback") or ""
+    for row in sorted(result.judgments, key=lambda r: r.repeat):
+        key = (row.id, row.rubric_index)
+        if row.verdict is not None and key not in feedback:
+            feedback[key] = row.feedback
     table: dict[str, list[Any]] = {
         k: [] for k in ("id", "source", "prompt", "system", "response", "score", "rubric_scores", "feedback")
     }
@@ -329,7 +323,7 @@ def log_model_runs(
         with mlflow.start_run(run_name=f"evaluate-{result.name}", nested=True):
             mlflow.set_tags({**tracking.run_tags("evaluate", params), "candidate": result.name})
             mlflow.log_params({"candidate": result.name, "judge_model": entry.get("judge_model") or ""})
-            mlflow.log_metrics(scoring.numeric_metrics(entry))
+            mlflow.log_metrics(tracking.metrics(entry))
             mlflow.log_table(item_table(result), artifact_file="per_item.json")
             for path in report_files:
                 mlflow.log_artifact(str(path), artifact_path="report")

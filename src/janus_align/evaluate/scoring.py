@@ -7,10 +7,10 @@ unscored). The aggregation follows the paper (PAPER.md section 4):
 - a model's score is the mean of its scored items; per source group and per dimension likewise.
 Unscored verdicts are left out of every mean and counted, never treated as 0.
 
-    >>> rows = [{"id": "a", "rubric_index": 0, "repeat": 0, "verdict": 4},
-    ...         {"id": "a", "rubric_index": 1, "repeat": 0, "verdict": 2}]
-    >>> item_scores(rows)
-    {'a': 3.0}
+Groups (`source_groups`, `dimension_groups`) are written once here and hold each item's scores
+together: {group: {item id: [scores]}}. The group means and the report's confidence intervals
+both read them, and the intervals resample whole items (`cluster_bootstrap_ci`), so an item's
+correlated rubric scores move together as they do when another bench is drawn.
 """
 
 from __future__ import annotations
@@ -25,9 +25,11 @@ import numpy as np
 
 from janus_align.bench.schema import BenchItem
 from janus_align.evaluate.responses import Response
+from janus_align.evaluate.rows import Judgment
 from janus_align.inputs import BENCH_GROUPS, DIMENSIONS
 
-Judgment = Mapping[str, Any]
+Groups = dict[str, dict[str, list[float]]]
+"""{group: {item id: that item's scored values in the group}}: the clusters a bootstrap resamples."""
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -54,15 +56,22 @@ def rubric_scores(judgments: Iterable[Judgment]) -> dict[tuple[str, int], float 
     """{(item id, rubric index): mean over scored repeats, or None when no repeat was scored}."""
     verdicts: dict[tuple[str, int], list[float]] = defaultdict(list)
     for row in judgments:
-        key = (str(row["id"]), int(row["rubric_index"]))
+        key = (row.id, row.rubric_index)
         verdicts.setdefault(key, [])
-        if row.get("verdict") is not None:
-            verdicts[key].append(float(row["verdict"]))
+        if row.verdict is not None:
+            verdicts[key].append(float(row.verdict))
     return {key: _mean(values) for key, values in verdicts.items()}
 
 
 def item_scores(judgments: Iterable[Judgment]) -> dict[str, float | None]:
-    """{item id: mean of its scored rubric scores, or None when none was scored}."""
+    """{item id: mean of its scored rubric scores, or None when none was scored}.
+
+    >>> from janus_align.evaluate.rows import Judgment
+    >>> row = dict(source="FLASK", model="m", dimension="style", repeat=0, feedback="", raw="", error=None,
+    ...            call_failed=False, attempts=1, seed=0, judge_model="j", prompt_hash="h", template_version="t")
+    >>> item_scores([Judgment(id="a", rubric_index=0, verdict=4, **row), Judgment(id="a", rubric_index=1, verdict=2, **row)])
+    {'a': 3.0}
+    """
     per_item: dict[str, list[float]] = defaultdict(list)
     for (item_id, _), score in rubric_scores(judgments).items():
         per_item.setdefault(item_id, [])
@@ -76,37 +85,58 @@ def overall(scores: Mapping[str, float | None]) -> float | None:
     return _mean([s for s in scores.values() if s is not None])
 
 
-def per_source(scores: Mapping[str, float | None], items: Sequence[BenchItem]) -> dict[str, float | None]:
-    """Mean item score within each source group, groups in the paper's column order."""
-    groups: dict[str, list[float]] = defaultdict(list)
+def _ordered(groups: Groups, order: Sequence[str]) -> Groups:
+    """Groups in the paper's order (`order`), others after it alphabetically."""
+    rank = {name: i for i, name in enumerate(order)}
+    return {g: groups[g] for g in sorted(groups, key=lambda g: (rank.get(g, len(rank)), g))}
+
+
+def source_groups(scores: Mapping[str, float | None], items: Sequence[BenchItem]) -> Groups:
+    """{source group: {item id: [item score]}} (unscored items listed with no score), paper's column order."""
+    groups: Groups = defaultdict(dict)
     for item in items:
         score = scores.get(item.id)
-        group = source_group(item.source)
-        groups.setdefault(group, [])
+        groups[source_group(item.source)][item.id] = [] if score is None else [score]
+    return _ordered(groups, BENCH_GROUPS)
+
+
+def dimension_groups(judgments: Iterable[Judgment], items: Sequence[BenchItem]) -> Groups:
+    """{dimension: {item id: its scored rubric scores in that dimension}}, in the taxonomy's order.
+
+    A rubric checks one dimension's preference; an item may have several rubrics in one
+    dimension (or all of them under `unknown`, when its preference set does not line up with its
+    rubrics), and they stay together under the item.
+    """
+    by_id = {item.id: item for item in items}
+    groups: Groups = defaultdict(dict)
+    for (item_id, index), score in rubric_scores(judgments).items():
+        item = by_id.get(item_id)
+        dimension = item.dimension_of(index) if item is not None else "unknown"
+        values = groups[dimension].setdefault(item_id, [])
         if score is not None:
-            groups[group].append(score)
-    order = {group: i for i, group in enumerate(BENCH_GROUPS)}
-    return {g: _mean(groups[g]) for g in sorted(groups, key=lambda g: (order.get(g, len(order)), g))}
+            values.append(score)
+    return _ordered(groups, DIMENSIONS)
+
+
+def group_means(groups: Groups) -> dict[str, float | None]:
+    """The mean of each group's scored values (None for a group with none)."""
+    return {g: _mean([v for values in clusters.values() for v in values]) for g, clusters in groups.items()}
+
+
+def per_source(scores: Mapping[str, float | None], items: Sequence[BenchItem]) -> dict[str, float | None]:
+    """Mean item score within each source group, groups in the paper's column order."""
+    return group_means(source_groups(scores, items))
 
 
 def per_dimension(judgments: Iterable[Judgment], items: Sequence[BenchItem]) -> dict[str, float | None]:
     """Mean rubric score per preference dimension (a rubric checks one dimension's preference)."""
-    by_id = {item.id: item for item in items}
-    groups: dict[str, list[float]] = defaultdict(list)
-    for (item_id, index), score in rubric_scores(judgments).items():
-        item = by_id.get(item_id)
-        dimension = item.dimension_of(index) if item is not None else "unknown"
-        groups.setdefault(dimension, [])
-        if score is not None:
-            groups[dimension].append(score)
-    order = {dimension: i for i, dimension in enumerate(DIMENSIONS)}
-    return {d: _mean(groups[d]) for d in sorted(groups, key=lambda d: (order.get(d, len(order)), d))}
+    return group_means(dimension_groups(judgments, items))
 
 
 def repeat_overalls(judgments: Sequence[Judgment]) -> dict[int, float | None]:
     """The model score each independent judge run alone gives: {repeat: overall}."""
-    repeats = sorted({int(row["repeat"]) for row in judgments})
-    return {r: overall(item_scores(row for row in judgments if int(row["repeat"]) == r)) for r in repeats}
+    repeats = sorted({row.repeat for row in judgments})
+    return {r: overall(item_scores(row for row in judgments if row.repeat == r)) for r in repeats}
 
 
 def spread(values: Iterable[float | None]) -> float | None:
@@ -117,22 +147,37 @@ def spread(values: Iterable[float | None]) -> float | None:
     return float(np.std(scored, ddof=1)) if len(scored) > 1 else 0.0
 
 
-def bootstrap_ci(
-    values: Sequence[float], samples: int, confidence: float, seed: int
+def cluster_bootstrap_ci(
+    clusters: Iterable[Sequence[float]], samples: int, confidence: float, seed: int
 ) -> tuple[float | None, float | None]:
-    """Percentile bootstrap confidence interval of the mean.
+    """Percentile cluster-bootstrap confidence interval of the pooled mean.
 
-    Resamples `values` with replacement `samples` times (numpy, seeded) and returns the
-    (1-confidence)/2 and (1+confidence)/2 quantiles of the resampled means.
+    A cluster is one bench item's values (its rubric scores in a dimension, or its one item
+    score). Each of `samples` resamples draws whole clusters with replacement (numpy, seeded) and
+    takes the mean of all their values; the interval is the (1-confidence)/2 and
+    (1+confidence)/2 quantiles of those means. Resampling rubrics one by one instead would treat
+    an item's correlated rubrics as independent evidence and give too narrow an interval.
+    Clusters without values (unscored items) are left out.
     """
-    data = np.asarray([v for v in values if v is not None], dtype=float)
-    if data.size == 0:
+    kept = [np.asarray(values, dtype=float) for values in clusters if len(values)]
+    if not kept:
         return None, None
+    sums = np.asarray([values.sum() for values in kept])
+    counts = np.asarray([values.size for values in kept], dtype=float)
     rng = np.random.default_rng(seed)
-    means = data[rng.integers(0, data.size, size=(samples, data.size))].mean(axis=1)
+    draws = rng.integers(0, len(kept), size=(samples, len(kept)))
+    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(means, [alpha, 1.0 - alpha])
     return float(low), float(high)
+
+
+def bootstrap_ci(
+    values: Sequence[float | None], samples: int, confidence: float, seed: int
+) -> tuple[float | None, float | None]:
+    """Percentile bootstrap confidence interval of the mean of independent values (one per item):
+    `cluster_bootstrap_ci` with one value per cluster; None values are left out."""
+    return cluster_bootstrap_ci([[v] for v in values if v is not None], samples, confidence, seed)
 
 
 def win_tie_loss(
@@ -167,8 +212,8 @@ def win_tie_loss(
 def unscored_counts(judgments: Sequence[Judgment]) -> dict[str, float | int]:
     """How many verdicts are missing, and how many of those were failed judge calls."""
     total = len(judgments)
-    unscored = sum(1 for row in judgments if row.get("verdict") is None)
-    failed = sum(1 for row in judgments if row.get("verdict") is None and row.get("call_failed"))
+    unscored = sum(1 for row in judgments if row.verdict is None)
+    failed = sum(1 for row in judgments if row.verdict is None and row.call_failed)
     return {
         "judgments": total,
         "unscored": unscored,
@@ -200,18 +245,3 @@ def summarize(
         **unscored_counts(judgments),
         "mean_response_length": mean_response_length(responses, [item.id for item in items]),
     }
-
-
-def numeric_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-    """The numbers of a nested metrics dict, flattened (`per_source.FLASK`) for mlflow.log_metrics.
-
-    Strings, None and NaN are left out; names keep only the characters MLflow accepts.
-    """
-    flat: dict[str, float] = {}
-    for key, value in metrics.items():
-        name = re.sub(r"[^A-Za-z0-9_\-./ ]", "_", f"{prefix}{key}")
-        if isinstance(value, Mapping):
-            flat.update(numeric_metrics(value, f"{name}."))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
-            flat[name] = float(value)
-    return flat

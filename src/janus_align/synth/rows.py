@@ -1,6 +1,6 @@
 """The rows the synthesis stages hand each other (artifacts/synth/*.jsonl), as pydantic models.
 
-Each stage reads the previous stage's file through `read_rows`, so a hand-edited or truncated
+Each stage reads the previous stage's file through `records.read_rows`, so a hand-edited or truncated
 file fails with the file and line named, and adds its own fields:
 
     instructions.jsonl      InstructionRow     {id, prompt, main_source, original_source}
@@ -15,13 +15,11 @@ file fails with the file and line named, and adds its own fields:
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from janus_align.errors import JanusError
-from janus_align.records import RecordError, iter_located
+from janus_align.records import read_rows as read_rows  # the stages read their rows through records
 
 
 class Row(BaseModel):
@@ -81,28 +79,6 @@ class RejectRow(Row):
     id: str
     reason: str
     raw: str
-
-
-RowT = TypeVar("RowT", bound=Row)
-
-
-def read_rows(path: str | Path, model: type[RowT]) -> list[RowT]:
-    """Every row of a JSONL file as `model`; a bad row raises JanusError naming file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise JanusError(f"{path}: not found (run the stage that writes it first)")
-    rows: list[RowT] = []
-    try:
-        for located, raw in iter_located(path):
-            try:
-                rows.append(model.model_validate(raw))
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first["loc"]) or "<row>"
-                raise JanusError(f"{located}: {where}: {first['msg']}") from None
-    except RecordError as exc:
-        raise JanusError(str(exc)) from None
-    return rows
 
 
 def dump(rows: list[Row]) -> list[dict[str, Any]]:

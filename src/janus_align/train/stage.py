@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from janus_align import paths
+from janus_align import paths, tracking
 from janus_align.config import Params
 from janus_align.models.train_record import read_train_record, write_train_record
 from janus_align.train import launch
@@ -53,7 +53,7 @@ def run_training_stage(
         record = record.model_copy(update={"model_uri": log_chat_model(out, record.prompt_format, params)})
     write_train_record(out, record)
     if run is not None:
-        mlflow.log_metrics({**{f"final/{k}": v for k, v in record.metrics.items()}, "train_wall_s": train_s})
+        mlflow.log_metrics({**tracking.metrics(record.metrics, "final/"), "train_wall_s": train_s})
     metrics = ", ".join(f"{k} {v:.4g}" for k, v in record.metrics.items() if isinstance(v, float))
     print(f"{stage}: {out} ({metrics}; {train_s:.0f} s)")
     return out

@@ -1,0 +1,52 @@
+"""The official evaluation output: `<model>_evaluation.json`, as the paper's scripts write it.
+
+{id: {bench row..., response, feedback: [...], score: [...]}} with one `feedback` and one
+`score` per rubric (PAPER.md section 7); `score_per_repeat` is ours and keeps every judge run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from janus_align.bench.schema import BenchItem
+from janus_align.evaluate import scoring
+from janus_align.evaluate.responses import Response
+from janus_align.evaluate.rows import Judgment
+
+
+def official_evaluation(
+    items: Sequence[BenchItem], responses: Mapping[str, Response], judgments: Sequence[Judgment]
+) -> dict[str, dict[str, Any]]:
+    """The official evaluation JSON: {id: {bench row..., response, feedback: [...], score: [...]}}.
+
+    `score[i]` is rubric i's mean over the scored repeats (None when unscored), `feedback[i]`
+    the feedback of its first scored repeat; `score_per_repeat` keeps every run.
+    """
+    by_key: dict[tuple[str, int], list[Judgment]] = {}
+    for row in judgments:
+        by_key.setdefault((row.id, row.rubric_index), []).append(row)
+    means = scoring.rubric_scores(judgments)
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        feedback: list[str | None] = []
+        score: list[float | int | None] = []
+        per_repeat: list[list[int | None]] = []
+        for index in range(len(item.rubrics)):
+            rows = sorted(by_key.get((item.id, index), []), key=lambda r: r.repeat)
+            scored = [r for r in rows if r.verdict is not None]
+            feedback.append(scored[0].feedback if scored else None)
+            mean = means.get((item.id, index))
+            score.append(int(mean) if mean is not None and float(mean).is_integer() else mean)
+            per_repeat.append([r.verdict for r in rows])
+        bench_row = item.official_row()
+        bench_row.pop("id")
+        response = responses.get(item.id)
+        out[item.id] = {
+            **bench_row,
+            "response": response.response if response and response.error is None else None,
+            "feedback": feedback,
+            "score": score,
+            "score_per_repeat": per_repeat,
+        }
+    return out
