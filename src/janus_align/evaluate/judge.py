@@ -46,9 +46,9 @@ from janus_align.config.schema import JudgeConfig
 from janus_align.errors import JanusError
 from janus_align.evaluate import files, scoring
 from janus_align.evaluate.responses import Response, load_responses
-from janus_align.evaluate.seeding import derive_seed
 from janus_align.llm import ChatRequest, ChatResult, LLMEngine
 from janus_align.records import write_json, write_jsonl
+from janus_align.seeding import derive_seed
 
 JUDGE_SYSTEM = (
     "You are a fair and impartial judge. You grade a response against one score rubric, "

@@ -30,8 +30,8 @@ from janus_align.config.schema import ReportConfig
 from janus_align.errors import JanusError
 from janus_align.evaluate import files, scoring
 from janus_align.evaluate.responses import Response, load_responses
-from janus_align.evaluate.seeding import derive_seed
 from janus_align.records import read_records, write_json
+from janus_align.seeding import derive_seed
 
 CHARTS = ("overall", "per_dimension", "per_source")
 

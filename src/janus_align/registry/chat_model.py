@@ -29,7 +29,7 @@ from typing import Any
 import mlflow.pyfunc
 
 import janus_align
-from janus_align.config.schema import LLMConfig, MlflowConfig, Sampling
+from janus_align.config.schema import MlflowConfig, Sampling, TransformersSettings
 
 # MLflow warns, when the class below is defined, that predict() has no type hints; the explicit
 # signature logged with the model is the contract (hints would make MLflow re-derive one).
@@ -98,7 +98,7 @@ class JanusChatModel(mlflow.pyfunc.PythonModel):
         from janus_align.llm.engine import LLMEngine
         from janus_align.llm.transformers_backend import TransformersBackend
 
-        llm = LLMConfig(dtype=config.get("dtype", "float32"), batch_size=int(config.get("batch_size", 8)))
+        llm = TransformersSettings(dtype=config.get("dtype", "float32"), batch_size=int(config.get("batch_size", 8)))
         backend = TransformersBackend(checkpoint, llm, config.get("prompt_format", "chat_template"))
         self.engine = LLMEngine(backend, RequestCache(":memory:"))
 

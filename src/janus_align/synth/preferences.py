@@ -27,6 +27,7 @@ from janus_align.config import Params
 from janus_align.errors import JanusError
 from janus_align.inputs import DIMENSIONS, load_taxonomy
 from janus_align.llm import ChatRequest, ChatResult, LLMEngine
+from janus_align.seeding import derive_seed
 from janus_align.synth import artifacts
 from janus_align.synth.prompts import (
     PREFERENCE_SYSTEM,
@@ -37,7 +38,7 @@ from janus_align.synth.prompts import (
     sampled_preference_schema,
 )
 from janus_align.synth.rows import InstructionRow, PreferenceEntry, PreferenceSetRow, RejectRow, Usage, read_rows
-from janus_align.synth.teacher import Outcome, ask, finish_stage, provenance, reject_row, request_seed, teacher_engine
+from janus_align.synth.teacher import Outcome, ask, finish_stage, provenance, reject_row, teacher_engine
 
 STAGE = "preferences"
 Taxonomy = dict[str, dict[str, list[str]]]
@@ -131,7 +132,7 @@ def generate_preference_sets(
                 sampled_preference_prompt(instruction.prompt, draw),
                 system=PREFERENCE_SYSTEM,
                 sampling=synth.preference_sampling,
-                seed=request_seed(params.seed, stage, f"{instruction.id}-{index}", attempt),
+                seed=derive_seed(params.seed, stage, f"{instruction.id}-{index}", attempt),
                 response_schema=schema,
             )
 
@@ -148,7 +149,7 @@ def generate_preference_sets(
                 generated_preference_prompt(instruction.prompt, taxonomy, count),
                 system=PREFERENCE_SYSTEM,
                 sampling=synth.preference_sampling,
-                seed=request_seed(params.seed, stage, instruction.id, attempt),
+                seed=derive_seed(params.seed, stage, instruction.id, attempt),
                 response_schema=schema,
             )
 

@@ -43,6 +43,12 @@ class Provenance(Row):
 
 
 class PreferenceEntry(Row):
+    """One entry of a preference set: one preference along one dimension.
+
+    The one preference record: synthesis writes it, the bench file (`bench.schema.BenchItem`)
+    holds it in the released dataset's layout, rubric prompts read it.
+    """
+
     dimension: str
     subdimension: str
     preference: str
