@@ -18,7 +18,7 @@ from janus_align.bench import bench as bench_module
 from janus_align.bench.bench import build_bench, collection_system_messages, sample_prompts, unseen
 from janus_align.bench.rubrics import RUBRIC_SYSTEM, load_examples, parse_rubric, rubric_prompt, rubric_schema
 from janus_align.bench.schema import OFFICIAL_KEYS, bench_item, load_bench
-from janus_align.config import load_params
+from janus_align.config import OpenAISettings, load_params
 from janus_align.errors import JanusError
 from janus_align.inputs import BENCH_GROUPS
 from janus_align.llm import open_engine
@@ -212,14 +212,12 @@ def test_references_and_rubrics_go_to_the_engine_together_and_make_the_same_benc
     params = load_params(REPO / "params.yaml")
 
     def bench_with(server, cache: str):
-        config = params.teacher.model_copy(
-            update={
-                "backend": "openai",
-                "model": "teacher",
-                "base_url": server.base_url,
-                "api_key_env": "JANUS_TEST_TEACHER_KEY",
-                "max_retries": 0,
-            }
+        config = OpenAISettings(
+            model="teacher",
+            base_url=server.base_url,
+            api_key_env="JANUS_TEST_TEACHER_KEY",
+            max_retries=0,
+            sampling=params.teacher.sampling,
         )
         engine = RecordingEngine(open_engine(config, cache_path=tmp_path / cache))
         try:

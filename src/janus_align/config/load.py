@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
 
 from janus_align.config.schema import Params
 from janus_align.errors import JanusError
@@ -52,7 +53,7 @@ def _walk(loc: tuple[Any, ...]) -> tuple[list[str], type[BaseModel] | None]:
     return path, section
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: ErrorDetails) -> str:
     path, _ = _walk(error["loc"])
     key_path = ".".join(path) or "<root>"
     kind = error["type"]
@@ -71,7 +72,7 @@ def _describe(error: dict[str, Any]) -> str:
         allowed = f"{', '.join(tags[:-1])} or {tags[-1]}" if len(tags) > 1 else "".join(tags)
         if kind == "union_tag_not_found":
             return f"{key_path}.{key}: required key is missing (one of {allowed})"
-        return f"{key_path}.{key}: must be {allowed}, got {error['ctx']['tag']!r}"
+        return f"{key_path}.{key}: must be {allowed}, got {error.get('ctx', {}).get('tag')!r}"
     message = error["msg"]
     for verbose, short in (("Input should be ", "must be "), ("Value error, ", "")):
         message = message.replace(verbose, short)
@@ -114,8 +115,8 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     """Read and validate a params file.
 
-    >>> load_params("params.yaml").teacher.max_concurrency  # doctest: +SKIP
-    8
+    >>> load_params("params.yaml").teacher.batch_size  # doctest: +SKIP
+    96
     """
     path = Path(path)
     return parse_params(read_yaml(path), str(path))

@@ -77,9 +77,7 @@ class OpenAIBackend:
                     "(or set base_url to a local OpenAI-compatible server)"
                 )
             api_key = _PLACEHOLDER_KEY
-        self._client_args = dict(
-            api_key=api_key, base_url=config.base_url, max_retries=config.max_retries, timeout=config.timeout_s
-        )
+        self._api_key = api_key
         self.model_id = f"openai:{config.base_url or 'api.openai.com'}:{self.model}"
         # Switches to json_object the first time the server rejects a json_schema request.
         self._schema_style = "json_schema"
@@ -130,7 +128,13 @@ class OpenAIBackend:
 
     async def _run(self, requests: list[ChatRequest], on_result: ResultCallback) -> None:
         gate = asyncio.Semaphore(self.config.max_concurrency)
-        async with openai.AsyncOpenAI(**self._client_args) as client:
+        client_settings = self.config
+        async with openai.AsyncOpenAI(
+            api_key=self._api_key,
+            base_url=client_settings.base_url,
+            max_retries=client_settings.max_retries,
+            timeout=client_settings.timeout_s,
+        ) as client:
 
             async def run_one(i: int) -> None:
                 on_result(i, await self._one(client, gate, requests[i]))

@@ -116,6 +116,9 @@ def generate_preference_sets(
     synth = params.synth
     count = synth.sets_per_instruction
     max_reasks = params.teacher.max_reasks
+    outcomes: list[Outcome[Any]]
+    # (instruction, [(set index, the outcome that holds it)]): one request per set, or one for all.
+    grouped: list[tuple[InstructionRow, list[tuple[int, Outcome[Any]]]]]
     if synth.preference_mode == "sampled":
         schema = sampled_preference_schema(synth.max_preference_chars, synth.max_description_chars)
         units = [
@@ -157,15 +160,16 @@ def generate_preference_sets(
             sets = []
             for answer in result.parsed["preference_sets"]:
                 entries, reason = _entries(answer, None)
-                if reason:
+                if entries is None:
                     return None, reason
                 sets.append(entries)
             if not _distinct(sets):
                 return None, "duplicate preference sets (same subdimension in every dimension)"
             return sets, None
 
+        units_generated: list[InstructionRow] = list(instructions)
         outcomes = ask(
-            engine, list(instructions), build_generated, accept_generated, max_reasks, desc=f"{stage} (generated)"
+            engine, units_generated, build_generated, accept_generated, max_reasks, desc=f"{stage} (generated)"
         )
         grouped = [(o.unit, [(index, o) for index in range(count)]) for o in outcomes]
 

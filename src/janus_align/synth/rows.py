@@ -15,6 +15,7 @@ file fails with the file and line named, and adds its own fields:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -111,5 +112,5 @@ def read_rows(path: str | Path, model: type[RowT]) -> list[RowT]:
     return rows
 
 
-def dump(rows: list[Row]) -> list[dict[str, Any]]:
+def dump(rows: Sequence[Row]) -> list[dict[str, Any]]:
     return [row.model_dump(mode="json") for row in rows]

@@ -142,13 +142,15 @@ def extend_row(row: Row, model: type[RowT], engine: LLMEngine, outcome: Outcome,
     stage's call and `provenance` keeping every stage's record."""
     origin = provenance(engine, outcome)
     kept = row.model_dump(exclude={"teacher", "template_version", "usage", "provenance"})
-    return model(
-        **kept,
-        teacher=origin.teacher,
-        template_version=origin.template_version,
-        usage=origin.usage,
-        provenance={**getattr(row, "provenance", {}), stage: origin},
-        **fields,
+    return model.model_validate(
+        {
+            **kept,
+            "teacher": origin.teacher,
+            "template_version": origin.template_version,
+            "usage": origin.usage,
+            "provenance": {**getattr(row, "provenance", {}), stage: origin},
+            **fields,
+        }
     )
 
 
@@ -221,7 +223,7 @@ def finish_stage(
     failed = sum(1 for o in outcomes if not o.ok)
     prompt_tokens = sum(o.usage.prompt_tokens for o in outcomes)
     completion_tokens = sum(o.usage.completion_tokens for o in outcomes)
-    stats = {
+    stats: dict[str, Any] = {
         "stage": stage,
         "teacher": engine.model_id,
         "template_version": TEMPLATE_VERSION,
