@@ -198,7 +198,7 @@ def use_loopback_judge(project, base_url: str, llm_extra: str = "", judge_extra:
 
 def _judge_config(**overrides) -> JudgeConfig:
     llm = OpenAISettings(model="judge", sampling=Sampling(max_new_tokens=64, temperature=1.0))
-    return JudgeConfig(llm=llm, **{"repeats": 1, "max_reasks": 2, **overrides})
+    return JudgeConfig(llm=llm, **{"repeats": 1, "max_reasks": 2, "constrained": False, **overrides})
 
 
 def _scripted_answer(body: dict) -> str:
