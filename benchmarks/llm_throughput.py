@@ -39,7 +39,7 @@ for _name, _value in {
 }.items():
     os.environ.setdefault(_name, _value)
 
-from janus_align.config import LLMConfig, Sampling  # noqa: E402
+from janus_align.config import OpenAISettings, Sampling, TransformersSettings  # noqa: E402
 from janus_align.llm import ChatRequest, open_engine  # noqa: E402
 from janus_align.llm.cache import RequestCache  # noqa: E402
 from janus_align.llm.engine import LLMEngine  # noqa: E402
@@ -157,7 +157,7 @@ def bench_transformers(model_dir: str | None, n_prompts: int, max_new_tokens: in
     with tempfile.TemporaryDirectory() as scratch:
         started = time.perf_counter()
         path, origin = smollm2_checkpoint(model_dir, Path(scratch))
-        backend = TransformersBackend(path, LLMConfig(dtype=dtype))
+        backend = TransformersBackend(path, TransformersSettings(dtype=dtype))
         lines.append(
             f"model {path.name} ({origin}; ready in {time.perf_counter() - started:.0f} s), "
             f"dtype {dtype} = {backend.model.dtype}, {torch.get_num_threads()} threads "
@@ -207,7 +207,7 @@ def bench_openai(rounds: int) -> list[str]:
     with serve_in_subprocess(LATENCY_S) as base_url, tempfile.TemporaryDirectory() as scratch:
 
         def engine(concurrency: int, name: str) -> LLMEngine:
-            config = LLMConfig(backend="openai", model="loopback", base_url=base_url, max_concurrency=concurrency)
+            config = OpenAISettings(model="loopback", base_url=base_url, max_concurrency=concurrency)
             return open_engine(config, cache_path=Path(scratch) / f"{name}.sqlite")
 
         engine(4, "warmup").complete([ChatRequest.of(f"warm-up {i}", sampling=sampling) for i in range(8)])
@@ -240,7 +240,7 @@ def main() -> None:
         "--dtype",
         default="auto",
         choices=["auto", "float32", "bfloat16"],
-        help="LLMConfig.dtype of the transformers backend (auto: bf16 only where native)",
+        help="TransformersSettings.dtype of the transformers backend (auto: bf16 only where native)",
     )
     parser.add_argument("--rounds", type=int, default=20, help="waves of requests per openai concurrency level")
     parser.add_argument("--skip-transformers", action="store_true")

@@ -8,7 +8,7 @@ a test can prove which requests were sent, re-sent or never sent.
 
     with LoopbackServer(latency_s=0.2) as server:
         server.script(Fault.status_code(429, retry_after=1), prompt="q1")
-        ... LLMConfig(backend="openai", base_url=server.base_url, ...) ...
+        ... OpenAISettings(base_url=server.base_url, ...) ...
         assert server.count(prompt="q1") == 2
 
 Run as a script (`python tests/loopback_server.py --latency 0.2`) it serves in its own process

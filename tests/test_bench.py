@@ -17,14 +17,15 @@ from conftest import REPO, make_project, run_janus
 from janus_align.bench import bench as bench_module
 from janus_align.bench.bench import build_bench, collection_system_messages, sample_prompts, unseen
 from janus_align.bench.rubrics import RUBRIC_SYSTEM, load_examples, parse_rubric, rubric_prompt, rubric_schema
-from janus_align.bench.schema import OFFICIAL_KEYS, Preference, bench_item, load_bench
-from janus_align.config import load_params
+from janus_align.bench.schema import OFFICIAL_KEYS, bench_item, load_bench
+from janus_align.config import OpenAISettings, load_params
 from janus_align.errors import JanusError
 from janus_align.inputs import BENCH_GROUPS
 from janus_align.llm import open_engine
 from janus_align.llm.types import ChatRequest
 from janus_align.synth import teacher
 from janus_align.synth.prompts import PREFERENCE_SYSTEM, SYSTEM_MESSAGE_SYSTEM
+from janus_align.synth.rows import PreferenceEntry
 from loopback_server import LoopbackServer, default_answer, requested_schema
 
 PROMPTS = [json.loads(line) for line in (DEFAULT_DATA / "bench" / "prompts.jsonl").read_text().splitlines() if line]
@@ -58,7 +59,7 @@ def test_a_small_group_gives_its_share_to_the_others_and_too_many_prompts_is_an_
 
 def test_rubric_prompt_shows_three_examples_and_one_preference_and_the_schema_is_bounded():
     examples = load_examples(DEFAULT_DATA / "bench" / "rubric_examples.json")
-    preference = Preference(dimension="style", subdimension="tone", preference="warm", description="Warm words.")
+    preference = PreferenceEntry(dimension="style", subdimension="tone", preference="warm", description="Warm words.")
     prompt = rubric_prompt(examples, preference)
     assert prompt.startswith("# Example rubrics\n") and prompt.endswith("# Generated rubric:")
     assert all(example.criteria in prompt for example in examples)
@@ -211,14 +212,12 @@ def test_references_and_rubrics_go_to_the_engine_together_and_make_the_same_benc
     params = load_params(REPO / "params.yaml")
 
     def bench_with(server, cache: str):
-        config = params.teacher.model_copy(
-            update={
-                "backend": "openai",
-                "model": "teacher",
-                "base_url": server.base_url,
-                "api_key_env": "JANUS_TEST_TEACHER_KEY",
-                "max_retries": 0,
-            }
+        config = OpenAISettings(
+            model="teacher",
+            base_url=server.base_url,
+            api_key_env="JANUS_TEST_TEACHER_KEY",
+            max_retries=0,
+            sampling=params.teacher.sampling,
         )
         engine = RecordingEngine(open_engine(config, cache_path=tmp_path / cache))
         try:

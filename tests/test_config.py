@@ -11,9 +11,10 @@ import pytest
 import yaml
 
 from conftest import REPO, run_janus
-from janus_align.config import ConfigError, LLMConfig, Params, load_params
+from janus_align.config import ConfigError, OpenAISettings, Params, Prices, TransformersSettings, load_params
 from janus_align.config.load import parse_params
-from janus_align.config.profiles import profile_params
+from janus_align.config.profiles import deep_merge, profile_params
+from janus_align.config.schema import TeacherTransformers
 from janus_align.errors import JanusError
 
 DEFAULT = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -39,7 +40,7 @@ def error_for(raw: dict) -> str:
 @pytest.mark.parametrize(
     ("key_path", "value", "expected"),
     [
-        ("teacher.max_concurrency", 0, "teacher.max_concurrency: must be >= 1, got 0"),
+        ("teacher.batch_size", 0, "teacher.batch_size: must be >= 1, got 0"),
         ("teacher.sampling.temperature", 3.5, "teacher.sampling.temperature: must be <= 2, got 3.5"),
         ("synth.rm_test_fraction", 1.0, "synth.rm_test_fraction: must be < 1, got 1.0"),
         ("judge.repeats", 0, "judge.repeats: must be >= 1, got 0"),
@@ -54,7 +55,7 @@ def test_out_of_range_value_names_key_path_bound_and_value(key_path, value, expe
     ("key_path", "value", "expected"),
     [
         ("teacher.batch_size", "many", "teacher.batch_size: must be a valid integer"),
-        ("teacher.max_concurrency", 2.5, "teacher.max_concurrency: must be a valid integer"),
+        ("judge.llm.batch_size", 2.5, "judge.llm.batch_size: must be a valid integer"),
         ("train.common.bf16", "maybe", "train.common.bf16: must be a valid boolean"),
         ("generate.candidates", "base", "generate.candidates: must be a valid list"),
         ("teacher.sampling", [1, 2], "teacher.sampling: must be a valid dictionary"),
@@ -76,7 +77,7 @@ def test_wrong_type_names_key_path_and_value(key_path, value, expected):
     ("key_path", "expected"),
     [
         ("teaher", "teaher: unknown key (did you mean 'teacher'?)"),
-        ("teacher.max_concurency", "teacher.max_concurency: unknown key (did you mean 'max_concurrency'?)"),
+        ("teacher.bach_size", "teacher.bach_size: unknown key (did you mean 'batch_size'?)"),
         ("judge.llm.sampling.temprature", "judge.llm.sampling.temprature: unknown key (did you mean 'temperature'?)"),
         ("train.sft.nonsense_knob", "train.sft.nonsense_knob: unknown key"),
     ],
@@ -86,12 +87,12 @@ def test_unknown_key_names_key_path(key_path, expected):
 
 
 def test_every_bad_key_is_reported_at_once_with_the_file_name():
-    raw = with_setting("teacher.max_concurrency", 0)
+    raw = with_setting("teacher.batch_size", 0)
     raw["judge"]["repeats"] = "three"
     raw["bogus"] = True
     message = error_for(raw)
     assert message.startswith("params.yaml: 3 invalid setting(s)")
-    for key in ("teacher.max_concurrency", "judge.repeats", "bogus"):
+    for key in ("teacher.batch_size", "judge.repeats", "bogus"):
         assert f"\n  {key}: " in message
 
 
@@ -103,8 +104,8 @@ def test_cross_field_rule_names_its_section():
 def test_broken_yaml_names_file_and_line(tmp_path):
     path = tmp_path / "params.yaml"
     lines = (REPO / "params.yaml").read_text().splitlines()
-    bad_line = next(i for i, line in enumerate(lines) if line.startswith("  max_concurrency:"))
-    lines[bad_line] = "  max_concurrency: [8"  # an unclosed flow sequence
+    bad_line = next(i for i, line in enumerate(lines) if line.startswith("  batch_size:"))
+    lines[bad_line] = "  batch_size: [8"  # an unclosed flow sequence
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(ConfigError, match=r"params\.yaml:(\d+):\d+: not valid YAML") as caught:
         load_params(path)
@@ -131,12 +132,122 @@ def test_every_profile_validates(profile):
     assert params.profile == profile
 
 
+def test_the_defaults_are_the_default_profile():
+    """One source of truth: a model built from schema.py's defaults IS params.yaml (which still
+    spells every key out, for DVC)."""
+    assert Params() == load_params(REPO / "params.yaml")
+
+
+@pytest.mark.parametrize(
+    "section", ["judge", "teacher", "judge.llm", "generate.external_llm", "synth.response_sampling"]
+)
+def test_a_missing_section_is_an_error_naming_it_not_the_defaults(tmp_path, section):
+    raw = copy.deepcopy(DEFAULT)
+    *parents, last = section.split(".")
+    holder = raw
+    for part in parents:
+        holder = holder[part]
+    del holder[last]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.raises(
+        ConfigError, match=rf"params\.yaml: 1 invalid setting\(s\)\n  {section}: required section is missing"
+    ):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_janus_check_names_a_missing_section(tmp_path):
+    raw = copy.deepcopy(DEFAULT)
+    del raw["judge"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    done = run_janus(tmp_path, "check", check=False, timeout=60)
+    assert done.returncode != 0
+    assert "judge: required section is missing" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda raw: raw["teacher"].update(base_url="http://x"), "teacher.base_url: unknown key"),
+        (lambda raw: raw["teacher"].update(prices={"input_per_mtok": 1.0}), "teacher.prices: unknown key"),
+        (lambda raw: raw["judge"]["llm"].update(max_reasks=1), "judge.llm.max_reasks: unknown key"),
+        (lambda raw: raw["teacher"].update(backend="openai", model="gpt-x"), "teacher.batch_size: unknown key"),
+        (lambda raw: raw["teacher"].update(backend="openai", model="gpt-x"), "teacher.dtype: unknown key"),
+        (
+            lambda raw: raw["judge"].update(llm={"backend": "llama_cpp", "model": "embedded:x", "base_url": "u"}),
+            "judge.llm.base_url: unknown key",
+        ),
+        (lambda raw: raw["teacher"].pop("backend"), "teacher.backend: required key is missing"),
+    ],
+    ids=[
+        "transformers-base_url",
+        "transformers-prices",
+        "judge-llm-max_reasks",
+        "openai-batch_size",
+        "openai-dtype",
+        "llama_cpp-base_url",
+        "no-backend",
+    ],
+)
+def test_a_key_the_backend_ignores_is_an_error_naming_its_path(edit, expected):
+    raw = copy.deepcopy(DEFAULT)
+    edit(raw)
+    assert expected in error_for(raw)
+
+
+def test_an_overlay_that_switches_backend_replaces_the_section(tmp_path):
+    merged = deep_merge(DEFAULT, {"teacher": {"backend": "openai", "model": "gpt-x", "max_reasks": 1}})
+    assert merged["teacher"] == {"backend": "openai", "model": "gpt-x", "max_reasks": 1}
+    assert isinstance(parse_params(merged).teacher, OpenAISettings)
+    # The same backend merges key by key, as every other section does.
+    assert (
+        deep_merge(DEFAULT, {"teacher": {"backend": "transformers", "batch_size": 4}})["teacher"]["dtype"] == "float32"
+    )
+    # `janus use-profile paper` switches teacher and judge to openai and leaves no transformers key.
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(REPO / "profiles", tmp_path / "profiles")
+    run_janus(tmp_path, "use-profile", "paper")
+    written = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    for section in (written["teacher"], written["judge"]["llm"]):
+        assert section["backend"] == "openai" and not {"batch_size", "dtype"} & set(section)
+    paper = load_params(tmp_path / "params.yaml")
+    assert isinstance(paper.teacher, OpenAISettings) and paper.teacher.max_reasks == 2
+
+
+def test_external_candidates_are_called_with_the_settings_params_hold():
+    from janus_align.evaluate.generate import candidate_config
+
+    paper = Params.model_validate(profile_params("paper", base=REPO / "params.yaml", profiles_dir=REPO / "profiles"))
+    config = candidate_config(paper, "gpt-3.5-turbo-0125")
+    external = paper.generate.external_llm
+    assert isinstance(config, OpenAISettings) and config.model == "gpt-3.5-turbo-0125"
+    assert (
+        (config.max_concurrency, config.timeout_s, config.max_retries, config.prices)
+        == (external.max_concurrency, external.timeout_s, external.max_retries, external.prices)
+        == (32, 600.0, 8, Prices(input_per_mtok=0.5, output_per_mtok=1.5))
+    )
+    assert (config.base_url, config.api_key_env) == (external.base_url, external.api_key_env)
+
+
+def test_token_cost_is_one_formula_wherever_it_is_counted():
+    from janus_align.llm.engine import Usage
+    from janus_align.synth.estimate import StageEstimate
+
+    prices = Prices(input_per_mtok=10.0, output_per_mtok=30.0)
+    assert prices.cost_usd(1_000_000, 100_000) == pytest.approx(13.0)
+    paper = Params.model_validate(profile_params("paper", base=REPO / "params.yaml", profiles_dir=REPO / "profiles"))
+    assert paper.teacher.prices == prices
+    assert Usage(prompt_tokens=1_000_000, completion_tokens=100_000, prices=prices).cost_usd == pytest.approx(13.0)
+    assert StageEstimate("s", 1, 1_000_000, 100_000).cost(paper) == pytest.approx(13.0)
+    # A local backend has no prices key and costs nothing.
+    assert load_params(REPO / "params.yaml").teacher.prices.cost_usd(10**9, 10**9) == 0.0
+
+
 def test_default_params_validate_and_spell_out_every_llm_setting():
     params = load_params(REPO / "params.yaml")
     assert params.profile == "default"
     # params.yaml writes every LLM key out, so DVC tracks each of them.
-    assert set(DEFAULT["teacher"]) == set(LLMConfig.model_fields)
-    assert set(DEFAULT["judge"]["llm"]) == set(LLMConfig.model_fields)
+    assert set(DEFAULT["teacher"]) == set(TeacherTransformers.model_fields)
+    assert set(DEFAULT["judge"]["llm"]) == set(TransformersSettings.model_fields)
 
 
 def test_profiles_apply_their_settings():
@@ -154,17 +265,17 @@ def test_unknown_profile_lists_the_known_ones():
 
 def test_invalid_profile_overlay_names_both_files_and_the_key(tmp_path):
     shutil.copytree(REPO / "profiles", tmp_path / "profiles")
-    (tmp_path / "profiles" / "broken.yaml").write_text("teacher:\n  max_concurrency: 0\n")
-    with pytest.raises(ConfigError, match=r"broken\.yaml(.|\n)*teacher\.max_concurrency: must be >= 1, got 0"):
+    (tmp_path / "profiles" / "broken.yaml").write_text("teacher:\n  batch_size: 0\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml(.|\n)*teacher\.batch_size: must be >= 1, got 0"):
         profile_params("broken", base=REPO / "params.yaml", profiles_dir=tmp_path / "profiles")
 
 
 @pytest.mark.parametrize(
     ("edit", "key_path"),
     [
-        (lambda raw: raw["teacher"].update(max_concurency=4), "teacher.max_concurency: unknown key"),
+        (lambda raw: raw["teacher"].update(bach_size=4), "teacher.bach_size: unknown key"),
         (lambda raw: raw["teacher"].update(batch_size="sixteen"), "teacher.batch_size: must be a valid integer"),
-        (lambda raw: raw["teacher"].update(max_concurrency=0), "teacher.max_concurrency: must be >= 1, got 0"),
+        (lambda raw: raw["teacher"].update(batch_size=0), "teacher.batch_size: must be >= 1, got 0"),
     ],
     ids=["unknown-key", "wrong-type", "out-of-range"],
 )

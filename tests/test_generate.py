@@ -12,7 +12,7 @@ import pytest
 from bench_samples import official_rows, set_params, write_jsonl
 from conftest import run_janus
 from janus_align.bench.schema import bench_item
-from janus_align.config import LLMConfig, Params, load_params
+from janus_align.config import Params, TransformersSettings, load_params
 from janus_align.errors import JanusError
 from janus_align.evaluate.generate import generation_requests, require_reward_model, resolve_prompt_format
 from janus_align.models.checkpoint import load_tokenizer
@@ -56,7 +56,7 @@ def test_the_system_message_reaches_the_model_token_by_token(checkpoints, checkp
     message's tokens in what the model reads (a silently dropped system turn fails here)."""
     from janus_align.llm.transformers_backend import TransformersBackend
 
-    backend = TransformersBackend(checkpoints[checkpoint], LLMConfig(dtype="float32"), prompt_format)
+    backend = TransformersBackend(checkpoints[checkpoint], TransformersSettings(dtype="float32"), prompt_format)
     if checkpoint == "no_system":
         assert not template_supports_system(backend.tokenizer)
     item = bench_item({**official_rows(1)[0], "system": SYSTEM}, "row")

@@ -19,7 +19,7 @@ from bench_samples import official_rows, set_params, write_jsonl
 from conftest import make_project, run_janus
 from janus_align.bench.schema import bench_item
 from janus_align.cli import build_parser
-from janus_align.config import LLMConfig, Params, Sampling
+from janus_align.config import OpenAISettings, Params, Sampling
 from janus_align.config.schema import JudgeConfig
 from janus_align.errors import JanusError
 from janus_align.evaluate import judge, scoring
@@ -29,11 +29,11 @@ from janus_align.evaluate.judging import judge_candidates
 from janus_align.evaluate.official_evaluation import official_evaluation
 from janus_align.evaluate.responses import Response, load_responses
 from janus_align.evaluate.rows import Judgment
-from janus_align.evaluate.seeding import derive_seed
 from janus_align.evaluate.verdicts import feedback_of, parse_verdict
 from janus_align.llm import open_engine
 from janus_align.records import read_rows
 from janus_align.records import write_jsonl as write_jsonl_rows
+from janus_align.seeding import derive_seed
 from loopback_server import Fault, LoopbackServer
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -179,9 +179,7 @@ def _items(count: int = 2):
 
 
 def _judge_engine(base_url: str, tmp_path: Path):
-    config = LLMConfig(
-        backend="openai", model="judge", base_url=base_url, api_key_env=KEY_ENV, timeout_s=2.0, max_retries=0
-    )
+    config = OpenAISettings(model="judge", base_url=base_url, api_key_env=KEY_ENV, timeout_s=2.0, max_retries=0)
     return open_engine(config, cache_path=tmp_path / "llm.sqlite")
 
 
@@ -196,8 +194,8 @@ def use_loopback_judge(project, base_url: str, llm_extra: str = "", judge_extra:
 
 
 def _judge_config(**overrides) -> JudgeConfig:
-    llm = LLMConfig(backend="openai", model="judge", sampling=Sampling(max_new_tokens=64, temperature=1.0))
-    return JudgeConfig(llm=llm, **{"repeats": 1, "max_reasks": 2, **overrides})
+    llm = OpenAISettings(model="judge", sampling=Sampling(max_new_tokens=64, temperature=1.0))
+    return JudgeConfig(llm=llm, **{"repeats": 1, "max_reasks": 2, "constrained": False, **overrides})
 
 
 def _scripted_answer(body: dict) -> str:

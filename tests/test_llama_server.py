@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from janus_align.config import LLMConfig, Sampling
+from janus_align.config import LlamaCppSettings, Sampling
 from janus_align.llm import ChatRequest, open_engine
 from janus_align.llm.llama_server import LlamaServerError
 
@@ -33,14 +33,14 @@ needs_server = pytest.mark.skipif(
 )
 
 
-def config(**overrides) -> LLMConfig:
-    settings = dict(backend="llama_cpp", model=EMBEDDED, max_concurrency=4, context_length=1024)
-    return LLMConfig(**{**settings, **overrides})
+def config(**overrides) -> LlamaCppSettings:
+    settings = dict(model=EMBEDDED, max_concurrency=4, context_length=1024)
+    return LlamaCppSettings(**{**settings, **overrides})
 
 
 def test_a_checkpoint_name_is_refused_with_the_key_named():
     with pytest.raises(ValidationError, match="backend llama_cpp runs a GGUF file"):
-        LLMConfig(backend="llama_cpp", model="base")
+        LlamaCppSettings(model="base")
 
 
 def test_missing_binary_names_the_make_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -101,9 +101,9 @@ def test_the_server_dies_with_a_killed_stage(tmp_path: Path):
     """A SIGKILLed stage (an interrupted `dvc repro`) must not leave its server behind."""
     script = (
         "import sys, time\n"
-        "from janus_align.config import LLMConfig\n"
+        "from janus_align.config import LlamaCppSettings\n"
         "from janus_align.llm import open_engine\n"
-        f"engine = open_engine(LLMConfig(backend='llama_cpp', model={EMBEDDED!r}, max_concurrency=1, "
+        f"engine = open_engine(LlamaCppSettings(model={EMBEDDED!r}, max_concurrency=1, "
         "context_length=512), cache_path='llm.sqlite')\n"
         "print(engine.backend.process.pid, flush=True)\n"
         "time.sleep(600)\n"

@@ -12,7 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from janus_align.config import LLMConfig, Sampling
+from janus_align.config import OpenAISettings, Sampling
 from janus_align.llm import ChatRequest, ChatResult, open_engine
 from janus_align.llm.cache import RequestCache
 from loopback_server import LoopbackServer
@@ -54,11 +54,11 @@ def test_parser_settings_are_not_part_of_the_key_so_cached_answers_are_reparsed(
     cache_path = tmp_path / "llm.sqlite"
     request = base_request(response_schema=SCHEMA)
     with LoopbackServer() as server:
-        config = LLMConfig(backend="openai", model="m", base_url=server.base_url, max_reasks=2)
+        config = OpenAISettings(model="m", base_url=server.base_url)
         [first] = open_engine(config, cache_path=cache_path).complete([request])
-        # Another parse policy (no re-asks) over the same cache: the answer is not asked again,
-        # but parsed again from the stored raw text.
-        strict = open_engine(config.model_copy(update={"max_reasks": 0}), cache_path=cache_path)
+        # A second engine over the same cache: the answer is not asked again, but parsed again
+        # from the stored raw text (so a parser fix re-reads cached answers).
+        strict = open_engine(config, cache_path=cache_path)
         [again] = strict.complete([request])
         assert server.count() == 1
     assert again.cached and again.text == first.text
@@ -95,11 +95,11 @@ def test_cache_is_wal_sqlite_storing_raw_text_usage_latency_and_time(tmp_path):
 CHILD = textwrap.dedent(
     """
     import json, sys
-    from janus_align.config import LLMConfig, Sampling
+    from janus_align.config import OpenAISettings, Sampling
     from janus_align.llm import ChatRequest, open_engine
 
     base_url, cache_path, out_path, n = sys.argv[1:5]
-    config = LLMConfig(backend="openai", model="loopback", base_url=base_url, max_concurrency=2, timeout_s=30)
+    config = OpenAISettings(model="loopback", base_url=base_url, max_concurrency=2, timeout_s=30)
     engine = open_engine(config, cache_path=cache_path)
     sampling = Sampling(max_new_tokens=16, temperature=0.7)
     requests = [ChatRequest.of(f"question {i}", sampling=sampling, seed=i) for i in range(int(n))]

@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 import torch
 
-from janus_align.config import LLMConfig, Sampling
+from janus_align.config import Sampling, TransformersSettings
 from janus_align.llm import ChatRequest
 from janus_align.llm.cache import RequestCache
 from janus_align.llm.decoding import _nucleus, length_chunks, plan_prefill, sample_batch, shared_prefix
@@ -49,7 +49,7 @@ def tiny_checkpoint(ci_base_project):
 
 @pytest.fixture(scope="module")
 def backend(tiny_checkpoint):
-    return TransformersBackend(tiny_checkpoint, LLMConfig(batch_size=4, dtype="float32"))
+    return TransformersBackend(tiny_checkpoint, TransformersSettings(batch_size=4, dtype="float32"))
 
 
 def engine_on(backend: TransformersBackend, batch_size: int | None = None) -> LLMEngine:

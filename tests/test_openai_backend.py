@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from janus_align.config import LLMConfig, Sampling
+from janus_align.config import OpenAISettings, Sampling
 from janus_align.errors import JanusError
 from janus_align.llm import ChatRequest, open_engine
 from janus_align.llm.engine import LLMEngine
-from loopback_server import MALFORMED_JSON, Fault, LoopbackServer
+from loopback_server import Fault, LoopbackServer
 
 GREEDY = Sampling(max_new_tokens=32, temperature=0.0, top_p=1.0)
 ANSWER_SCHEMA = {
@@ -50,7 +50,7 @@ def engine_for(server: LoopbackServer, tmp_path: Path, **overrides) -> LLMEngine
         max_retries=3,
         max_concurrency=4,
     )
-    return open_engine(LLMConfig(**{**settings, **overrides}), cache_path=tmp_path / "llm.sqlite")
+    return open_engine(OpenAISettings(**{**settings, **overrides}), cache_path=tmp_path / "llm.sqlite")
 
 
 def test_429_with_retry_after_waits_that_long_then_succeeds(server, tmp_path):
@@ -98,20 +98,45 @@ def test_retries_exhausted_is_a_failed_result_not_an_exception(server, tmp_path)
     assert again.ok and server.count("down") == 4
 
 
-def test_malformed_json_is_reasked_until_valid(server, tmp_path):
+def _ask_until_usable(engine: LLMEngine, prompt: str, max_reasks: int):
+    """One unit through the synthesis stages' loop (`synth.teacher.ask`), seeded per attempt."""
+    from janus_align.seeding import derive_seed
+    from janus_align.synth.teacher import ask
+
+    def build(unit: str, attempt: int) -> ChatRequest:
+        return ChatRequest.of(
+            unit,
+            system="You are a judge.",
+            sampling=GREEDY,
+            seed=derive_seed(7, "test", unit, attempt),
+            response_schema=ANSWER_SCHEMA,
+        )
+
+    [outcome] = ask(engine, [prompt], build, lambda unit, result: (result.parsed, None), max_reasks, desc="test")
+    return outcome
+
+
+def test_malformed_json_is_asked_again_with_a_new_seed_until_valid(server, tmp_path):
     server.script(Fault.malformed(), prompt="rate this")
-    request = ChatRequest.of("rate this", system="You are a judge.", sampling=GREEDY, response_schema=ANSWER_SCHEMA)
-    [result] = engine_for(server, tmp_path, max_reasks=2).complete([request])
-    assert result.ok and result.error is None
-    assert result.parsed == {"answer": "xx", "score": 1}
-    assert result.attempts == 2
-    first, reask = server.received
+    outcome = _ask_until_usable(engine_for(server, tmp_path), "rate this", max_reasks=2)
+    assert outcome.ok and outcome.value == {"answer": "xx", "score": 1}
+    assert outcome.attempts == 2
+    first, again = server.received
     # Structured output is requested through response_format, with the schema itself.
     assert first.body["response_format"]["json_schema"]["schema"] == ANSWER_SCHEMA
-    # The re-ask shows the model its rejected answer and says why.
-    assert reask.body["messages"][:2] == first.body["messages"]
-    assert reask.body["messages"][2] == {"role": "assistant", "content": MALFORMED_JSON}
-    assert "not valid JSON" in reask.body["messages"][3]["content"]
+    # Asked again as a fresh request: the same messages (no correction turn), a new seed.
+    assert again.body["messages"] == first.body["messages"]
+    assert again.body["seed"] != first.body["seed"]
+
+
+@pytest.mark.parametrize("max_reasks", [0, 1, 3])
+def test_a_unit_whose_answers_are_never_valid_json_costs_max_reasks_plus_one_calls(server, tmp_path, max_reasks):
+    """One re-ask loop: the engine only parses; the stage asks again (new seed) up to max_reasks."""
+    server.script(*[Fault.malformed()] * 10)
+    outcome = _ask_until_usable(engine_for(server, tmp_path), "rate this", max_reasks)
+    assert not outcome.ok and "not valid JSON" in (outcome.reason or "")
+    assert server.count() == outcome.attempts == max_reasks + 1
+    assert len({r.body["seed"] for r in server.received}) == max_reasks + 1
 
 
 def test_server_without_json_schema_form_is_asked_with_json_object(tmp_path):
@@ -157,19 +182,19 @@ def test_a_regex_is_not_sent_to_an_openai_server_but_is_a_gbnf_grammar_for_llama
     # Anything else GBNF would read differently (or not at all) is not translated.
     assert [regex_grammar(r) for r in (r"[\d]+", r"[^\n]+x", "(yes|no)", r"[^\n]{1,9}", "[]+")] == [None] * 5
     llama = object.__new__(LlamaServerBackend)  # its body without starting a server
-    OpenAIBackend.__init__(llama, LLMConfig(backend="openai", model="m", base_url=server.base_url, api_key_env=KEY_ENV))
+    OpenAIBackend.__init__(llama, OpenAISettings(model="m", base_url=server.base_url, api_key_env=KEY_ENV))
     body = llama._body(ChatRequest.of("x", sampling=GREEDY, response_regex=one_line))
     assert body["grammar"] == r"root ::= [^\n\r]+" and "response_format" not in body
     assert "grammar" not in llama._body(ChatRequest.of("x", sampling=GREEDY, response_regex="(yes|no)"))
     assert "grammar" not in llama._body(ChatRequest.of("x", sampling=GREEDY))
 
 
-def test_malformed_json_every_time_is_reported_unparsed(server, tmp_path):
+def test_malformed_json_is_reported_unparsed_and_not_reasked_by_the_engine(server, tmp_path):
     server.script(*[Fault.malformed()] * 5)
     request = ChatRequest.of("rate this", sampling=GREEDY, response_schema=ANSWER_SCHEMA)
-    [result] = engine_for(server, tmp_path, max_reasks=1).complete([request])
+    [result] = engine_for(server, tmp_path).complete([request])
     assert result.parsed is None and result.error.startswith("not valid JSON")
-    assert result.attempts == 2 and server.count() == 2
+    assert result.attempts == 1 and server.count() == 1
 
 
 def test_concurrency_is_bounded_by_max_concurrency(tmp_path):
@@ -190,11 +215,13 @@ def test_usage_and_cost_follow_server_usage_and_params_prices(server, tmp_path):
     requests.append(ChatRequest.of("structured", sampling=GREEDY, response_schema=ANSWER_SCHEMA))
     engine = engine_for(server, tmp_path, prices=prices)
     results = engine.complete(requests)
+    # The stage asks the malformed one again with a new seed (synth.teacher.ask_jobs).
+    engine.complete([ChatRequest.of("structured", sampling=GREEDY, seed=1, response_schema=ANSWER_SCHEMA)])
     billed = [r.usage for r in server.received]
     prompt_tokens = sum(u["prompt_tokens"] for u in billed)
     completion_tokens = sum(u["completion_tokens"] for u in billed)
     usage = engine.usage.as_dict()
-    # The malformed answer was paid for too: every billed token is counted, re-asks included.
+    # The malformed answer was paid for too: every billed token is counted, asks again included.
     assert (usage["requests"], usage["cached"], usage["failed"]) == (5, 0, 0)
     assert (usage["prompt_tokens"], usage["completion_tokens"]) == (prompt_tokens, completion_tokens)
     assert usage["cost_usd"] == pytest.approx((prompt_tokens * 10 + completion_tokens * 30) / 1e6)
@@ -211,7 +238,7 @@ def test_usage_and_cost_follow_server_usage_and_params_prices(server, tmp_path):
 
 def test_missing_api_key_without_base_url_is_a_clear_error(monkeypatch):
     monkeypatch.delenv(KEY_ENV, raising=False)
-    config = LLMConfig(backend="openai", model="gpt-4-0125-preview", api_key_env=KEY_ENV)
+    config = OpenAISettings(model="gpt-4-0125-preview", api_key_env=KEY_ENV)
     with pytest.raises(JanusError, match=rf"\${KEY_ENV}"):
         open_engine(config, cache_path=":memory:")
 
@@ -220,7 +247,7 @@ def test_api_key_only_from_environment_and_never_in_results_cache_or_logs(server
     secret = "sk-janus-test-5f1e9c0b7a"
     monkeypatch.setenv(KEY_ENV, secret)
     with pytest.raises(ValueError):
-        LLMConfig(backend="openai", api_key=secret)  # params have no place for a key
+        OpenAISettings(api_key=secret)  # params have no place for a key
     server.script(*[Fault.status_code(500)] * 2, prompt="fails")
     server.script(Fault.malformed(), prompt="structured")
     caplog.set_level(logging.DEBUG)  # the SDK's and httpx's debug logs included
@@ -232,8 +259,10 @@ def test_api_key_only_from_environment_and_never_in_results_cache_or_logs(server
             ChatRequest.of("structured", sampling=GREEDY, response_schema=ANSWER_SCHEMA),
         ]
     )
+    # The malformed one asked again with a new seed, as a stage does.
+    results += engine.complete([ChatRequest.of("structured", sampling=GREEDY, seed=1, response_schema=ANSWER_SCHEMA)])
     engine.close()
-    assert [r.ok for r in results] == [True, False, True]
+    assert [r.ok for r in results] == [True, False, False, True]
     # The key did go to the server, as a bearer token ...
     assert {r.authorization for r in server.received} == {f"Bearer {secret}"}
     # ... and nowhere else.
@@ -294,7 +323,7 @@ def test_against_real_llama_cpp_server_with_embedded_gguf(tmp_path):
                 if process.poll() is not None or time.monotonic() > deadline:
                     pytest.fail("llama_cpp.server did not come up")
                 time.sleep(0.5)
-        config = LLMConfig(backend="openai", model="smollm2", base_url=base_url, timeout_s=120, max_concurrency=2)
+        config = OpenAISettings(model="smollm2", base_url=base_url, timeout_s=120, max_concurrency=2)
         engine = open_engine(config, cache_path=tmp_path / "llm.sqlite")
         plain, structured = engine.complete(
             [

@@ -17,7 +17,7 @@ from janus_align.config import Params
 from janus_align.errors import JanusError
 from janus_align.evaluate.report import ModelResult, leaderboard, load_model_result
 from janus_align.evaluate.responses import Response
-from janus_align.evaluate.seeding import derive_seed
+from janus_align.seeding import derive_seed
 
 # Per-item verdicts (the same for all 4 rubrics) of three models on 5 items.
 VERDICTS = {

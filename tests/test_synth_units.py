@@ -10,6 +10,7 @@ import pytest
 
 from janus_align.config.load import parse_params
 from janus_align.inputs import DIMENSIONS
+from janus_align.seeding import derive_seed
 from janus_align.synth import estimate as estimate_module
 from janus_align.synth.preferences import _entries, _share, draw_subdimensions
 from janus_align.synth.prompts import (
@@ -22,7 +23,6 @@ from janus_align.synth.prompts import (
 from janus_align.synth.rows import PreferenceEntry, ResponseRow, Usage
 from janus_align.synth.splits import build_splits, held_out, pick_pair
 from janus_align.synth.system_messages import check_system_message
-from janus_align.synth.teacher import request_seed
 
 TAXONOMY = {d: {f"{d}-a": ["x", "y"], f"{d}-b": ["z"], f"{d}-c": ["w"]} for d in DIMENSIONS}
 
@@ -100,9 +100,20 @@ def test_usage_of_one_request_is_split_exactly_between_its_sets():
 
 
 def test_request_seed_depends_only_on_what_identifies_the_request():
-    assert request_seed(42, "responses", "ins-1-0", 0) == request_seed(42, "responses", "ins-1-0", 0)
-    seeds = {request_seed(42, "responses", "ins-1-0", a) for a in range(3)}
+    assert derive_seed(42, "responses", "ins-1-0", 0) == derive_seed(42, "responses", "ins-1-0", 0)
+    seeds = {derive_seed(42, "responses", "ins-1-0", a) for a in range(3)}
     assert len(seeds) == 3
+    assert all(0 <= seed < 2**31 for seed in seeds)
+
+
+def test_one_seed_derivation_serves_every_stage():
+    import janus_align.seeding
+    from janus_align.bench import bench
+    from janus_align.evaluate import generate
+    from janus_align.synth import preferences, responses, system_messages
+
+    for module in (preferences, responses, system_messages, bench, generate):
+        assert module.derive_seed is janus_align.seeding.derive_seed
 
 
 def test_system_message_checks():

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from janus_align.config import LLMConfig, Params
+from janus_align.config import LLMSettings, Params, TransformersSettings
+from janus_align.config.schema import LlamaCppSettings
 
 
-def _llm(config: LLMConfig) -> str:
-    if config.backend == "transformers":
+def _llm(config: LLMSettings) -> str:
+    if isinstance(config, TransformersSettings):
         return f"transformers:{config.model} ({config.dtype}, batch {config.batch_size})"
+    if isinstance(config, LlamaCppSettings):
+        return f"llama_cpp:{config.model} (slots {config.max_concurrency})"
     return f"openai:{config.model} at {config.base_url or 'api.openai.com'} (concurrency {config.max_concurrency})"
 
 
@@ -17,7 +20,7 @@ def describe_plan(params: Params) -> str:
     lines = [
         f"profile {params.profile}: base model {params.model.base} ({params.model.prompt_format})",
         f"  synthesis: {synth.num_instructions} instructions x {synth.sets_per_instruction} preference sets "
-        f"({synth.preference_mode}), teacher {_llm(params.teacher)}",
+        f"({synth.preference_mode}), teacher {_llm(params.teacher)}, max_reasks {params.teacher.max_reasks}",
         f"  bench: {params.bench.num_prompts} prompts x 4 rubrics",
         f"  tune: {params.tune.n_trials} trials on {params.tune.objective}",
         f"  training: SFT, SFT-small, DPO, ORPO, RM with {lora}, max_steps {train.common.max_steps}",

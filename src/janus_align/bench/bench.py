@@ -29,19 +29,20 @@ from typing import Any
 
 from janus_align import paths, tracking
 from janus_align.bench import rubrics as rubric_prompts
-from janus_align.bench.schema import BENCH_FILE, BenchItem, Preference, Rubric, write_bench
+from janus_align.bench.schema import BENCH_FILE, BenchItem, Rubric, write_bench
 from janus_align.config import Params
 from janus_align.errors import JanusError
 from janus_align.inputs import BENCH_GROUPS, load_taxonomy
 from janus_align.llm import ChatRequest, ChatResult, LLMEngine
 from janus_align.records import iter_jsonl, write_json
+from janus_align.seeding import derive_seed
 from janus_align.synth.filters import dedup_key
 from janus_align.synth.preferences import generate_preference_sets
 from janus_align.synth.prompts import TEMPLATE_VERSION as SYNTH_TEMPLATE_VERSION
 from janus_align.synth.responses import response_job
 from janus_align.synth.rows import InstructionRow, SystemMessageRow
 from janus_align.synth.system_messages import generate_system_messages
-from janus_align.synth.teacher import Job, Outcome, ask_jobs, request_seed, teacher_engine
+from janus_align.synth.teacher import Job, Outcome, ask_jobs, teacher_engine
 
 BENCH_METRICS = paths.METRICS / "bench.json"
 # Stage names of the shared synthesis code: they key the seeds, so bench requests never
@@ -117,12 +118,11 @@ def rubric_job(
 
     def build(unit: tuple[SystemMessageRow, int], attempt: int) -> ChatRequest:
         row, index = unit
-        preference = Preference.model_validate(row.preference_set[index].model_dump())
         return ChatRequest.of(
-            rubric_prompts.rubric_prompt(examples, preference),
+            rubric_prompts.rubric_prompt(examples, row.preference_set[index]),
             system=rubric_prompts.RUBRIC_SYSTEM,
             sampling=bench.rubric_sampling,
-            seed=request_seed(params.seed, RUBRIC_STAGE, f"{row.instruction_id}-{index}", attempt),
+            seed=derive_seed(params.seed, RUBRIC_STAGE, f"{row.instruction_id}-{index}", attempt),
             response_schema=schema,
         )
 
@@ -185,7 +185,7 @@ def build_bench(
             BenchItem(
                 id=key,
                 source=row.original_source,
-                preference_set=[Preference.model_validate(p.model_dump()) for p in row.preference_set],
+                preference_set=row.preference_set,
                 system=row.system,
                 prompt=row.prompt,
                 reference_answer=references[key],
@@ -229,7 +229,6 @@ def run(params: Params) -> list[BenchItem]:
     training = collection_system_messages()
     items, overlapping = unseen(built, training)
     write_bench(BENCH_FILE, items)
-    prices = params.teacher.prices
     dropped = len(prompts) - len(items)
     metrics = {
         "prompts_sampled": len(prompts),
@@ -242,11 +241,7 @@ def run(params: Params) -> list[BenchItem]:
         "system_in_collection": overlapping,
         "teacher": teacher,
         "template_versions": {"synth": SYNTH_TEMPLATE_VERSION, "rubric": rubric_prompts.TEMPLATE_VERSION},
-        "cost_usd": round(
-            (counts["prompt_tokens"] * prices.input_per_mtok + counts["completion_tokens"] * prices.output_per_mtok)
-            / 1e6,
-            6,
-        ),
+        "cost_usd": round(params.teacher.prices.cost_usd(counts["prompt_tokens"], counts["completion_tokens"]), 6),
         "wall_s": round(time.perf_counter() - started, 3),
         "engine": usage,
     }

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from janus_align import paths
-from janus_align.bench.schema import SCORE_KEYS, Preference, Rubric
+from janus_align.bench.schema import SCORE_KEYS, Rubric
 from janus_align.errors import JanusError
+from janus_align.synth.rows import PreferenceEntry
 
 RUBRIC_SYSTEM = (
     "You are a careful and creative writer of evaluation rubrics. Given example rubrics and one user "
@@ -50,7 +51,7 @@ def load_examples(path: Path = paths.RUBRIC_EXAMPLES) -> list[Rubric]:
         raise JanusError(f"{path}: unusable rubric examples ({exc})") from None
 
 
-def describe_preference(preference: Preference) -> str:
+def describe_preference(preference: PreferenceEntry) -> str:
     """One preference as the generator reads it."""
     return (
         f"Dimension: {preference.dimension}\nSubdimension: {preference.subdimension}\n"
@@ -58,7 +59,7 @@ def describe_preference(preference: Preference) -> str:
     )
 
 
-def rubric_prompt(examples: Sequence[Rubric], preference: Preference) -> str:
+def rubric_prompt(examples: Sequence[Rubric], preference: PreferenceEntry) -> str:
     shown = [json.dumps(example.as_official(), indent=4, ensure_ascii=False) for example in examples[:3]]
     return RUBRIC_USER.format(
         example_1=shown[0], example_2=shown[1], example_3=shown[2], preference=describe_preference(preference)

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from janus_align import paths
 from janus_align.errors import JanusError
 from janus_align.records import iter_located, write_jsonl
+from janus_align.synth.rows import PreferenceEntry
 
 # What the bench stage writes and generate/judge/report read.
 BENCH_FILE = paths.BENCH / "bench.jsonl"
@@ -41,15 +42,6 @@ class BenchFileError(JanusError, ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class Preference(_Strict):
-    """One entry of a preference set: one preference along one dimension."""
-
-    dimension: str
-    subdimension: str
-    preference: str
-    description: str
 
 
 class Rubric(_Strict):
@@ -74,7 +66,7 @@ class BenchItem(_Strict):
 
     id: str
     source: str
-    preference_set: list[Preference] = []
+    preference_set: list[PreferenceEntry] = []
     system: str
     prompt: str = Field(min_length=1)
     reference_answer: str

@@ -1,6 +1,26 @@
 """params.yaml as typed, validated objects."""
 
 from janus_align.config.load import ConfigError, load_params
-from janus_align.config.schema import LLMConfig, Params, Sampling
+from janus_align.config.schema import (
+    LlamaCppSettings,
+    LLMSettings,
+    OpenAISettings,
+    Params,
+    Prices,
+    Sampling,
+    TeacherSettings,
+    TransformersSettings,
+)
 
-__all__ = ["ConfigError", "LLMConfig", "Params", "Sampling", "load_params"]
+__all__ = [
+    "ConfigError",
+    "LLMSettings",
+    "LlamaCppSettings",
+    "OpenAISettings",
+    "Params",
+    "Prices",
+    "Sampling",
+    "TeacherSettings",
+    "TransformersSettings",
+    "load_params",
+]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import difflib
+import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
 
 from janus_align.config.schema import Params
 from janus_align.errors import JanusError
@@ -19,26 +22,57 @@ class ConfigError(JanusError, ValueError):
     """params.yaml is unreadable or invalid; the message names the file and each bad key."""
 
 
-def _known_keys(loc: tuple[Any, ...]) -> list[str]:
-    """The keys the section holding `loc` accepts (empty when it is not a plain section)."""
-    section: type[BaseModel] = Params
-    for part in loc[:-1]:
-        field = section.model_fields.get(str(part))
-        annotation = field.annotation if field else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return []
-        section = annotation
-    return list(section.model_fields)
+def _section(annotation: Any) -> type[BaseModel] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
 
 
-def _describe(error: dict[str, Any]) -> str:
-    key_path = ".".join(str(part) for part in error["loc"]) or "<root>"
+def _variants(field: FieldInfo) -> dict[str, type[BaseModel]]:
+    """{backend: settings type} of a field chosen by a discriminator (empty for any other field)."""
+    if field.discriminator is None:
+        return {}
+    found = {}
+    for member in typing.get_args(field.annotation):
+        tag = member.model_fields[str(field.discriminator)].default
+        found[str(tag)] = member
+    return found
+
+
+def _walk(loc: tuple[Any, ...]) -> tuple[list[str], type[BaseModel] | None]:
+    """The key path of pydantic's `loc` without the backend tags it inserts, and the section it ends in."""
+    section: type[BaseModel] | None = Params
+    path: list[str] = []
+    variants: dict[str, type[BaseModel]] = {}
+    for part in loc:
+        if variants:  # a discriminated union names the chosen variant in the loc: not a key of the file
+            section, variants = variants.get(str(part)), {}
+            continue
+        path.append(str(part))
+        field = section.model_fields.get(str(part)) if section else None
+        section = _section(field.annotation) if field else None
+        variants = _variants(field) if field else {}
+    return path, section
+
+
+def _describe(error: ErrorDetails) -> str:
+    path, _ = _walk(error["loc"])
+    key_path = ".".join(path) or "<root>"
     kind = error["type"]
     if kind == "extra_forbidden":
-        close = difflib.get_close_matches(str(error["loc"][-1]), _known_keys(error["loc"]), n=1)
+        _, section = _walk(error["loc"][:-1])
+        known = list(section.model_fields) if section else []
+        close = difflib.get_close_matches(path[-1], known, n=1)
         return f"{key_path}: unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
     if kind == "missing":
         return f"{key_path}: required key is missing"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        _, parent = _walk(error["loc"][:-1])
+        field = parent.model_fields[path[-1]] if parent else None
+        key = str(field.discriminator) if field else "backend"
+        tags = [repr(tag) for tag in (_variants(field) if field else {})]
+        allowed = f"{', '.join(tags[:-1])} or {tags[-1]}" if len(tags) > 1 else "".join(tags)
+        if kind == "union_tag_not_found":
+            return f"{key_path}.{key}: required key is missing (one of {allowed})"
+        return f"{key_path}.{key}: must be {allowed}, got {error.get('ctx', {}).get('tag')!r}"
     message = error["msg"]
     for verbose, short in (("Input should be ", "must be "), ("Value error, ", "")):
         message = message.replace(verbose, short)
@@ -47,22 +81,42 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{key_path}: {message}, got {error['input']!r}"
 
 
+def missing_sections(raw: dict[str, Any], section: type[BaseModel] = Params, prefix: str = "") -> list[str]:
+    """Key paths of the sections (mappings) a params file must hold but `raw` lacks.
+
+    A file states the whole recipe: a deleted section is an error, never the defaults. Inside an
+    LLM's settings only the backend's own keys apply, so their sub-mappings may be left out.
+    """
+    missing = []
+    for name, field in section.model_fields.items():
+        nested = _section(field.annotation)
+        if section is Params or nested is not None or _variants(field):
+            if name not in raw:
+                missing.append(f"{prefix}{name}")
+            elif nested is not None and isinstance(raw[name], dict):
+                missing += missing_sections(raw[name], nested, f"{prefix}{name}.")
+    return missing
+
+
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:
-    """Validate an already-parsed mapping; raise ConfigError naming every bad key."""
+    """Validate an already-parsed params file; raise ConfigError naming every bad or missing key."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    lines = [f"{key}: required section is missing" for key in missing_sections(raw)]
     try:
-        return Params.model_validate(raw)
+        params = Params.model_validate(raw)
     except ValidationError as exc:
-        lines = [_describe(err) for err in exc.errors()]
-        raise ConfigError(f"{source}: {len(lines)} invalid setting(s)\n  " + "\n  ".join(lines)) from None
+        lines += [_describe(err) for err in exc.errors()]
+    if lines:
+        raise ConfigError(f"{source}: {len(lines)} invalid setting(s)\n  " + "\n  ".join(lines))
+    return params
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     """Read and validate a params file.
 
-    >>> load_params("params.yaml").teacher.max_concurrency  # doctest: +SKIP
-    8
+    >>> load_params("params.yaml").teacher.batch_size  # doctest: +SKIP
+    96
     """
     path = Path(path)
     return parse_params(read_yaml(path), str(path))

@@ -15,14 +15,24 @@ PROFILES_DIR = Path("profiles")
 
 
 def deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
-    """Overlay wins key by key; nested mappings merge, everything else is replaced."""
+    """Overlay wins key by key; nested mappings merge, everything else is replaced.
+
+    A mapping that switches `backend` (an LLM's settings: teacher, judge.llm) replaces the base's
+    mapping whole: each backend has its own keys, and the old backend's would be unknown keys.
+    """
     merged = dict(base)
     for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
+        current = merged.get(key)
+        switches_backend = isinstance(value, dict) and isinstance(current, dict) and _switches_backend(current, value)
+        if isinstance(value, dict) and isinstance(current, dict) and not switches_backend:
+            merged[key] = deep_merge(current, value)
         else:
             merged[key] = value
     return merged
+
+
+def _switches_backend(base: dict[str, Any], overlay: dict[str, Any]) -> bool:
+    return "backend" in overlay and overlay["backend"] != base.get("backend")
 
 
 def profile_params(name: str, base: Path = DEFAULT_PARAMS, profiles_dir: Path = PROFILES_DIR) -> dict[str, Any]:

@@ -1,15 +1,17 @@
 """Typed, validated view of params.yaml: the recipe of one pipeline run.
 
 Every section forbids unknown keys so that a typo fails before any work starts, and every
-numeric setting carries its range. Defaults document the default profile; params.yaml
-still spells every value out so DVC can track it.
+numeric setting carries its range. The defaults ARE the default profile: `Params()` equals
+params.yaml (tests/test_config.py pins it), and params.yaml still spells every value out so DVC
+tracks it. Reading a file, a missing section is an error (config/load.py), never a fallback.
+Each LLM backend has its own settings type, chosen by `backend`.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 
 class Section(BaseModel):
@@ -17,7 +19,11 @@ class Section(BaseModel):
 
 
 class Sampling(Section):
-    """Sampling parameters of one kind of model call (part of the request cache key)."""
+    """Sampling parameters of one kind of model call (part of the request cache key).
+
+    The defaults are the default profile's `teacher.sampling`; every other place params.yaml
+    holds a Sampling writes its own.
+    """
 
     max_new_tokens: int = Field(256, ge=1, le=32768)
     temperature: float = Field(0.7, ge=0.0, le=2.0)
@@ -31,40 +37,112 @@ class Prices(Section):
     input_per_mtok: float = Field(0.0, ge=0.0)
     output_per_mtok: float = Field(0.0, ge=0.0)
 
+    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """What `prompt_tokens` in and `completion_tokens` out cost at these prices (the one formula)."""
+        return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
 
-class LLMConfig(Section):
-    """Which model answers and how it is called.
 
-    `model: base` means the checkpoint written by the prepare_model stage; with the
-    transformers backend any local checkpoint directory works, with the openai backend
-    it is the model name the server knows, with llama_cpp a GGUF (`embedded:<name>` or a
-    .gguf path) that a llama-server of our own serves on loopback.
+# A model run on our own hardware costs no tokens.
+FREE = Prices(input_per_mtok=0.0, output_per_mtok=0.0)
+
+
+class TransformersSettings(Section):
+    """A local checkpoint run in process by our decoding loop (llm/transformers_backend.py).
+
+    `model: base` means the checkpoint written by the prepare_model stage; any local checkpoint
+    directory (or another pipeline model's name) works too.
     """
 
-    backend: Literal["transformers", "openai", "llama_cpp"] = "transformers"
+    backend: Literal["transformers"] = "transformers"
     model: str = "base"
-    base_url: str | None = None
+    batch_size: int = Field(96, ge=1, le=512)
+    # auto: bfloat16 only on a CPU with native bf16 (AVX512-BF16/AMX), float32 elsewhere.
+    dtype: Literal["float32", "bfloat16", "auto"] = "float32"
+    sampling: Sampling = Sampling()
+
+    @property
+    def prices(self) -> Prices:
+        return FREE
+
+
+class OpenAIConnection(Section):
+    """How to reach an OpenAI-compatible server: where, with which key, how hard, at what price.
+
+    The key is read from the environment variable `api_key_env`, never stored in params.
+    """
+
+    base_url: str | None = None  # None: api.openai.com
     api_key_env: str = "OPENAI_API_KEY"
     max_concurrency: int = Field(8, ge=1, le=1024)
-    batch_size: int = Field(16, ge=1, le=512)
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(5, ge=0, le=50)
-    max_reasks: int = Field(2, ge=0, le=20)
-    # auto: bfloat16 only on a CPU with native bf16 (AVX512-BF16/AMX), float32 elsewhere.
-    dtype: Literal["float32", "bfloat16", "auto"] = "bfloat16"
+    prices: Prices = FREE
+
+
+class OpenAISettings(OpenAIConnection):
+    """A model behind any OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp's server)."""
+
+    backend: Literal["openai"] = "openai"
+    model: str = Field(min_length=1)  # the model name the server knows
     sampling: Sampling = Sampling()
-    prices: Prices = Prices()
-    # llama_cpp: tokens each server slot holds, prompt and answer (re-asks included).
+
+
+class LlamaCppSettings(Section):
+    """A GGUF (`embedded:<name>` or a .gguf path) that a llama-server of our own serves on loopback."""
+
+    backend: Literal["llama_cpp"] = "llama_cpp"
+    model: str
+    max_concurrency: int = Field(8, ge=1, le=1024)  # server slots
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(5, ge=0, le=50)
+    sampling: Sampling = Sampling()
+    # Tokens each server slot holds, prompt and answer.
     context_length: int = Field(2048, ge=256, le=131072)
 
+    @property
+    def prices(self) -> Prices:
+        return FREE
+
     @model_validator(mode="after")
-    def _llama_cpp_model_is_gguf(self) -> LLMConfig:
-        if self.backend == "llama_cpp" and not (self.model.startswith("embedded:") or self.model.endswith(".gguf")):
+    def _model_is_gguf(self) -> LlamaCppSettings:
+        if not (self.model.startswith("embedded:") or self.model.endswith(".gguf")):
             raise ValueError(
                 f"backend llama_cpp runs a GGUF file: model must be embedded:<name> or a path ending in .gguf, "
                 f"not {self.model!r}"
             )
         return self
+
+
+# Which model answers and how it is called: each backend its own settings, so a key the chosen
+# backend would ignore is an error naming it. (Room for openai_batch and vllm: one class each.)
+LLMSettings = Annotated[TransformersSettings | OpenAISettings | LlamaCppSettings, Field(discriminator="backend")]
+
+
+class _Reasks(Section):
+    # Asks of a unit whose answer was unusable (malformed JSON, cut at max_new_tokens, rejected
+    # by the stage's checks), each with a new seed, before it becomes a reject: the one re-ask loop.
+    max_reasks: int = Field(2, ge=0, le=20)
+
+
+class TeacherTransformers(TransformersSettings, _Reasks):
+    pass
+
+
+class TeacherOpenAI(OpenAISettings, _Reasks):
+    pass
+
+
+class TeacherLlamaCpp(LlamaCppSettings, _Reasks):
+    pass
+
+
+# The teacher: an LLM plus how often a synthesis stage asks again.
+TeacherSettings = Annotated[TeacherTransformers | TeacherOpenAI | TeacherLlamaCpp, Field(discriminator="backend")]
+
+
+def parse_llm_settings(raw: dict[str, Any]) -> LLMSettings:
+    """The settings of the backend `raw["backend"]` names (transformers when absent)."""
+    return TypeAdapter(LLMSettings).validate_python({"backend": "transformers", **raw})
 
 
 class ModelConfig(Section):
@@ -93,16 +171,16 @@ class SynthConfig(Section):
     preference_mode: Literal["generated", "sampled"] = "sampled"
     sets_per_instruction: int = Field(3, ge=2, le=10)
     # JSON-schema maxLength of what the teacher writes per preference (bounded output terminates).
-    max_preference_chars: int = Field(48, ge=8, le=2000)
-    max_description_chars: int = Field(112, ge=8, le=4000)
+    max_preference_chars: int = Field(40, ge=8, le=2000)
+    max_description_chars: int = Field(64, ge=8, le=4000)
     max_reject_rate: float = Field(0.25, ge=0.0, le=1.0)
     rm_test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     min_text_chars: int = Field(1, ge=1)
     max_system_chars: int = Field(4000, ge=1)
     max_response_chars: int = Field(16000, ge=1)
-    preference_sampling: Sampling = Sampling(max_new_tokens=384, temperature=0.8)
+    preference_sampling: Sampling = Sampling(max_new_tokens=256, temperature=0.8)
     system_message_sampling: Sampling = Sampling(max_new_tokens=128, temperature=0.8, repetition_penalty=1.05)
-    response_sampling: Sampling = Sampling(max_new_tokens=160, temperature=0.7, repetition_penalty=1.05)
+    response_sampling: Sampling = Sampling(max_new_tokens=96, temperature=0.7, repetition_penalty=1.05)
 
     @model_validator(mode="after")
     def _lengths_ordered(self) -> SynthConfig:
@@ -116,15 +194,15 @@ class BenchConfig(Section):
 
     num_prompts: int = Field(10, ge=1)
     rubric_sampling: Sampling = Sampling(max_new_tokens=384, temperature=1.0)
-    reference_sampling: Sampling = Sampling(max_new_tokens=256, temperature=0.7)
+    reference_sampling: Sampling = Sampling(max_new_tokens=96, temperature=0.7, repetition_penalty=1.05)
     # JSON-schema maxLength of a rubric's fields, so constrained decoding closes the JSON within
     # rubric_sampling.max_new_tokens (a token is at least one character).
-    max_criteria_chars: int = Field(200, ge=8, le=4000)
-    max_score_description_chars: int = Field(160, ge=8, le=4000)
+    max_criteria_chars: int = Field(120, ge=8, le=4000)
+    max_score_description_chars: int = Field(56, ge=8, le=4000)
 
 
 class LoraConfig(Section):
-    enabled: bool = False
+    enabled: bool = True
     r: int = Field(16, ge=1, le=1024)
     alpha: int = Field(32, ge=1)
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
@@ -134,18 +212,18 @@ class LoraConfig(Section):
 class TrainCommon(Section):
     """Settings shared by every recipe (a recipe section may override each of them)."""
 
-    max_length: int = Field(512, ge=16)
-    per_device_batch_size: int = Field(4, ge=1)
+    max_length: int = Field(384, ge=16)
+    per_device_batch_size: int = Field(2, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
-    max_steps: int = Field(-1, ge=-1)
-    bf16: bool = True
+    max_steps: int = Field(4, ge=-1)
+    bf16: bool = False
     gradient_checkpointing: bool = False
     packing: bool = False
     lr_scheduler: str = "cosine"
     warmup_steps: int = Field(0, ge=0)
     weight_decay: float = Field(0.0, ge=0.0)
     eval_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-    eval_steps: int = Field(0, ge=0)  # evaluate the held-out rows every N steps; 0: once, after training
+    eval_steps: int = Field(2, ge=0)  # evaluate the held-out rows every N steps; 0: once, after training
     logging_steps: int = Field(1, ge=1)
     use_cpu: bool = True
     distributed: Literal["none", "deepspeed_zero3", "fsdp"] = "none"
@@ -166,11 +244,11 @@ class Recipe(Section):
 
 class TrainConfig(Section):
     common: TrainCommon = TrainCommon()
-    sft: Recipe = Recipe()
-    sft_small: Recipe = Recipe()
-    dpo: Recipe = Recipe(learning_rate=5e-7)
-    orpo: Recipe = Recipe()
-    rm: Recipe = Recipe(learning_rate=9e-6)
+    sft: Recipe = Recipe(learning_rate=2e-4)
+    sft_small: Recipe = Recipe(learning_rate=2e-4)
+    dpo: Recipe = Recipe(learning_rate=5e-5, max_steps=2)
+    orpo: Recipe = Recipe(learning_rate=2e-4, max_steps=2, max_length=768, max_completion_length=192)
+    rm: Recipe = Recipe(learning_rate=1e-4, max_steps=2)
 
 
 class TuneRange(Section):
@@ -190,11 +268,11 @@ class TuneConfig(Section):
     objective: Literal["eval_loss", "bench"] = "eval_loss"
     storage: str = "sqlite:///optuna.db"
     study_name: str = "janus-sft"
-    learning_rate: TuneRange = TuneRange(low=1e-6, high=1e-4, log=True)
+    learning_rate: TuneRange = TuneRange(low=1e-4, high=1e-3, log=True)
     epochs: TuneRange = TuneRange(low=1, high=2)
     lora_r: TuneRange = TuneRange(low=4, high=32, log=True)
-    warmup_steps: TuneRange = TuneRange(low=0, high=10)
-    max_steps: int = Field(4, ge=-1)
+    warmup_steps: TuneRange = TuneRange(low=0, high=4)
+    max_steps: int = Field(2, ge=-1)
     eval_steps: int = Field(1, ge=1)  # the pruner sees the eval loss every N steps
     heartbeat_s: int = Field(60, ge=1)  # a trial silent for 2x this long (killed worker) is marked failed
     pruner_startup_trials: int = Field(1, ge=0)  # trials that run to the end before the median pruner acts
@@ -204,17 +282,16 @@ class GenerateConfig(Section):
     """Which models answer the bench, and how (PAPER.md section 7)."""
 
     # Pipeline models: checkpoints under artifacts/models/<name>.
-    candidates: list[str] = ["base", "sft", "sft_small", "dpo", "orpo"]
-    # OpenAI-compatible model names, answered through external_base_url (None: api.openai.com).
+    candidates: list[str] = ["base", "sft"]
+    # OpenAI-compatible model names, answered through external_llm's server (api.openai.com by default).
     external: list[str] = []
-    external_base_url: str | None = None
-    external_api_key_env: str = "OPENAI_API_KEY"
+    external_llm: OpenAIConnection = OpenAIConnection()
     # Sample best_of answers and keep the one the reward model (artifacts/models/rm) prefers.
     best_of: int = Field(1, ge=1)
     prompt_format: Literal["auto", "chat_template", "mistral_inst"] = "auto"  # auto: model.prompt_format
-    batch_size: int = Field(16, ge=1, le=512)
+    batch_size: int = Field(32, ge=1, le=512)
     dtype: Literal["float32", "bfloat16"] = "float32"  # bf16 only where the hardware has it (GPUs)
-    sampling: Sampling = Sampling(max_new_tokens=128, temperature=1.0, top_p=0.9, repetition_penalty=1.03)
+    sampling: Sampling = Sampling(max_new_tokens=96, temperature=1.0, top_p=0.9, repetition_penalty=1.03)
 
     @model_validator(mode="after")
     def _names_distinct(self) -> GenerateConfig:
@@ -227,7 +304,7 @@ class GenerateConfig(Section):
 class JudgeConfig(Section):
     """The LLM judge (PAPER.md section 4): one call per rubric, `repeats` runs averaged."""
 
-    llm: LLMConfig = LLMConfig()
+    llm: LLMSettings = TransformersSettings(batch_size=64, sampling=Sampling(max_new_tokens=96, temperature=1.0))
     repeats: int = Field(1, ge=1, le=20)
     # The paper's judge does not see the system message; True shows it before the prompt.
     show_system: bool = False
@@ -235,7 +312,7 @@ class JudgeConfig(Section):
     max_reasks: int = Field(2, ge=0, le=20)
     # Ask for JSON {feedback, score} under constrained decoding instead of free text ending in
     # `[RESULT] n`: small local judges rarely follow the free-text format.
-    constrained: bool = False
+    constrained: bool = True
 
 
 class ReportConfig(Section):
@@ -261,7 +338,7 @@ class Params(Section):
     profile: Literal["default", "ci", "paper"] = "default"
     seed: int = Field(42, ge=0)
     model: ModelConfig = ModelConfig()
-    teacher: LLMConfig = LLMConfig()
+    teacher: TeacherSettings = TeacherTransformers()
     synth: SynthConfig = SynthConfig()
     bench: BenchConfig = BenchConfig()
     train: TrainConfig = TrainConfig()

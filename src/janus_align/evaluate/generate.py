@@ -3,7 +3,8 @@
 `janus generate --model NAME`, where NAME is
 - a pipeline model (`generate.candidates`): the checkpoint at artifacts/models/NAME (trained
   models are saved there merged, as plain checkpoints), run in process; or
-- an OpenAI-compatible model (`generate.external`), called through `generate.external_base_url`
+- an OpenAI-compatible model (`generate.external`), called with the openai settings of
+  `generate.external_llm` (server, key variable, concurrency, timeouts, retries, prices)
   with a system and a user turn (as the paper called GPT-3.5/GPT-4).
 
 Prompts follow `generate.prompt_format` (`auto` = `model.prompt_format`, what training used):
@@ -26,14 +27,14 @@ from typing import Any
 
 from janus_align import paths, tracking
 from janus_align.bench.schema import BENCH_FILE, BenchItem, load_bench
-from janus_align.config import LLMConfig, Params, Sampling
+from janus_align.config import LLMSettings, OpenAISettings, Params, Sampling, TransformersSettings
 from janus_align.errors import JanusError
 from janus_align.evaluate import files
 from janus_align.evaluate.rows import ResponseRow
-from janus_align.evaluate.seeding import derive_seed
 from janus_align.llm import ChatRequest, ChatResult
 from janus_align.models.prompt_format import PromptFormat
 from janus_align.records import write_jsonl
+from janus_align.seeding import derive_seed
 
 REWARD_MODEL = "rm"
 
@@ -44,16 +45,14 @@ def resolve_prompt_format(params: Params) -> PromptFormat:
     return params.model.prompt_format if chosen == "auto" else chosen
 
 
-def candidate_config(params: Params, model: str) -> LLMConfig:
+def candidate_config(params: Params, model: str) -> LLMSettings:
     """The engine settings for one candidate (raises JanusError for an unknown or missing model)."""
     settings = params.generate
     if model in settings.external:
         # API models get no repetition penalty (the paper's OpenAI sampling; OpenAI rejects it).
-        return LLMConfig(
-            backend="openai",
+        return OpenAISettings(
+            **settings.external_llm.model_dump(),
             model=model,
-            base_url=settings.external_base_url,
-            api_key_env=settings.external_api_key_env,
             sampling=settings.sampling.model_copy(update={"repetition_penalty": 1.0}),
         )
     checkpoint = paths.model_dir(model)
@@ -67,11 +66,10 @@ def candidate_config(params: Params, model: str) -> LLMConfig:
     return local_config(params, model)
 
 
-def local_config(params: Params, model: str) -> LLMConfig:
+def local_config(params: Params, model: str) -> TransformersSettings:
     """The engine settings of an in-process checkpoint answering the bench."""
     settings = params.generate
-    return LLMConfig(
-        backend="transformers",
+    return TransformersSettings(
         model=model,
         dtype=settings.dtype,
         batch_size=settings.batch_size,
@@ -221,7 +219,7 @@ def response_rows(
 
 
 def answer(
-    params: Params, config: LLMConfig, model: str, requests: list[ChatRequest]
+    params: Params, config: LLMSettings, model: str, requests: list[ChatRequest]
 ) -> tuple[list[ChatResult], dict[str, Any], str]:
     """Open the candidate's engine (`model`: a name or a checkpoint path), answer, close it.
 

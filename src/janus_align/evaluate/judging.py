@@ -27,9 +27,9 @@ from janus_align.errors import JanusError
 from janus_align.evaluate.judge_prompt import TEMPLATE_VERSION, judge_request, prompt_hash
 from janus_align.evaluate.responses import Response
 from janus_align.evaluate.rows import Judgment
-from janus_align.evaluate.seeding import derive_seed
 from janus_align.evaluate.verdicts import feedback_of, parse_verdict, verdict_text
 from janus_align.llm import ChatRequest, ChatResult, LLMEngine
+from janus_align.seeding import derive_seed
 
 
 @contextlib.contextmanager

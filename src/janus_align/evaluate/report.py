@@ -32,8 +32,8 @@ from janus_align.errors import JanusError
 from janus_align.evaluate import files, scoring
 from janus_align.evaluate.responses import Response, load_responses
 from janus_align.evaluate.rows import Judgment
-from janus_align.evaluate.seeding import derive_seed
 from janus_align.records import read_rows, write_json
+from janus_align.seeding import derive_seed
 
 CHARTS = ("overall", "per_dimension", "per_source")
 

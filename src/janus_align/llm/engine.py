@@ -5,14 +5,16 @@
 
 Completed requests come from the request cache; the rest go to the backend, and each answer
 is committed to the cache the moment it arrives. Structured requests (with a JSON schema) are
-parsed and validated here, the same way for every backend, and re-asked when malformed.
+parsed and validated here, the same way for every backend; a malformed answer comes back with
+its error, and the caller's own loop asks again with a new seed (`synth.teacher.ask_jobs`, the
+judge's verdict loop): one re-ask loop per unit, so a unit costs at most max_reasks + 1 calls.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ import jsonschema
 from tqdm.auto import tqdm
 
 from janus_align import paths
-from janus_align.config.schema import LLMConfig, Prices
+from janus_align.config.schema import FREE, LlamaCppSettings, LLMSettings, Prices, TransformersSettings
 from janus_align.llm.cache import RequestCache
 from janus_align.llm.types import Backend, ChatRequest, ChatResult
 
@@ -35,13 +37,11 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     wall_s: float = 0.0
-    prices: Prices = field(default_factory=Prices)
+    prices: Prices = FREE
 
     @property
     def cost_usd(self) -> float:
-        return (
-            self.prompt_tokens * self.prices.input_per_mtok + self.completion_tokens * self.prices.output_per_mtok
-        ) / 1e6
+        return self.prices.cost_usd(self.prompt_tokens, self.completion_tokens)
 
     def as_dict(self) -> dict[str, float]:
         return {
@@ -74,23 +74,13 @@ def parse_json_answer(text: str, schema: dict[str, Any]) -> Any:
     return value
 
 
-def _reask(request: ChatRequest, answer: str, reason: str) -> ChatRequest:
-    correction = (
-        f"Your previous answer was rejected ({reason}). Reply again with only a JSON value that "
-        "matches the required schema, with no text before or after it."
-    )
-    messages = (*request.messages, {"role": "assistant", "content": answer}, {"role": "user", "content": correction})
-    return ChatRequest(messages, request.sampling, request.seed, request.response_schema)
-
-
 class LLMEngine:
     """Cached, batched chat completion over one backend."""
 
-    def __init__(self, backend: Backend, cache: RequestCache, prices: Prices | None = None, max_reasks: int = 2):
+    def __init__(self, backend: Backend, cache: RequestCache, prices: Prices = FREE):
         self.backend = backend
         self.cache = cache
-        self.max_reasks = max_reasks
-        self.usage = Usage(prices=prices or Prices())
+        self.usage = Usage(prices=prices)
 
     @property
     def model_id(self) -> str:
@@ -99,38 +89,20 @@ class LLMEngine:
     def complete(self, requests: list[ChatRequest], desc: str = "requests") -> list[ChatResult]:
         """Answer every request, from the cache where possible, in the order given.
 
-        Structured requests (`response_schema` set) come back with `.parsed` filled in, or
-        with `.error` naming why the last answer was unusable after `max_reasks` re-asks.
-        An answer cut at `max_new_tokens` is not re-asked here: the same limit would cut the
-        re-ask too, and with the cut answer in its context a small model repeats what ran away
-        (measured: two re-asks of 384 tokens each, alone in a batch, for nothing). The caller
-        decides (the synthesis stages ask again with a new seed).
+        Structured requests (`response_schema` set) come back with `.parsed` filled in, or with
+        `.error` saying why the answer is unusable (not JSON, off the schema). Nothing is re-asked
+        here: the caller asks again with a new seed, which also covers what a correction turn
+        could not (an answer cut at `max_new_tokens`: the same limit would cut the re-ask too,
+        and with the cut answer in its context a small model repeats what ran away).
         """
         results = self._complete_raw(requests, desc)
-        pending = [i for i, r in enumerate(requests) if r.response_schema is not None]
-        current = list(requests)
-        for attempt in range(self.max_reasks + 1):
-            retry: list[int] = []
-            for i in pending:
-                result = results[i]
-                if not result.ok:
-                    continue
-                try:
-                    result.parsed = parse_json_answer(result.text, requests[i].response_schema)
-                    result.error = None
-                except ValueError as exc:
-                    result.error = str(exc)
-                    if result.completion_tokens < requests[i].sampling.max_new_tokens:
-                        retry.append(i)
-            if not retry or attempt == self.max_reasks:
-                break
-            for i in retry:
-                current[i] = _reask(current[i], results[i].text, results[i].error or "")
-            answers = self._complete_raw([current[i] for i in retry], f"{desc} (re-ask {attempt + 1})")
-            for i, answer in zip(retry, answers):
-                answer.attempts = results[i].attempts + 1
-                results[i] = answer
-            pending = retry
+        for request, result in zip(requests, results):
+            if request.response_schema is None or not result.ok:
+                continue
+            try:
+                result.parsed = parse_json_answer(result.text, request.response_schema)
+            except ValueError as exc:
+                result.error = str(exc)
         return results
 
     def _complete_raw(self, requests: list[ChatRequest], desc: str) -> list[ChatResult]:
@@ -178,7 +150,7 @@ def resolve_model_path(model: str) -> str:
 
 
 def open_engine(
-    config: LLMConfig,
+    config: LLMSettings,
     cache_path: str | Path = paths.LLM_CACHE,
     model: str | None = None,
     prompt_format: str = "chat_template",
@@ -188,15 +160,16 @@ def open_engine(
     `prompt_format` (transformers backend only) is how (system, user) become the prompt text:
     `chat_template` or the paper's literal `mistral_inst` (see models/prompt_format.py).
     """
-    if config.backend == "transformers":
+    backend: Backend
+    if isinstance(config, TransformersSettings):
         from janus_align.llm.transformers_backend import TransformersBackend
 
-        backend: Backend = TransformersBackend(
+        backend = TransformersBackend(
             resolve_model_path(model or config.model),
             config,
             prompt_format,  # type: ignore[arg-type]
         )
-    elif config.backend == "llama_cpp":
+    elif isinstance(config, LlamaCppSettings):
         from janus_align.llm.llama_server import LlamaServerBackend
 
         backend = LlamaServerBackend(config, model or config.model)
@@ -204,4 +177,4 @@ def open_engine(
         from janus_align.llm.openai_backend import OpenAIBackend
 
         backend = OpenAIBackend(config, model=model)
-    return LLMEngine(backend, RequestCache(cache_path), config.prices, config.max_reasks)
+    return LLMEngine(backend, RequestCache(cache_path), config.prices)

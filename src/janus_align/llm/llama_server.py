@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from janus_align import paths
-from janus_align.config.schema import LLMConfig
+from janus_align.config.schema import FREE, LlamaCppSettings, OpenAISettings
 from janus_align.errors import JanusError
 from janus_align.llm.openai_backend import OpenAIBackend
 from janus_align.llm.types import ChatRequest
@@ -96,7 +96,7 @@ def _die_with_parent() -> None:
 class LlamaServerBackend(OpenAIBackend):
     """A llama-server process of our own, one slot per concurrent request."""
 
-    def __init__(self, config: LLMConfig, model: str, startup_timeout_s: float = 60.0):
+    def __init__(self, config: LlamaCppSettings, model: str, startup_timeout_s: float = 60.0):
         self.gguf = resolve_gguf(model)
         binary = server_binary()
         port = _free_port()
@@ -117,7 +117,16 @@ class LlamaServerBackend(OpenAIBackend):
         except BaseException:
             self.close()
             raise
-        super().__init__(config.model_copy(update={"base_url": f"{self.base_url}/v1"}), model=self.gguf.stem)
+        served = OpenAISettings(
+            model=self.gguf.stem,
+            base_url=f"{self.base_url}/v1",
+            max_concurrency=config.max_concurrency,
+            timeout_s=config.timeout_s,
+            max_retries=config.max_retries,
+            sampling=config.sampling,
+            prices=FREE,
+        )
+        super().__init__(served)
         # The GGUF is the model's identity: cached answers of another file are never reused.
         self.model_id = f"llama.cpp:{model}"
 

@@ -7,12 +7,12 @@ comes from the environment variable named in params (never from params itself).
 
 Structured output asks for OpenAI's `response_format` json_schema form; a server that rejects
 it (400/422, as llama-cpp-python does) is asked in the older json_object-with-schema form. The
-engine parses, validates and re-asks either way.
+engine parses and validates either way; the stage that asked decides whether to ask again.
 
 A `response_regex` is not sent: the OpenAI API has no regex constraint, and each server that
 has one names it its own way (vLLM's `structured_outputs`, llama.cpp's GBNF `grammar`, which
 LlamaServerBackend uses); OpenAI itself rejects unknown fields. The stage that asked checks
-the text itself, so an unconstrained answer costs at most a re-ask.
+the text itself, so an unconstrained answer costs at most an ask with a new seed.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 import openai
 
-from janus_align.config.schema import LLMConfig
+from janus_align.config.schema import OpenAISettings
 from janus_align.errors import JanusError
 from janus_align.llm.types import ChatRequest, ChatResult, ResultCallback
 
@@ -66,7 +66,7 @@ def _rejected_json_schema(error: Exception | None, body: dict[str, Any]) -> bool
 
 
 class OpenAIBackend:
-    def __init__(self, config: LLMConfig, model: str | None = None):
+    def __init__(self, config: OpenAISettings, model: str | None = None):
         self.config = config
         self.model = model or config.model
         api_key = os.environ.get(config.api_key_env)
@@ -77,9 +77,7 @@ class OpenAIBackend:
                     "(or set base_url to a local OpenAI-compatible server)"
                 )
             api_key = _PLACEHOLDER_KEY
-        self._client_args = dict(
-            api_key=api_key, base_url=config.base_url, max_retries=config.max_retries, timeout=config.timeout_s
-        )
+        self._api_key = api_key
         self.model_id = f"openai:{config.base_url or 'api.openai.com'}:{self.model}"
         # Switches to json_object the first time the server rejects a json_schema request.
         self._schema_style = "json_schema"
@@ -130,7 +128,13 @@ class OpenAIBackend:
 
     async def _run(self, requests: list[ChatRequest], on_result: ResultCallback) -> None:
         gate = asyncio.Semaphore(self.config.max_concurrency)
-        async with openai.AsyncOpenAI(**self._client_args) as client:
+        client_settings = self.config
+        async with openai.AsyncOpenAI(
+            api_key=self._api_key,
+            base_url=client_settings.base_url,
+            max_retries=client_settings.max_retries,
+            timeout=client_settings.timeout_s,
+        ) as client:
 
             async def run_one(i: int) -> None:
                 on_result(i, await self._one(client, gate, requests[i]))

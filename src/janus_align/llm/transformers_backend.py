@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from janus_align.config.schema import LLMConfig
+from janus_align.config.schema import TransformersSettings
 from janus_align.llm.decoding import sample_batch
 from janus_align.llm.types import ChatRequest, ChatResult, ResultCallback
 from janus_align.models.checkpoint import load_causal_lm, load_tokenizer
@@ -39,7 +39,7 @@ def checkpoint_fingerprint(path: str | Path) -> str:
 class TransformersBackend:
     """Runs a local checkpoint in process with our batched decoding loop (llm/decoding.py)."""
 
-    def __init__(self, path: str | Path, config: LLMConfig, prompt_format: PromptFormat = "chat_template"):
+    def __init__(self, path: str | Path, config: TransformersSettings, prompt_format: PromptFormat = "chat_template"):
         self.path = Path(path)
         if not self.path.is_dir():
             raise FileNotFoundError(f"model checkpoint {self.path} does not exist (run the prepare_model stage)")

@@ -18,7 +18,7 @@ class ChatRequest:
     """One chat completion: messages (system first, if any), sampling, seed, optional constraint.
 
     `response_schema` asks for JSON valid under a JSON schema; the engine parses and validates
-    the answer (and re-asks malformed ones) for every backend.
+    the answer for every backend (the caller asks again, with a new seed, when it is malformed).
 
     `response_regex` asks for an answer that matches a regular expression (xgrammar's regex
     syntax), such as `[^\n\r]+` for one line. It is a decoding constraint only, enforced where

@@ -41,7 +41,7 @@ from mlflow.pyfunc import PythonModel
 
 import janus_align
 from janus_align.config import Params
-from janus_align.config.schema import LLMConfig, Sampling
+from janus_align.config.schema import Sampling, TransformersSettings
 
 # MLflow warns, when the class below is defined, that predict() has no type hints; the explicit
 # signature logged with the model is the contract (hints would make MLflow re-derive one).
@@ -114,7 +114,7 @@ class JanusChatModel(PythonModel):
         missing = [key for key in SERVING_KEYS if key not in config]
         if missing:
             raise ValueError(f"{checkpoint}: the chat model's config lacks {missing} (see serving_config)")
-        llm = LLMConfig(dtype=config["dtype"], batch_size=int(config["batch_size"]))
+        llm = TransformersSettings(dtype=config["dtype"], batch_size=int(config["batch_size"]))
         backend = TransformersBackend(checkpoint, llm, config["prompt_format"])
         self.engine = LLMEngine(backend, RequestCache(":memory:"))
 

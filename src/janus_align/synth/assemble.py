@@ -152,7 +152,9 @@ def _log(params: Params, summary: dict[str, Any], splits: dict[str, list[dict]])
                 continue
             split, part = ("rm", "test") if name == "rm_test" else (name, "train")
             path = artifacts.split_dir(split) / f"{part}.parquet"
-            dataset = mlflow.data.from_pandas(pd.DataFrame(splits[name]), source=str(path), name=name)
+            dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]  # mlflow.data re-exports it lazily
+                pd.DataFrame(splits[name]), source=str(path), name=name
+            )
             mlflow.log_input(dataset, context="training" if part == "train" else "evaluation")
         mlflow.log_artifact(str(artifacts.SYNTHESIS_METRICS))
         for split in artifacts.SPLITS:

@@ -42,8 +42,7 @@ class StageEstimate:
     completion_tokens: int
 
     def cost(self, params: Params) -> float:
-        prices = params.teacher.prices
-        return (self.prompt_tokens * prices.input_per_mtok + self.completion_tokens * prices.output_per_mtok) / 1e6
+        return params.teacher.prices.cost_usd(self.prompt_tokens, self.completion_tokens)
 
 
 def tokens(text: str) -> int:

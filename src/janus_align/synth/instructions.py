@@ -228,7 +228,7 @@ def run(params: Params) -> list[InstructionRow]:
     write_jsonl(artifacts.INSTRUCTIONS, dump(rows))
     write_jsonl(artifacts.INSTRUCTIONS_REMOVED, removed)
     removed_counts = Counter(r["filter"] for r in removed)
-    metrics = {
+    metrics: dict[str, Any] = {
         "read": len(candidates),
         "read_per_main_source": dict(Counter(c.main_source for c in candidates)),
         "removed": {name: removed_counts.get(name, 0) for name in FILTERS},

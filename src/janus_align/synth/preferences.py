@@ -27,6 +27,7 @@ from janus_align.config import Params
 from janus_align.errors import JanusError
 from janus_align.inputs import DIMENSIONS, load_taxonomy
 from janus_align.llm import ChatRequest, ChatResult, LLMEngine
+from janus_align.seeding import derive_seed
 from janus_align.synth import artifacts
 from janus_align.synth.prompts import (
     PREFERENCE_SYSTEM,
@@ -37,7 +38,7 @@ from janus_align.synth.prompts import (
     sampled_preference_schema,
 )
 from janus_align.synth.rows import InstructionRow, PreferenceEntry, PreferenceSetRow, RejectRow, Usage, read_rows
-from janus_align.synth.teacher import Outcome, ask, finish_stage, provenance, reject_row, request_seed, teacher_engine
+from janus_align.synth.teacher import Outcome, ask, finish_stage, provenance, reject_row, teacher_engine
 
 STAGE = "preferences"
 Taxonomy = dict[str, dict[str, list[str]]]
@@ -115,6 +116,9 @@ def generate_preference_sets(
     synth = params.synth
     count = synth.sets_per_instruction
     max_reasks = params.teacher.max_reasks
+    outcomes: list[Outcome[Any]]
+    # (instruction, [(set index, the outcome that holds it)]): one request per set, or one for all.
+    grouped: list[tuple[InstructionRow, list[tuple[int, Outcome[Any]]]]]
     if synth.preference_mode == "sampled":
         schema = sampled_preference_schema(synth.max_preference_chars, synth.max_description_chars)
         units = [
@@ -131,7 +135,7 @@ def generate_preference_sets(
                 sampled_preference_prompt(instruction.prompt, draw),
                 system=PREFERENCE_SYSTEM,
                 sampling=synth.preference_sampling,
-                seed=request_seed(params.seed, stage, f"{instruction.id}-{index}", attempt),
+                seed=derive_seed(params.seed, stage, f"{instruction.id}-{index}", attempt),
                 response_schema=schema,
             )
 
@@ -148,7 +152,7 @@ def generate_preference_sets(
                 generated_preference_prompt(instruction.prompt, taxonomy, count),
                 system=PREFERENCE_SYSTEM,
                 sampling=synth.preference_sampling,
-                seed=request_seed(params.seed, stage, instruction.id, attempt),
+                seed=derive_seed(params.seed, stage, instruction.id, attempt),
                 response_schema=schema,
             )
 
@@ -156,15 +160,16 @@ def generate_preference_sets(
             sets = []
             for answer in result.parsed["preference_sets"]:
                 entries, reason = _entries(answer, None)
-                if reason:
+                if entries is None:
                     return None, reason
                 sets.append(entries)
             if not _distinct(sets):
                 return None, "duplicate preference sets (same subdimension in every dimension)"
             return sets, None
 
+        units_generated: list[InstructionRow] = list(instructions)
         outcomes = ask(
-            engine, list(instructions), build_generated, accept_generated, max_reasks, desc=f"{stage} (generated)"
+            engine, units_generated, build_generated, accept_generated, max_reasks, desc=f"{stage} (generated)"
         )
         grouped = [(o.unit, [(index, o) for index in range(count)]) for o in outcomes]
 

@@ -17,9 +17,10 @@ from typing import Any
 
 from janus_align.config import Params
 from janus_align.llm import ChatRequest, ChatResult, LLMEngine
+from janus_align.seeding import derive_seed
 from janus_align.synth import artifacts
 from janus_align.synth.rows import RejectRow, ResponseRow, SystemMessageRow
-from janus_align.synth.teacher import Job, Outcome, ask_jobs, extend_rows, request_seed, run_row_stage
+from janus_align.synth.teacher import Job, Outcome, ask_jobs, extend_rows, run_row_stage
 
 STAGE = "responses"
 
@@ -44,7 +45,7 @@ def response_job(
             row.prompt,
             system=row.system,
             sampling=synth.response_sampling,
-            seed=request_seed(params.seed, stage, row.id, attempt),
+            seed=derive_seed(params.seed, stage, row.id, attempt),
         )
 
     def accept(row: SystemMessageRow, result: ChatResult) -> tuple[Any, str | None]:

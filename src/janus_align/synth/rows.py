@@ -15,6 +15,7 @@ file fails with the file and line named, and adds its own fields:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -41,6 +42,12 @@ class Provenance(Row):
 
 
 class PreferenceEntry(Row):
+    """One entry of a preference set: one preference along one dimension.
+
+    The one preference record: synthesis writes it, the bench file (`bench.schema.BenchItem`)
+    holds it in the released dataset's layout, rubric prompts read it.
+    """
+
     dimension: str
     subdimension: str
     preference: str
@@ -81,5 +88,5 @@ class RejectRow(Row):
     raw: str
 
 
-def dump(rows: list[Row]) -> list[dict[str, Any]]:
+def dump(rows: Sequence[Row]) -> list[dict[str, Any]]:
     return [row.model_dump(mode="json") for row in rows]

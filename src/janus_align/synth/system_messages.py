@@ -21,6 +21,7 @@ from typing import Any
 
 from janus_align.config import Params
 from janus_align.llm import ChatRequest, ChatResult, LLMEngine
+from janus_align.seeding import derive_seed
 from janus_align.synth import artifacts
 from janus_align.synth.filters import dedup_key
 from janus_align.synth.prompts import (
@@ -29,7 +30,7 @@ from janus_align.synth.prompts import (
     system_message_prompt,
 )
 from janus_align.synth.rows import PreferenceSetRow, RejectRow, SystemMessageRow
-from janus_align.synth.teacher import Outcome, ask, extend_rows, request_seed, run_row_stage
+from janus_align.synth.teacher import Outcome, ask, extend_rows, run_row_stage
 
 STAGE = "system_messages"
 # One paragraph: no line break ("\r" excluded too, whatever the convention), and it ends on
@@ -70,7 +71,7 @@ def generate_system_messages(
             system_message_prompt(row.prompt, row.preference_set),
             system=SYSTEM_MESSAGE_SYSTEM,
             sampling=synth.system_message_sampling,
-            seed=request_seed(params.seed, stage, row.id, attempt),
+            seed=derive_seed(params.seed, stage, row.id, attempt),
             response_regex=PARAGRAPH_REGEX,
         )
 

@@ -2,20 +2,21 @@
 
 Resuming after a kill relies on one property: the request for a given row and attempt is
 always the same (same messages, sampling, seed and schema), so its answer comes from the
-engine's request cache instead of being paid for again. `request_seed` derives the seed from
-the row id, never from the row's position or from earlier random draws.
+engine's request cache instead of being paid for again. `seeding.derive_seed(seed, stage,
+row_id, attempt)` derives the seed from the row id, never from the row's position or from
+earlier random draws.
 
-Malformed JSON is re-asked by the engine itself. An answer that parses but is unusable (a
-blank field, an over-long message, duplicate preference sets) is asked again here with the
-next seed, up to `teacher.max_reasks` times; a row that still fails becomes a reject with the
-raw output and the reason. The stage fails only when the reject rate exceeds
+This is the one re-ask loop: an unusable answer (malformed JSON, cut at max_new_tokens, or
+rejected by the stage's checks: a blank field, an over-long message, duplicate preference sets)
+is asked again here with the next seed, up to `teacher.max_reasks` times, so a unit costs at
+most `teacher.max_reasks + 1` calls; a row that still fails becomes a reject with the raw
+output and the reason. The stage fails only when the reject rate exceeds
 `synth.max_reject_rate`, after writing its rows, rejects and stats.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -35,12 +36,6 @@ ResultT = TypeVar("ResultT")
 # accept(unit, result) -> (value, None) when usable, (None, reason) when not.
 Accept = Callable[[UnitT, ChatResult], tuple[Any, str | None]]
 Build = Callable[[UnitT, int], ChatRequest]
-
-
-def request_seed(seed: int, stage: str, row_id: str, attempt: int) -> int:
-    """A seed that depends only on what identifies the request (stable across runs and kills)."""
-    digest = hashlib.sha256(f"{seed}:{stage}:{row_id}:{attempt}".encode()).hexdigest()
-    return int(digest[:8], 16) % (2**31)
 
 
 @dataclass
@@ -84,10 +79,11 @@ def ask_jobs(engine: LLMEngine, jobs: Sequence[Job[Any, Any]], max_reasks: int) 
     attempts together, then the re-asks together), so independent jobs reach the backend
     together (an API backend's concurrency; the transformers backend's batches); every request
     is the same as if its job were asked alone.
-    `build(unit, attempt)` must be deterministic. A request the engine could not answer (an API
-    error, or JSON still malformed after the engine's own re-asks) is not asked again here,
-    except an answer cut at max_new_tokens (the engine does not re-ask those): a new seed
-    usually ends where the cut one ran away.
+    `build(unit, attempt)` must be deterministic (its seed from `seeding.derive_seed` with the
+    attempt). Every answer that came back unusable is asked again: malformed JSON, an answer cut
+    at max_new_tokens (a new seed usually ends where the cut one ran away) and one `accept`
+    rejects. A call that brought no answer at all (an API error, after the client's own retries)
+    is not: a re-run of the stage retries it, as failures are never cached.
     """
     outcomes = [[Outcome(unit) for unit in job.units] for job in jobs]
     pending = [(j, i) for j, job in enumerate(jobs) for i in range(len(job.units))]
@@ -109,7 +105,7 @@ def ask_jobs(engine: LLMEngine, jobs: Sequence[Job[Any, Any]], max_reasks: int) 
             if not result.ok:
                 cut = f" (cut at max_new_tokens {request.sampling.max_new_tokens})" if outcome.truncated else ""
                 outcome.value, outcome.reason = None, f"unusable answer{cut}: {result.error}"
-                if outcome.truncated and result.text:  # ran away: a new seed usually does not
+                if result.text:  # an answer, unusable: a new seed usually gives a usable one
                     retry.append((j, i))
                 continue
             outcome.value, outcome.reason = jobs[j].accept(jobs[j].units[i], result)
@@ -146,13 +142,15 @@ def extend_row(row: Row, model: type[RowT], engine: LLMEngine, outcome: Outcome,
     stage's call and `provenance` keeping every stage's record."""
     origin = provenance(engine, outcome)
     kept = row.model_dump(exclude={"teacher", "template_version", "usage", "provenance"})
-    return model(
-        **kept,
-        teacher=origin.teacher,
-        template_version=origin.template_version,
-        usage=origin.usage,
-        provenance={**getattr(row, "provenance", {}), stage: origin},
-        **fields,
+    return model.model_validate(
+        {
+            **kept,
+            "teacher": origin.teacher,
+            "template_version": origin.template_version,
+            "usage": origin.usage,
+            "provenance": {**getattr(row, "provenance", {}), stage: origin},
+            **fields,
+        }
     )
 
 
@@ -225,8 +223,7 @@ def finish_stage(
     failed = sum(1 for o in outcomes if not o.ok)
     prompt_tokens = sum(o.usage.prompt_tokens for o in outcomes)
     completion_tokens = sum(o.usage.completion_tokens for o in outcomes)
-    prices = params.teacher.prices
-    stats = {
+    stats: dict[str, Any] = {
         "stage": stage,
         "teacher": engine.model_id,
         "template_version": TEMPLATE_VERSION,
@@ -239,9 +236,7 @@ def finish_stage(
         # What producing these rows took, re-asks and rejects included, however many runs it took.
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
-        "cost_usd": round(
-            (prompt_tokens * prices.input_per_mtok + completion_tokens * prices.output_per_mtok) / 1e6, 6
-        ),
+        "cost_usd": round(params.teacher.prices.cost_usd(prompt_tokens, completion_tokens), 6),
         "wall_s": round(time.perf_counter() - started, 3),
         # What this run itself asked the engine (cached answers cost nothing again).
         "engine": engine.usage.as_dict(),

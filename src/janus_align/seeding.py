@@ -1,8 +1,10 @@
-"""Per-request seeds derived from the run seed and what the request is for.
+"""Per-request seeds derived from the run seed and what the request is for (every stage's).
 
 A request's seed depends only on (run seed, purpose, item id, index...), never on the order in
 which requests are built or batched, so adding one candidate or one repeat leaves every other
-request's seed (and its cached answer) unchanged.
+request's seed (and its cached answer) unchanged, and a stage resumed after a kill asks the very
+requests it asked before (their answers come from the request cache). Synthesis derives
+`derive_seed(seed, stage, row_id, attempt)`, the judge and generation their own parts.
 """
 
 from __future__ import annotations
