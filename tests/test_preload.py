@@ -12,7 +12,7 @@ import subprocess
 import textwrap
 from pathlib import Path
 
-from conftest import BIN, janus_env, make_project
+from conftest import BIN, janus_env, make_project, run_janus
 
 SCENARIO = textwrap.dedent(
     """
@@ -21,6 +21,8 @@ SCENARIO = textwrap.dedent(
     from janus_align import preload
 
     socket_path = os.environ[preload.SOCKET_ENV]
+    # Nothing is imported until a `janus` command asks: this first one runs in-process (None).
+    print(json.dumps({"first": preload.delegate(["check"])}), flush=True)
     deadline = time.time() + 300
     while not os.path.exists(socket_path) and time.time() < deadline:  # bound once imports are done
         time.sleep(0.2)
@@ -92,7 +94,9 @@ def test_preloaded_commands_behave_like_their_callers_and_die_with_them(ci_base_
     for line in done.stdout.splitlines():
         if line.startswith("{"):
             seen.update(json.loads(line))
-    # Served (delegate answered an exit status rather than None), in the caller's folder.
+    # The first command found no server; it asked for one, and the later ones were served
+    # (delegate answered an exit status rather than None), in the caller's folder.
+    assert seen["first"] is None
     assert seen["check"] == 0
     assert "params.yaml: valid (profile default)" in done.stdout
     # A failing command's status and message come back as the caller's.
@@ -130,3 +134,46 @@ def test_preload_returns_the_exit_status_of_its_command(tmp_path: Path) -> None:
         timeout=600,
     )
     assert done.returncode == 7
+
+
+def test_a_command_that_runs_no_janus_stage_imports_nothing(tmp_path: Path) -> None:
+    """A no-op `dvc repro` runs no `janus` command, so the preloading process (COMMAND's parent)
+    must not spend seconds importing torch meanwhile: after 8 s it has not loaded libtorch."""
+    probe = "import os, time; time.sleep(8); print('libtorch' in open(f'/proc/{os.getppid()}/maps').read())"
+    done = subprocess.run(
+        [str(BIN / "janus"), "preload", "--", str(BIN / "python"), "-c", probe],
+        cwd=tmp_path,
+        env=janus_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.stdout.strip() == "False"
+    assert "janus preload: serving" not in done.stderr
+
+
+def test_stages_that_compile_grammars_under_preload_print_no_nanobind_line(ci_project: Path) -> None:
+    """`make repro` ended with ~40 lines of `nanobind: leaked ...` from the preloading process:
+    the imports it froze (gc.freeze, for its children) were never freed at exit. Here the first
+    stage (preferences: a JSON-schema grammar) runs in-process, the second (system_messages: a
+    regex grammar) in a preloaded child, and then the preloading process exits."""
+    run_janus(ci_project, "instructions")
+    script = (
+        "janus preferences"
+        ' && n=0 && while [ ! -S "$JANUS_PRELOAD_SOCKET" ] && [ $n -lt 1500 ]; do sleep 0.2; n=$((n+1)); done'
+        " && janus system_messages"
+    )
+    done = subprocess.run(
+        [str(BIN / "janus"), "preload", "--", "sh", "-c", script],
+        cwd=ci_project,
+        env=janus_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "janus preload: serving after" in done.stderr
+    assert "system_messages:" in done.stdout
+    output = done.stdout + done.stderr
+    assert "nanobind" not in output, [line for line in output.splitlines() if "nanobind" in line][:5]

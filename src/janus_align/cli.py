@@ -16,6 +16,7 @@ from typing import Any
 
 from janus_align.config import Params, load_params
 from janus_align.errors import JanusError
+from janus_align.stages import STAGES, STAGES_WITH_MODEL
 
 # Offline and quiet by default; a user who has a hub or wants telemetry can override these.
 for _name, _value in {
@@ -32,29 +33,6 @@ for _name, _value in {
     "OMP_WAIT_POLICY": "PASSIVE",
 }.items():
     os.environ.setdefault(_name, _value)
-
-# stage name -> (module with `run(params, **options)`, fixed options, one-line help)
-STAGES: dict[str, tuple[str, dict[str, Any], str]] = {
-    "prepare_model": ("janus_align.models.prepare_model", {}, "convert model.base into a plain checkpoint"),
-    "instructions": ("janus_align.synth.instructions", {}, "filter, dedup, decontaminate and sample instructions"),
-    "preferences": ("janus_align.synth.preferences", {}, "3 preference sets x 4 dimensions per instruction"),
-    "system_messages": ("janus_align.synth.system_messages", {}, "one system message per preference set"),
-    "responses": ("janus_align.synth.responses", {}, "gold response per (system message, instruction)"),
-    "assemble": ("janus_align.synth.assemble", {}, "SFT, SFT-small, DPO, ORPO and RM splits"),
-    "validate": ("janus_align.validate.validate", {}, "Great Expectations suites over every split"),
-    "bench": ("janus_align.bench.bench", {}, "build the Multifaceted Bench"),
-    "tune": ("janus_align.train.tune", {}, "Optuna study over SFT hyperparameters"),
-    "train_sft": ("janus_align.train.train_sft", {"variant": "sft"}, "SFT on the full split (Janus)"),
-    "train_sft_small": ("janus_align.train.train_sft", {"variant": "sft_small"}, "SFT on the small split (Janus*)"),
-    "train_dpo": ("janus_align.train.train_dpo", {}, "DPO from Janus*"),
-    "train_orpo": ("janus_align.train.train_orpo", {}, "ORPO from the base model"),
-    "train_rm": ("janus_align.train.train_rm", {}, "reward model from a 1-epoch SFT model"),
-    "generate": ("janus_align.evaluate.generate", {}, "answer every bench prompt with one candidate (--model)"),
-    "judge": ("janus_align.evaluate.judge", {}, "judge candidates' answers per rubric (--model NAME; default: all)"),
-    "report": ("janus_align.evaluate.report", {}, "leaderboard, CIs, win/tie matrix, plots, HTML report"),
-    "register": ("janus_align.registry.register", {}, "register the best model; move alias champion"),
-}
-STAGES_WITH_MODEL = {"generate"}  # `--model NAME`, required; `judge` takes `--model` repeatable and optional
 
 
 def prepare(params_path: str) -> Params:
@@ -121,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("summary", help="where the results of the last run are").set_defaults(
         handler=_tool("janus_align.summary", "main")
     )
+    dvc_deps = sub.add_parser("dvc-deps", help="each stage's code deps from its imports; --write puts them in dvc.yaml")
+    dvc_deps.add_argument("--write", action="store_true", help="rewrite the src/janus_align deps of dvc.yaml's stages")
+    dvc_deps.add_argument("--dvc-file", default="dvc.yaml", help="the pipeline file (default: dvc.yaml)")
+    dvc_deps.set_defaults(handler=_tool("janus_align.code_deps", "main"))
     validate_data = sub.add_parser("validate-data", help="validate any split or bench file with the GX suites")
     validate_data.add_argument("--kind", required=True, choices=["sft", "sft_small", "dpo", "orpo", "rm", "bench"])
     validate_data.add_argument("file")
@@ -161,7 +143,7 @@ def _preload(args: argparse.Namespace) -> None:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         raise JanusError("janus preload: name the command to run, e.g. `janus preload -- dvc repro`")
-    code = preload.serve(command)
+    code = preload.serve(command, main)
     if code:
         raise SystemExit(code)
 

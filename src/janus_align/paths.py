@@ -1,28 +1,75 @@
 """Where every stage reads and writes, relative to the project root (DVC runs stages there).
 
-dvc.yaml names the same paths; keeping them here means no stage spells another's files.
+The one place a file of the pipeline is spelled: dvc.yaml names the same paths (tests/test_paths.py
+checks every out, metric, plot and data dep of dvc.yaml against this module), and no stage spells
+another's files.
 """
+
+from __future__ import annotations
 
 from pathlib import Path
 
+# Raw inputs (data.dvc)
 DATA = Path("data")
 INSTRUCTIONS_DIR = DATA / "instructions"
-BENCH_PROMPTS = DATA / "bench" / "prompts.jsonl"
-RUBRIC_EXAMPLES = DATA / "bench" / "rubric_examples.json"
-TAXONOMY = DATA / "taxonomy" / "preferences.yaml"
+BENCH_DATA = DATA / "bench"
+BENCH_PROMPTS = BENCH_DATA / "prompts.jsonl"
+RUBRIC_EXAMPLES = BENCH_DATA / "rubric_examples.json"
+TAXONOMY_DIR = DATA / "taxonomy"
+TAXONOMY = TAXONOMY_DIR / "preferences.yaml"
 
 ARTIFACTS = Path("artifacts")
-MODELS = ARTIFACTS / "models"
-BASE_MODEL = MODELS / "base"
-SYNTH = ARTIFACTS / "synth"
-COLLECTION = ARTIFACTS / "collection"
-BENCH = ARTIFACTS / "bench"
-TUNE = ARTIFACTS / "tune"
-EVAL = ARTIFACTS / "eval"
-
 METRICS = Path("metrics")
 PLOTS = Path("plots")
 REPORTS = Path("reports")
+
+# Models
+MODELS = ARTIFACTS / "models"
+BASE_MODEL = MODELS / "base"
+
+# Synthesis (instructions, preferences, system_messages, responses, assemble)
+SYNTH = ARTIFACTS / "synth"
+INSTRUCTIONS = SYNTH / "instructions.jsonl"
+INSTRUCTIONS_REMOVED = SYNTH / "instructions_removed.jsonl"
+PREFERENCE_SETS = SYNTH / "preference_sets.jsonl"
+SYSTEM_MESSAGES = SYNTH / "system_messages.jsonl"
+SYNTH_RESPONSES = SYNTH / "responses.jsonl"  # the gold responses (evaluation's are RESPONSES_DIR)
+INSTRUCTIONS_METRICS = METRICS / "instructions.json"
+SYNTHESIS_METRICS = METRICS / "synthesis.json"
+# The stages that call the teacher, in pipeline order: each writes rejects() and stats().
+GENERATING_STAGES = ("preferences", "system_messages", "responses")
+
+# The collection (assemble) and its checks (validate)
+COLLECTION = ARTIFACTS / "collection"
+SPLITS = ("sft", "sft_small", "dpo", "orpo", "rm")
+DATA_DOCS = REPORTS / "data_docs"
+VALIDATION_METRICS = METRICS / "validation.json"
+
+# The Multifaceted Bench (bench)
+BENCH = ARTIFACTS / "bench"
+BENCH_FILE = BENCH / "bench.jsonl"
+BENCH_METRICS = METRICS / "bench.json"
+
+# Training (tune, train_*)
+TUNE = ARTIFACTS / "tune"
+BEST_PARAMS = TUNE / "best_params.json"
+TUNE_METRICS = METRICS / "tune.json"
+
+# Evaluation (generate, judge, report), per candidate model
+EVAL = ARTIFACTS / "eval"
+RESPONSES_DIR = EVAL / "responses"
+JUDGMENTS_DIR = EVAL / "judgments"
+OFFICIAL_DIR = EVAL / "official"
+EVAL_METRICS_DIR = METRICS / "eval"
+LEADERBOARD = METRICS / "leaderboard.json"
+PER_DIMENSION_PLOT = PLOTS / "per_dimension.csv"
+PER_SOURCE_PLOT = PLOTS / "per_source.csv"
+REPORT_DIR = REPORTS / "eval"
+REPORT_HTML = REPORT_DIR / "report.html"
+REPORT_MARKDOWN = REPORT_DIR / "report.md"
+
+# The registry (register)
+REGISTER_METRICS = METRICS / "register.json"
 
 # Outside every DVC output: DVC deletes a stage's outputs before re-running it, and paid
 # requests must survive that.
@@ -32,3 +79,38 @@ LLM_CACHE = Path(".cache") / "llm.sqlite"
 def model_dir(name: str) -> Path:
     """Checkpoint directory of a named model (`base`, `sft`, `dpo`, ...)."""
     return MODELS / name
+
+
+def rejects(stage: str) -> Path:
+    """Rows a generating stage could not produce, with the raw teacher output and the reason."""
+    return SYNTH / "rejects" / f"{stage}.jsonl"
+
+
+def stats(stage: str) -> Path:
+    """Counts, tokens, cost and wall time of one generating stage (read by `assemble`)."""
+    return SYNTH / "stats" / f"{stage}.json"
+
+
+def split_dir(split: str) -> Path:
+    """One released split of the collection (`sft`, `dpo`, ...)."""
+    return COLLECTION / split
+
+
+def responses_file(model: str) -> Path:
+    """A candidate's answers to the bench (`generate`)."""
+    return RESPONSES_DIR / f"{model}.jsonl"
+
+
+def judgments_file(model: str) -> Path:
+    """The judge's verdicts on a candidate's answers (`judge`)."""
+    return JUDGMENTS_DIR / f"{model}.jsonl"
+
+
+def official_file(model: str) -> Path:
+    """The official evaluation JSON, named as the paper's scripts name it."""
+    return OFFICIAL_DIR / f"{model}_evaluation.json"
+
+
+def eval_metrics_file(model: str) -> Path:
+    """A candidate's scores (`judge`), one DVC metrics file per candidate."""
+    return EVAL_METRICS_DIR / f"{model}.json"

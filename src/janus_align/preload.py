@@ -8,7 +8,10 @@ libraries before it does any work: about 4 of the default pipeline's 25 minutes 
 import once, fork per command.
 
 How: this process starts COMMAND with the path of a Unix socket (in a private temporary folder)
-in `JANUS_PRELOAD_SOCKET`, imports the modules, then listens. A `janus` command that finds the
+in `JANUS_PRELOAD_SOCKET` and waits. The first `janus` command that finds no server there leaves
+a mark beside the socket and runs in-process; on that mark this process imports the modules,
+then listens. So a COMMAND that runs no stage (a `dvc repro` with nothing to do) costs no import
+(BENCHMARKS.md: a no-op within a second of plain `dvc repro`). A `janus` command that finds the
 variable sends its arguments, working directory, environment and its stdin/stdout/stderr over
 the socket; this process forks, and the child runs the command as the caller would have: same
 folder, environment and descriptors, killed if the caller dies, its exit status returned as the
@@ -40,9 +43,11 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from janus_align.errors import JanusError
+from janus_align.stages import STAGES
 
 SOCKET_ENV = "JANUS_PRELOAD_SOCKET"
 # What the stages import, heavy first; "module:attribute" resolves a lazily imported attribute.
@@ -71,6 +76,7 @@ PRELOADED = (
 )
 _FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _POLL_S = 0.05
+_WANTED = "wanted"  # created beside the socket by the first `janus` command that finds no server
 _serving_child = False  # set in a forked child: it runs its command itself
 
 
@@ -85,6 +91,7 @@ def delegate(argv: list[str]) -> int | None:
         connection.connect(path)
     except OSError:
         connection.close()
+        _want_preload(path)
         return None
     with connection:
         request = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}
@@ -105,8 +112,12 @@ def delegate(argv: list[str]) -> int | None:
     return int(finished["exit"])
 
 
-def serve(command: list[str]) -> int:
-    """Run `command` with `janus` commands served by this process; return its exit status."""
+def serve(command: list[str], run: Callable[[list[str]], int]) -> int:
+    """Run `command` with `janus` commands served by this process; return its exit status.
+
+    A served command runs as `run(argv)` in a forked child (the CLI passes its `main`: this
+    module does not import the CLI, which imports it).
+    """
     folder = tempfile.mkdtemp(prefix="janus-preload-")  # mode 0700: only this user can connect
     path = os.path.join(folder, "socket")
     try:
@@ -117,6 +128,10 @@ def serve(command: list[str]) -> int:
     children: dict[int, socket.socket] = {}
     listener: socket.socket | None = None
     try:
+        # Nothing is imported until a `janus` command asks (and runs in-process meanwhile):
+        # a COMMAND that runs no stage, such as a no-op `dvc repro`, costs no import at all.
+        while process.poll() is None and not os.path.exists(os.path.join(folder, _WANTED)):
+            time.sleep(_POLL_S)
         started = time.perf_counter()
         _import_all(process)
         if process.poll() is not None:
@@ -132,13 +147,16 @@ def serve(command: list[str]) -> int:
             print(f"janus preload: serving after {time.perf_counter() - started:.1f} s of imports", file=sys.stderr)
         while process.poll() is None:
             if listener is not None and select.select([listener], [], [], _POLL_S)[0]:
-                _start_child(listener, children)
+                _start_child(listener, children, run)
             elif listener is None:
                 time.sleep(_POLL_S)
             _report_finished(children)
     except KeyboardInterrupt:  # Ctrl-C reached the whole process group: COMMAND stops by itself
         process.wait()
     finally:
+        # Frozen objects are never collected, not even at exit: triton's nanobind extension (which
+        # torch imports) then finds its objects alive and prints ~40 lines of "nanobind: leaked".
+        gc.unfreeze()
         if listener is not None:
             listener.close()
         shutil.rmtree(folder, ignore_errors=True)
@@ -148,11 +166,17 @@ def serve(command: list[str]) -> int:
     return process.returncode
 
 
+def _want_preload(path: str) -> None:
+    """Tell the preloading process that `janus` commands have started, so it imports now."""
+    try:
+        os.close(os.open(os.path.join(os.path.dirname(path), _WANTED), os.O_WRONLY | os.O_CREAT, 0o600))
+    except OSError:
+        pass  # the folder is gone: COMMAND is ending
+
+
 def _import_all(process: subprocess.Popen) -> None:
     """Import what the stages need, stopping early if `process` has ended."""
-    from janus_align.cli import STAGES
-
-    for name in PRELOADED + tuple(module for module, _, _ in STAGES.values()):
+    for name in PRELOADED + tuple(stage.module for stage in STAGES.values()):
         if process.poll() is not None:
             return
         module, _, attribute = name.partition(":")
@@ -164,7 +188,7 @@ def _import_all(process: subprocess.Popen) -> None:
             print(f"janus preload: {name} not preloaded ({type(exc).__name__}: {exc})", file=sys.stderr)
 
 
-def _start_child(listener: socket.socket, children: dict[int, socket.socket]) -> None:
+def _start_child(listener: socket.socket, children: dict[int, socket.socket], run: Callable[[list[str]], int]) -> None:
     connection, _ = listener.accept()
     try:
         _, fds, _, _ = socket.recv_fds(connection, 1, 3)
@@ -176,14 +200,16 @@ def _start_child(listener: socket.socket, children: dict[int, socket.socket]) ->
     sys.stderr.flush()
     child = os.fork()
     if child == 0:
-        _run_child(connection, fds, request)  # never returns
+        _run_child(connection, fds, request, run)  # never returns
     for fd in fds:
         os.close(fd)
     _send(connection, {"pid": child})
     children[child] = connection
 
 
-def _run_child(connection: socket.socket, fds: list[int], request: dict[str, Any]) -> None:
+def _run_child(
+    connection: socket.socket, fds: list[int], request: dict[str, Any], run: Callable[[list[str]], int]
+) -> None:
     global _serving_child
     _serving_child = True
     code = 1
@@ -198,9 +224,7 @@ def _run_child(connection: socket.socket, fds: list[int], request: dict[str, Any
             signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
         threading.Thread(target=_die_with_caller, args=(connection,), daemon=True).start()
         sys.argv = ["janus", *request["argv"]]
-        from janus_align.cli import main
-
-        code = main(request["argv"])
+        code = run(request["argv"])
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if exc.code is not None and not isinstance(exc.code, int):

@@ -29,7 +29,7 @@ from typing import Any
 
 from janus_align import paths, tracking
 from janus_align.bench import rubrics as rubric_prompts
-from janus_align.bench.schema import BENCH_FILE, BenchItem, Rubric, write_bench
+from janus_align.bench.schema import BenchItem, Rubric, write_bench
 from janus_align.config import Params
 from janus_align.errors import JanusError
 from janus_align.inputs import BENCH_GROUPS, load_taxonomy
@@ -44,7 +44,6 @@ from janus_align.synth.rows import InstructionRow, SystemMessageRow
 from janus_align.synth.system_messages import generate_system_messages
 from janus_align.synth.teacher import Job, Outcome, ask_jobs, teacher_engine
 
-BENCH_METRICS = paths.METRICS / "bench.json"
 # Stage names of the shared synthesis code: they key the seeds, so bench requests never
 # coincide with the collection's.
 PREFERENCES_STAGE = "bench_preferences"
@@ -228,7 +227,7 @@ def run(params: Params) -> list[BenchItem]:
         teacher, usage = engine.model_id, engine.usage.as_dict()
     training = collection_system_messages()
     items, overlapping = unseen(built, training)
-    write_bench(BENCH_FILE, items)
+    write_bench(paths.BENCH_FILE, items)
     dropped = len(prompts) - len(items)
     metrics = {
         "prompts_sampled": len(prompts),
@@ -245,19 +244,19 @@ def run(params: Params) -> list[BenchItem]:
         "wall_s": round(time.perf_counter() - started, 3),
         "engine": usage,
     }
-    write_json(BENCH_METRICS, metrics)
+    write_json(paths.BENCH_METRICS, metrics)
     checked = (
         f"{overlapping} system message(s) found in the training collection and dropped"
         if training is not None
         else "no training collection to check against"
     )
-    print(f"bench: {len(items)} items from {len(prompts)} prompts -> {BENCH_FILE} ({dropped} dropped; {checked})")
+    print(f"bench: {len(items)} items from {len(prompts)} prompts -> {paths.BENCH_FILE} ({dropped} dropped; {checked})")
     mlflow.log_metrics(tracking.metrics(metrics))
     mlflow.set_tags({"teacher": teacher, "rubric_template": rubric_prompts.TEMPLATE_VERSION})
-    mlflow.log_artifact(str(BENCH_FILE))
+    mlflow.log_artifact(str(paths.BENCH_FILE))
     if prompts and dropped / len(prompts) > params.synth.max_reject_rate:
         raise JanusError(
             f"bench: {dropped} of {len(prompts)} prompts dropped ({dropped / len(prompts):.0%}), above "
-            f"synth.max_reject_rate {params.synth.max_reject_rate:.0%}; see {BENCH_METRICS}"
+            f"synth.max_reject_rate {params.synth.max_reject_rate:.0%}; see {paths.BENCH_METRICS}"
         )
     return items

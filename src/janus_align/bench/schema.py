@@ -23,13 +23,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from janus_align import paths
 from janus_align.errors import JanusError
 from janus_align.records import iter_located, write_jsonl
 from janus_align.synth.rows import PreferenceEntry
 
 # What the bench stage writes and generate/judge/report read.
-BENCH_FILE = paths.BENCH / "bench.jsonl"
 
 SCORE_KEYS = ("1", "2", "3", "4", "5")
 # Column order of the released dataset; `id` first because our files carry one.

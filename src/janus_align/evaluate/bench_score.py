@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from janus_align.bench.schema import BENCH_FILE, load_bench
+from janus_align import paths
+from janus_align.bench.schema import load_bench
 from janus_align.config import Params
 from janus_align.evaluate import scoring
 from janus_align.evaluate.generate import answer, generation_requests, local_config
@@ -19,7 +20,7 @@ from janus_align.evaluate.responses import Response
 
 def bench_score(params: Params, checkpoint: Path, label: str) -> float | None:
     """Generate with `checkpoint` on every bench prompt, judge it; the overall score (None: nothing scored)."""
-    items = load_bench(BENCH_FILE)
+    items = load_bench(paths.BENCH_FILE)
     results, _, _ = answer(params, local_config(params, label), str(checkpoint), generation_requests(items, params, 1))
     responses = {
         item.id: Response(item.id, result.text if result.ok else "", result.error)

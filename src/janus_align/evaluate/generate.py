@@ -26,10 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from janus_align import paths, tracking
-from janus_align.bench.schema import BENCH_FILE, BenchItem, load_bench
+from janus_align.bench.schema import BenchItem, load_bench
 from janus_align.config import LLMSettings, OpenAISettings, Params, Sampling, TransformersSettings
 from janus_align.errors import JanusError
-from janus_align.evaluate import files
 from janus_align.evaluate.rows import ResponseRow
 from janus_align.llm import ChatRequest, ChatResult
 from janus_align.models.prompt_format import PromptFormat
@@ -244,13 +243,13 @@ def run(params: Params, model: str) -> Path:
 
     config = candidate_config(params, model)
     require_reward_model(params.generate.best_of)  # fail before any sampling, not after
-    items = load_bench(BENCH_FILE)
+    items = load_bench(paths.BENCH_FILE)
     requests = generation_requests(items, params, params.generate.best_of, config.sampling)
     # The engine is closed on return: best-of-N loads the reward model with one model in memory.
     results, usage, model_id = answer(params, config, model, requests)
     label = resolve_prompt_format(params) if config.backend == "transformers" else "messages"
     rows = response_rows(items, results, model_id, params, model, label)
-    out = files.responses_file(model)
+    out = paths.responses_file(model)
     write_jsonl(out, rows)
     failed = sum(1 for row in rows if row.error)
     length = mean_response_length(load_responses(out), [item.id for item in items])

@@ -22,10 +22,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from janus_align.bench.schema import BENCH_FILE, BenchItem, load_bench
+from janus_align import paths
+from janus_align.bench.schema import BenchItem, load_bench
 from janus_align.config import Params
 from janus_align.errors import JanusError
-from janus_align.evaluate import files, scoring
+from janus_align.evaluate import scoring
 from janus_align.evaluate.judge_prompt import TEMPLATE_VERSION
 from janus_align.evaluate.judging import judge_candidates, open_judge
 from janus_align.evaluate.official_evaluation import official_evaluation
@@ -87,14 +88,14 @@ def run(params: Params, models: Sequence[str] | None = None) -> dict[str, dict[s
     names = candidate_names(params, models)
     if not names:
         raise JanusError("judge: no candidates (generate.candidates and generate.external are empty)")
-    missing = [name for name in names if not files.responses_file(name).is_file()]
+    missing = [name for name in names if not paths.responses_file(name).is_file()]
     if missing:
         raise JanusError(
-            f"judge: {', '.join(str(files.responses_file(name)) for name in missing)} missing "
+            f"judge: {', '.join(str(paths.responses_file(name)) for name in missing)} missing "
             f"(run `janus generate --model {missing[0]}` first)"
         )
-    items = load_bench(BENCH_FILE)
-    responses = {name: load_responses(files.responses_file(name)) for name in names}
+    items = load_bench(paths.BENCH_FILE)
+    responses = {name: load_responses(paths.responses_file(name)) for name in names}
     with open_judge(params.judge) as engine:
         judgments = judge_candidates(engine, items, responses, params.judge, params.seed)
         extra = judge_metadata(engine, params)
@@ -108,9 +109,9 @@ def run(params: Params, models: Sequence[str] | None = None) -> dict[str, dict[s
             items,
             responses[name],
             judgments[name],
-            files.judgments_file(name),
-            files.official_file(name),
-            files.eval_metrics_file(name),
+            paths.judgments_file(name),
+            paths.official_file(name),
+            paths.eval_metrics_file(name),
             extra,
         )
         print(describe(name, metrics))

@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from janus_align.bench.schema import BENCH_FILE, BenchItem, load_bench
+from janus_align import paths
+from janus_align.bench.schema import BenchItem, load_bench
 from janus_align.config import Params
 from janus_align.config.schema import ReportConfig
 from janus_align.errors import JanusError
-from janus_align.evaluate import files, scoring
+from janus_align.evaluate import scoring
 from janus_align.evaluate.responses import Response, load_responses
 from janus_align.evaluate.rows import Judgment
 from janus_align.records import read_rows, write_json
@@ -52,7 +53,7 @@ class ModelResult:
 
 def load_model_result(name: str, items: Sequence[BenchItem]) -> ModelResult:
     """A candidate's judgments and responses; a clear error naming the stage when one is missing."""
-    judgments_path, responses_path = files.judgments_file(name), files.responses_file(name)
+    judgments_path, responses_path = paths.judgments_file(name), paths.responses_file(name)
     for path, stage in ((responses_path, "generate"), (judgments_path, "judge")):
         if not path.is_file():
             raise JanusError(f"report: {path} is missing (run `janus {stage} --model {name}` first)")
@@ -126,8 +127,8 @@ def write_plot_csvs(board: Mapping[str, Any]) -> None:
     models' bars for one dimension sit side by side instead of stacking.
     """
     for path, key, column in (
-        (files.PER_DIMENSION_PLOT, "per_dimension", "dimension"),
-        (files.PER_SOURCE_PLOT, "per_source", "source"),
+        (paths.PER_DIMENSION_PLOT, "per_dimension", "dimension"),
+        (paths.PER_SOURCE_PLOT, "per_source", "source"),
     ):
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", newline="", encoding="utf-8") as handle:
@@ -330,16 +331,16 @@ def log_model_runs(
 
 
 def run(params: Params) -> dict[str, Any]:
-    items = load_bench(BENCH_FILE)
+    items = load_bench(paths.BENCH_FILE)
     names = params.generate.candidates + params.generate.external
     results = [load_model_result(name, items) for name in names]
     board = leaderboard(results, params)
-    write_json(files.LEADERBOARD, board)
+    write_json(paths.LEADERBOARD, board)
     write_plot_csvs(board)
-    charts = draw_charts(board, files.REPORT_DIR)
+    charts = draw_charts(board, paths.REPORT_DIR)
     judges = sorted({m["judge_model"] for m in board["models"].values() if m["judge_model"]})
     judge = ", ".join(judges) or "unknown"
-    html_path, md_path = files.REPORT_DIR / "report.html", files.REPORT_DIR / "report.md"
+    html_path, md_path = paths.REPORT_HTML, paths.REPORT_MARKDOWN
     html_path.write_text(render_html(board, charts, judge), encoding="utf-8")
     md_path.write_text(render_markdown(board, charts, judge), encoding="utf-8")
     for name in board["ranking"]:
@@ -348,6 +349,6 @@ def run(params: Params) -> dict[str, Any]:
             f"report {name}: {_fmt(entry['overall'], 3)} [{_fmt(entry['ci_low'], 3)}, {_fmt(entry['ci_high'], 3)}], "
             f"unscored {entry['unscored']}/{entry['judgments']} ({entry['unscored_rate']:.1%})"
         )
-    print(f"report: {html_path}, {md_path}, {files.LEADERBOARD}")
+    print(f"report: {html_path}, {md_path}, {paths.LEADERBOARD}")
     log_model_runs(results, board, params, [html_path, md_path, *charts.values()])
     return board

@@ -24,8 +24,6 @@ from janus_align.errors import JanusError
 from janus_align.models.train_record import TrainRecord, find_train_record, read_train_record
 from janus_align.records import write_json
 
-LEADERBOARD = paths.METRICS / "leaderboard.json"
-REGISTER_METRICS = paths.METRICS / "register.json"
 SCORE_TAG = "bench_average"
 CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
 
@@ -42,7 +40,7 @@ def _score(value: Any, where: str) -> float:
     return float(value)
 
 
-def read_leaderboard(path: Path = LEADERBOARD) -> dict[str, dict[str, Any]]:
+def read_leaderboard(path: Path = paths.LEADERBOARD) -> dict[str, dict[str, Any]]:
     """{model name: entry} from the report stage's leaderboard."""
     if not path.is_file():
         raise RegistryError(f"{path}: not found (run the report stage first)")
@@ -56,7 +54,9 @@ def read_leaderboard(path: Path = LEADERBOARD) -> dict[str, dict[str, Any]]:
     return models
 
 
-def pick_winner(models: dict[str, dict[str, Any]], source: Path = LEADERBOARD) -> tuple[str, dict[str, Any], float]:
+def pick_winner(
+    models: dict[str, dict[str, Any]], source: Path = paths.LEADERBOARD
+) -> tuple[str, dict[str, Any], float]:
     """(name, leaderboard entry, bench average) of the best trained chat model."""
     scored = []
     for name, entry in models.items():
@@ -123,7 +123,7 @@ def _model_uri(candidate: str, record: TrainRecord, params: Params) -> str:
     return log_chat_model(paths.model_dir(candidate), record.prompt_format, params, name=f"{candidate}-model")
 
 
-def register(params: Params, leaderboard: Path = LEADERBOARD) -> dict[str, Any]:
+def register(params: Params, leaderboard: Path = paths.LEADERBOARD) -> dict[str, Any]:
     """Register the winner and apply the champion gate; returns what metrics/register.json holds."""
     import mlflow
     from mlflow import MlflowClient
@@ -189,7 +189,7 @@ def _champion_score(champion: Any) -> float | None:
 
 def run(params: Params) -> dict[str, Any]:
     result = register(params)
-    write_json(REGISTER_METRICS, result)
+    write_json(paths.REGISTER_METRICS, result)
     verdict = "now champion" if result["promoted"] else f"challenger (champion stays v{result['champion_version']})"
     print(f"register: {result['candidate']} -> {result['name']} v{result['version']}, {verdict}")
     return result

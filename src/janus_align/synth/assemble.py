@@ -20,7 +20,6 @@ from janus_align import paths
 from janus_align.config import Params
 from janus_align.errors import JanusError
 from janus_align.records import write_json
-from janus_align.synth import artifacts
 from janus_align.synth.cards import dataset_card
 from janus_align.synth.prompts import TEMPLATE_VERSION
 from janus_align.synth.rows import ResponseRow, read_rows
@@ -77,40 +76,40 @@ def summarize(
 
 def run(params: Params) -> dict[str, Any]:
     started = time.perf_counter()
-    responses = read_rows(artifacts.RESPONSES, ResponseRow)
+    responses = read_rows(paths.SYNTH_RESPONSES, ResponseRow)
     if not responses:
-        raise JanusError(f"{artifacts.RESPONSES}: no rows to assemble")
-    stage_stats = {stage: _read_json(artifacts.stats(stage)) for stage in artifacts.GENERATING_STAGES}
-    instructions = _read_json(artifacts.INSTRUCTIONS_METRICS)
+        raise JanusError(f"{paths.SYNTH_RESPONSES}: no rows to assemble")
+    stage_stats = {stage: _read_json(paths.stats(stage)) for stage in paths.GENERATING_STAGES}
+    instructions = _read_json(paths.INSTRUCTIONS_METRICS)
     assembled = build_splits(responses, params.seed, params.synth.rm_test_fraction, params.synth.sets_per_instruction)
     splits, incomplete = assembled.splits, assembled.incomplete
     if not splits["dpo"]:
         raise JanusError(
-            f"{artifacts.RESPONSES}: no instruction has all {params.synth.sets_per_instruction} sets with distinct "
+            f"{paths.SYNTH_RESPONSES}: no instruction has all {params.synth.sets_per_instruction} sets with distinct "
             f"system messages and two different responses ({incomplete} incomplete), so no preference pair"
         )
 
     # The files of each split: HF split name -> file name inside the split folder.
-    layout = {name: {"train": "train.parquet"} for name in artifacts.SPLITS}
+    layout = {name: {"train": "train.parquet"} for name in paths.SPLITS}
     layout["rm"]["test"] = "test.parquet"
     shutil.rmtree(paths.COLLECTION, ignore_errors=True)
-    for name in artifacts.SPLITS:
-        write_parquet(artifacts.split_dir(name) / "train.parquet", splits[name], SCHEMAS[name])
-    write_parquet(artifacts.split_dir("rm") / "test.parquet", splits["rm_test"], SCHEMAS["rm"])
-    split_counts = {name: len(splits[name]) for name in artifacts.SPLITS}
+    for name in paths.SPLITS:
+        write_parquet(paths.split_dir(name) / "train.parquet", splits[name], SCHEMAS[name])
+    write_parquet(paths.split_dir("rm") / "test.parquet", splits["rm_test"], SCHEMAS["rm"])
+    split_counts = {name: len(splits[name]) for name in paths.SPLITS}
     split_counts["rm_test"] = len(splits["rm_test"])
 
     summary = summarize(stage_stats, instructions, split_counts, responses)
     summary["rows"]["instructions_incomplete"] = incomplete
     summary["totals"]["assemble_wall_s"] = round(time.perf_counter() - started, 3)
-    write_json(artifacts.SYNTHESIS_METRICS, summary)
+    write_json(paths.SYNTHESIS_METRICS, summary)
 
-    for name in artifacts.SPLITS:
+    for name in paths.SPLITS:
         counts = {"train": split_counts[name]}
         if name == "rm":
             counts["test"] = split_counts["rm_test"]
         card = dataset_card(name, layout[name], counts, assembled.preference_sets(name), params, summary)
-        (artifacts.split_dir(name) / "README.md").write_text(card, encoding="utf-8")
+        (paths.split_dir(name) / "README.md").write_text(card, encoding="utf-8")
     _log(params, summary, splits)
     print(
         "assemble: "
@@ -147,15 +146,15 @@ def _log(params: Params, summary: dict[str, Any], splits: dict[str, list[dict]])
     with synthesis_run(params):
         mlflow.log_metrics(metrics)
         mlflow.set_tags({"teacher": str(summary["teacher"]), "template_version": summary["template_version"]})
-        for name in (*artifacts.SPLITS, "rm_test"):
+        for name in (*paths.SPLITS, "rm_test"):
             if not splits[name]:
                 continue
             split, part = ("rm", "test") if name == "rm_test" else (name, "train")
-            path = artifacts.split_dir(split) / f"{part}.parquet"
+            path = paths.split_dir(split) / f"{part}.parquet"
             dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]  # mlflow.data re-exports it lazily
                 pd.DataFrame(splits[name]), source=str(path), name=name
             )
             mlflow.log_input(dataset, context="training" if part == "train" else "evaluation")
-        mlflow.log_artifact(str(artifacts.SYNTHESIS_METRICS))
-        for split in artifacts.SPLITS:
-            mlflow.log_artifact(str(artifacts.split_dir(split) / "README.md"), artifact_path=f"cards/{split}")
+        mlflow.log_artifact(str(paths.SYNTHESIS_METRICS))
+        for split in paths.SPLITS:
+            mlflow.log_artifact(str(paths.split_dir(split) / "README.md"), artifact_path=f"cards/{split}")

@@ -33,7 +33,6 @@ from janus_align.config import Params
 from janus_align.errors import JanusError
 from janus_align.inputs import instruction_files
 from janus_align.records import iter_jsonl, write_json, write_jsonl
-from janus_align.synth import artifacts
 from janus_align.synth.filters import (
     BenchIndex,
     NearDuplicateIndex,
@@ -225,8 +224,8 @@ def run(params: Params) -> list[InstructionRow]:
         )
         for c in sampled
     ]
-    write_jsonl(artifacts.INSTRUCTIONS, dump(rows))
-    write_jsonl(artifacts.INSTRUCTIONS_REMOVED, removed)
+    write_jsonl(paths.INSTRUCTIONS, dump(rows))
+    write_jsonl(paths.INSTRUCTIONS_REMOVED, removed)
     removed_counts = Counter(r["filter"] for r in removed)
     metrics: dict[str, Any] = {
         "read": len(candidates),
@@ -238,7 +237,7 @@ def run(params: Params) -> list[InstructionRow]:
         "sampled": len(rows),
         "sampled_per_original_source": dict(Counter(r.original_source for r in rows)),
     }
-    write_json(artifacts.INSTRUCTIONS_METRICS, metrics)
+    write_json(paths.INSTRUCTIONS_METRICS, metrics)
     _log(metrics)
     if len(rows) < params.synth.num_instructions:
         print(f"instructions: warning: only {len(rows)} left after filtering, fewer than synth.num_instructions")
@@ -257,4 +256,4 @@ def _log(metrics: dict[str, Any]) -> None:
     values = {f"removed_{k}": v for k, v in metrics["removed"].items()}
     values.update({k: metrics[k] for k in ("read", "removed_total", "kept", "sampled")})
     mlflow.log_metrics({k: float(v) for k, v in values.items()})
-    mlflow.log_artifact(str(artifacts.INSTRUCTIONS_REMOVED))
+    mlflow.log_artifact(str(paths.INSTRUCTIONS_REMOVED))

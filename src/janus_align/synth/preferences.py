@@ -23,12 +23,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from janus_align import paths
 from janus_align.config import Params
 from janus_align.errors import JanusError
 from janus_align.inputs import DIMENSIONS, load_taxonomy
 from janus_align.llm import ChatRequest, ChatResult, LLMEngine
 from janus_align.seeding import derive_seed
-from janus_align.synth import artifacts
 from janus_align.synth.prompts import (
     PREFERENCE_SYSTEM,
     TEMPLATE_VERSION,
@@ -216,9 +216,9 @@ def _share(usage: Usage, parts: int, index: int) -> Usage:
 
 def run(params: Params) -> list[PreferenceSetRow]:
     started = time.perf_counter()
-    instructions = read_rows(artifacts.INSTRUCTIONS, InstructionRow)
+    instructions = read_rows(paths.INSTRUCTIONS, InstructionRow)
     taxonomy = load_taxonomy()
     with teacher_engine(params) as engine:
         rows, rejects, outcomes = generate_preference_sets(engine, instructions, params, taxonomy)
-        finish_stage(STAGE, params, engine, outcomes, rows, rejects, started, artifacts.PREFERENCE_SETS)
+        finish_stage(STAGE, params, engine, outcomes, rows, rejects, started, paths.PREFERENCE_SETS)
     return rows

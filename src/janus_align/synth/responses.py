@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from janus_align import paths
 from janus_align.config import Params
 from janus_align.llm import ChatRequest, ChatResult, LLMEngine
 from janus_align.seeding import derive_seed
-from janus_align.synth import artifacts
 from janus_align.synth.rows import RejectRow, ResponseRow, SystemMessageRow
 from janus_align.synth.teacher import Job, Outcome, ask_jobs, extend_rows, run_row_stage
 
@@ -69,5 +69,5 @@ def generate_responses(
 
 def run(params: Params) -> list[ResponseRow]:
     return run_row_stage(
-        STAGE, params, artifacts.SYSTEM_MESSAGES, SystemMessageRow, generate_responses, artifacts.RESPONSES
+        STAGE, params, paths.SYSTEM_MESSAGES, SystemMessageRow, generate_responses, paths.SYNTH_RESPONSES
     )

@@ -4,7 +4,7 @@ synthesis stages produced (counts, tokens, cost, the splits as dataset inputs, t
 `assemble` fills it; `validate` can reopen it to attach the Data Docs:
 
     with synthesis_run(params):
-        mlflow.log_artifacts("reports/data_docs", artifact_path="data_docs")
+        mlflow.log_artifacts(str(paths.DATA_DOCS), artifact_path="data_docs")
 
 The CLI has already opened the stage's own child run, and MLflow nests a new run only under
 the active one, so the synthesis run is created with the pipeline run as its parent tag and

@@ -19,10 +19,10 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from janus_align import paths
 from janus_align.config import Params
 from janus_align.llm import ChatRequest, ChatResult, LLMEngine
 from janus_align.seeding import derive_seed
-from janus_align.synth import artifacts
 from janus_align.synth.filters import dedup_key
 from janus_align.synth.prompts import (
     SYSTEM_MESSAGE_SYSTEM,
@@ -87,5 +87,5 @@ def generate_system_messages(
 
 def run(params: Params) -> list[SystemMessageRow]:
     return run_row_stage(
-        STAGE, params, artifacts.PREFERENCE_SETS, PreferenceSetRow, generate_system_messages, artifacts.SYSTEM_MESSAGES
+        STAGE, params, paths.PREFERENCE_SETS, PreferenceSetRow, generate_system_messages, paths.SYSTEM_MESSAGES
     )

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from janus_align import paths
 from janus_align.config import Params
 from janus_align.errors import JanusError
 from janus_align.llm import ChatRequest, ChatResult, LLMEngine, open_engine
 from janus_align.records import write_json, write_jsonl
-from janus_align.synth import artifacts
 from janus_align.synth.prompts import TEMPLATE_VERSION
 from janus_align.synth.rows import Provenance, RejectRow, Row, Usage, dump, read_rows
 
@@ -218,7 +218,7 @@ def finish_stage(
     instruction whose three sets failed together counts once.
     """
     write_jsonl(output_path, dump(list(rows)))
-    write_jsonl(artifacts.rejects(stage), dump(list(rejects)))
+    write_jsonl(paths.rejects(stage), dump(list(rejects)))
     units = len(outcomes)
     failed = sum(1 for o in outcomes if not o.ok)
     prompt_tokens = sum(o.usage.prompt_tokens for o in outcomes)
@@ -241,7 +241,7 @@ def finish_stage(
         # What this run itself asked the engine (cached answers cost nothing again).
         "engine": engine.usage.as_dict(),
     }
-    write_json(artifacts.stats(stage), stats)
+    write_json(paths.stats(stage), stats)
     _log_stats(stats)
     print(
         f"{stage}: {len(rows)} rows, {failed}/{units} rejected, {stats['engine']['cached']} cached of "
@@ -251,7 +251,7 @@ def finish_stage(
         reasons = "; ".join(sorted({r.reason for r in rejects})[:3])
         raise JanusError(
             f"{stage}: {failed} of {units} rejected ({failed / units:.0%}), above synth.max_reject_rate "
-            f"{params.synth.max_reject_rate:.0%}; see {artifacts.rejects(stage)} (reasons: {reasons})"
+            f"{params.synth.max_reject_rate:.0%}; see {paths.rejects(stage)} (reasons: {reasons})"
         )
     return stats
 

@@ -89,7 +89,7 @@ def run_distributed(stage: str, params: Params) -> None:
 
 
 def _stage_function(stage: str):
-    from janus_align.cli import STAGES
+    from janus_align.stages import STAGES
 
     module_name, fixed, _ = STAGES[stage]
     module = importlib.import_module(module_name)

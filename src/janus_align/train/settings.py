@@ -20,7 +20,6 @@ from janus_align.config.schema import TrainCommon
 from janus_align.errors import JanusError
 
 RecipeName = Literal["sft", "sft_small", "dpo", "orpo", "rm"]
-BEST_PARAMS = paths.TUNE / "best_params.json"
 TUNABLE = ("learning_rate", "epochs", "lora_r", "warmup_steps")
 
 
@@ -90,7 +89,7 @@ def resolve(params: Params, name: RecipeName, overrides: Mapping[str, Any] | Non
     )
 
 
-def read_best_params(path: Path = BEST_PARAMS) -> dict[str, Any]:
+def read_best_params(path: Path = paths.BEST_PARAMS) -> dict[str, Any]:
     """The tune stage's winning SFT hyperparameters, or {} when there is no tune output."""
     if not path.is_file():
         return {}

@@ -38,9 +38,8 @@ from janus_align.config import Params
 from janus_align.errors import JanusError
 from janus_align.records import write_json
 from janus_align.train.datasets import SplitRows, load_split, split_files
-from janus_align.train.settings import BEST_PARAMS, RecipeSettings, resolve
+from janus_align.train.settings import RecipeSettings, resolve
 
-TUNE_METRICS = paths.METRICS / "tune.json"
 PARENT_RUN_ENV = "JANUS_TUNE_PARENT_RUN_ID"
 
 
@@ -225,10 +224,8 @@ def optimize(params: Params, worker: int = 0) -> None:
 
 def _check(params: Params) -> SplitRows:
     if params.tune.objective == "bench":
-        from janus_align.bench.schema import BENCH_FILE
-
-        if not BENCH_FILE.is_file():
-            raise TuneError(f"tune.objective: bench needs {BENCH_FILE}; run `janus bench` first")
+        if not paths.BENCH_FILE.is_file():
+            raise TuneError(f"tune.objective: bench needs {paths.BENCH_FILE}; run `janus bench` first")
     split = load_split("sft", params.train.common.eval_fraction, params.seed)
     if not split.eval:
         raise TuneError("train.common.eval_fraction: the tune objective needs held-out SFT rows; set it above 0")
@@ -311,12 +308,12 @@ def run(params: Params, workers: int = 1) -> dict[str, Any]:
     if any(codes):
         raise TuneError(f"tune: {sum(1 for c in codes if c)} worker process(es) failed (see their output above)")
     result = best_params(params)
-    write_json(BEST_PARAMS, result)
+    write_json(paths.BEST_PARAMS, result)
     scores = {"best_eval_loss": result["eval_loss"], "best_trial": result["trial"]}
     if result["bench_score"] is not None:
         scores["best_bench_score"] = result["bench_score"]
     write_json(
-        TUNE_METRICS,
+        paths.TUNE_METRICS,
         {
             **scores,
             **{f"trials_{k}": v for k, v in result["trials"].items()},
@@ -331,7 +328,7 @@ def run(params: Params, workers: int = 1) -> dict[str, Any]:
         if result["bench_score"] is not None
         else f"eval_loss {result['eval_loss']:.4f}"
     )
-    print(f"tune: best {won} (trial {result['trial']}) {result['params']} -> {BEST_PARAMS}")
+    print(f"tune: best {won} (trial {result['trial']}) {result['params']} -> {paths.BEST_PARAMS}")
     return result
 
 

@@ -31,8 +31,6 @@ from janus_align.validate.suites import build_expectations, cross_split_paramete
 GX_ROOT = Path(".")  # the file context lives in ./gx (gx/uncommitted is git-ignored)
 GX_DOCS_SITE = Path("gx") / "uncommitted" / "data_docs" / "local_site"
 GX_VALIDATIONS = Path("gx") / "uncommitted" / "validations"
-DATA_DOCS = paths.REPORTS / "data_docs"
-SUMMARY_FILE = paths.METRICS / "validation.json"
 SAMPLES = 3  # offending rows quoted per failed expectation
 RESULT_FORMAT = {
     "result_format": "SUMMARY",
@@ -255,9 +253,9 @@ def _file_context() -> Any:
 
 def _publish_data_docs(context: Any) -> Path:
     context.build_data_docs()
-    shutil.rmtree(DATA_DOCS, ignore_errors=True)
-    shutil.copytree(GX_DOCS_SITE, DATA_DOCS)
-    return DATA_DOCS / "index.html"
+    shutil.rmtree(paths.DATA_DOCS, ignore_errors=True)
+    shutil.copytree(GX_DOCS_SITE, paths.DATA_DOCS)
+    return paths.DATA_DOCS / "index.html"
 
 
 def summarize(results: list[SplitResult]) -> dict[str, Any]:
@@ -280,9 +278,9 @@ def _log_to_mlflow(summary: dict[str, Any]) -> None:
         for key, value in counts.items():
             metrics[f"validation.{split}.{key}"] = float(value)
     mlflow.log_metrics(metrics)
-    mlflow.log_artifact(str(SUMMARY_FILE))
-    if DATA_DOCS.is_dir():
-        mlflow.log_artifacts(str(DATA_DOCS), artifact_path="data_docs")
+    mlflow.log_artifact(str(paths.VALIDATION_METRICS))
+    if paths.DATA_DOCS.is_dir():
+        mlflow.log_artifacts(str(paths.DATA_DOCS), artifact_path="data_docs")
 
 
 def _failure_message(header: str, failures: list[Failure], footer: str) -> str:
@@ -304,7 +302,7 @@ def run(params: Params) -> dict[str, Any]:
     ]
     index = _publish_data_docs(context)
     summary = summarize(results)
-    write_json(SUMMARY_FILE, summary)
+    write_json(paths.VALIDATION_METRICS, summary)
     _log_to_mlflow(summary)
     for result in results:
         print(f"{result.split}: {result.rows} rows, {result.successful}/{result.evaluated} expectations passed")
@@ -317,10 +315,10 @@ def run(params: Params) -> dict[str, Any]:
             _failure_message(
                 f"validation failed: {len(critical)} critical expectation(s) failed",
                 critical,
-                f"Data Docs: {index}; summary: {SUMMARY_FILE}",
+                f"Data Docs: {index}; summary: {paths.VALIDATION_METRICS}",
             )
         )
-    print(f"validation passed; Data Docs: {index}; summary: {SUMMARY_FILE}")
+    print(f"validation passed; Data Docs: {index}; summary: {paths.VALIDATION_METRICS}")
     return summary
 
 
