@@ -34,6 +34,9 @@ def time_runs(command: list[str], runs: int) -> list[float]:
 
 
 def wait_for_server() -> None:
+    from janus_align.preload import ask_to_preload
+
+    ask_to_preload()  # the preloading process imports only once a `janus` command asks
     socket_path = Path(os.environ["JANUS_PRELOAD_SOCKET"])
     while not socket_path.exists():
         time.sleep(0.2)

@@ -235,7 +235,7 @@ def rewrite_code_deps(text: str, deps: dict[str, list[str]]) -> str:
             else:
                 items.append(lines[i])
             i += 1
-        trailing_blank = []
+        trailing_blank: list[str] = []
         while items and not items[-1].strip():
             trailing_blank.insert(0, items.pop())
         generated = [f"{deps_match.group(1)}  - {dep}\n" for dep in deps[stage]]

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# Raw inputs (data.dvc)
+# Raw inputs, tracked by DATA_DVC_FILE
 DATA = Path("data")
+DATA_DVC_FILE = Path("data.dvc")
 INSTRUCTIONS_DIR = DATA / "instructions"
 BENCH_DATA = DATA / "bench"
 BENCH_PROMPTS = BENCH_DATA / "prompts.jsonl"

@@ -91,7 +91,7 @@ def delegate(argv: list[str]) -> int | None:
         connection.connect(path)
     except OSError:
         connection.close()
-        _want_preload(path)
+        ask_to_preload()
         return None
     with connection:
         request = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}
@@ -166,8 +166,15 @@ def serve(command: list[str], run: Callable[[list[str]], int]) -> int:
     return process.returncode
 
 
-def _want_preload(path: str) -> None:
-    """Tell the preloading process that `janus` commands have started, so it imports now."""
+def ask_to_preload() -> None:
+    """Tell the preloading process (if any) that `janus` commands have started, so it imports now.
+
+    `delegate` does this when it finds no server yet; a caller that wants to be served from its
+    first command (benchmarks/stage_startup.py) calls it, then waits for the socket.
+    """
+    path = os.environ.get(SOCKET_ENV)
+    if not path:
+        return
     try:
         os.close(os.open(os.path.join(os.path.dirname(path), _WANTED), os.O_WRONLY | os.O_CREAT, 0o600))
     except OSError:

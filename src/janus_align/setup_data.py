@@ -17,8 +17,6 @@ from pathlib import Path
 from janus_align import paths
 from janus_align.errors import JanusError
 
-DVC_FILE = Path("data.dvc")
-
 
 def bundled_data_dir() -> Path:
     return Path(str(resources.files("janus_align") / "default_data"))
@@ -57,15 +55,15 @@ def materialize_bundled(target: Path = paths.DATA) -> bool:
 
 def main(args: argparse.Namespace | None = None) -> None:
     if has_remote():
-        pulled = _dvc("pull", str(DVC_FILE))
+        pulled = _dvc("pull", str(paths.DATA_DVC_FILE))
         if pulled.returncode != 0:
-            raise JanusError(f"dvc pull {DVC_FILE} failed:\n{pulled.stderr.strip()}")
+            raise JanusError(f"dvc pull {paths.DATA_DVC_FILE} failed:\n{pulled.stderr.strip()}")
         print("setup-data: data/ restored from the DVC remote")
         return
     changed = materialize_bundled()
-    if DVC_FILE.is_file() and "not in cache" in _dvc("status", str(DVC_FILE)).stdout:
+    if paths.DATA_DVC_FILE.is_file() and "not in cache" in _dvc("status", str(paths.DATA_DVC_FILE)).stdout:
         # A fresh clone has an empty cache: record the identical files so `dvc status` is clean.
-        committed = _dvc("commit", "--force", str(DVC_FILE))
+        committed = _dvc("commit", "--force", str(paths.DATA_DVC_FILE))
         if committed.returncode != 0:
-            raise JanusError(f"dvc commit {DVC_FILE} failed:\n{committed.stderr.strip()}")
+            raise JanusError(f"dvc commit {paths.DATA_DVC_FILE} failed:\n{committed.stderr.strip()}")
     print(f"setup-data: data/ {'materialized from' if changed else 'already matches'} the bundled defaults")

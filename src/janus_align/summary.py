@@ -10,18 +10,18 @@ from janus_align import paths
 
 def main(args: argparse.Namespace | None = None) -> None:
     lines = ["", "Janus pipeline finished. Results:"]
-    board = paths.METRICS / "leaderboard.json"
+    board = paths.LEADERBOARD
     if board.is_file():
         scores = json.loads(board.read_text()).get("models", {})
         ranked = sorted(scores.items(), key=lambda kv: -(kv[1].get("overall") or 0))
         lines.append("  leaderboard: " + ", ".join(f"{m} {s.get('overall', float('nan')):.2f}" for m, s in ranked))
     lines += [
         f"  metrics:     dvc metrics show   ({paths.METRICS}/)",
-        f"  report:      {paths.REPORTS / 'eval' / 'report.html'}",
-        f"  data docs:   {paths.REPORTS / 'data_docs' / 'index.html'}",
+        f"  report:      {paths.REPORT_HTML}",
+        f"  data docs:   {paths.DATA_DOCS / 'index.html'}",
         "  MLflow UI:   make ui   (then http://127.0.0.1:5000)",
     ]
-    register = paths.METRICS / "register.json"
+    register = paths.REGISTER_METRICS
     if register.is_file():
         info = json.loads(register.read_text())
         lines.append(
