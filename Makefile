@@ -47,8 +47,9 @@ $(BIN)/llama-server: scripts/build_llama_server.sh | $(STAMP)
 data: $(STAMP)
 	$(BIN)/janus setup-data
 
-# `janus preload` imports torch, transformers, TRL and MLflow once and forks every stage from
-# there (each stage would spend 8-15 s importing them); plain `dvc repro` gives the same results.
+# `janus preload` imports torch, transformers, TRL and MLflow once, when DVC starts the first
+# stage, and forks the later stages from there (each would spend 8-15 s importing them); with
+# nothing to run it imports nothing. Plain `dvc repro` gives the same results.
 repro: data
 	JANUS_PIPELINE_ID=$${JANUS_PIPELINE_ID:-$$(date -u +%Y%m%dT%H%M%SZ)} $(BIN)/janus preload -- $(BIN)/dvc repro
 	$(BIN)/janus summary

@@ -4,6 +4,6 @@ One module per stage, named as in dvc.yaml: `instructions`, `preferences`, `syst
 `responses`, `assemble`; `estimate` is `janus estimate`. Shared parts: `filters` (instruction
 filters), `prompts` (teacher prompts, schemas, template version), `teacher` (deterministic
 requests, re-asks, rejects, stats), `rows` (the row models between stages), `splits` (released
-schemas), `cards` (dataset cards), `synthesis_run` (the MLflow `synthesis` run), `artifacts`
-(file names).
+schemas), `cards` (dataset cards), `synthesis_run` (the MLflow `synthesis` run); the file
+names are in `janus_align.paths`.
 """
