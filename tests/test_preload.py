@@ -72,6 +72,18 @@ SCENARIO = textwrap.dedent(
 )
 
 
+def run_preload(cwd: Path, *command: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`janus preload -- COMMAND` in `cwd`, as a user runs it; output captured."""
+    return subprocess.run(
+        [str(BIN / "janus"), "preload", "--", *command],
+        cwd=cwd,
+        env=janus_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def test_preloaded_commands_behave_like_their_callers_and_die_with_them(ci_base_project: Path, tmp_path: Path) -> None:
     server_project = ci_base_project
     caller_project = make_project(tmp_path / "default-profile", profile=None)
@@ -79,14 +91,7 @@ def test_preloaded_commands_behave_like_their_callers_and_die_with_them(ci_base_
     scenario = tmp_path / "scenario.py"
     scenario.write_text(SCENARIO)
 
-    done = subprocess.run(
-        [str(BIN / "janus"), "preload", "--", str(BIN / "python"), str(scenario), str(caller_project)],
-        cwd=server_project,
-        env=janus_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = run_preload(server_project, str(BIN / "python"), str(scenario), str(caller_project))
 
     assert done.returncode == 0, done.stderr[-4000:]
     assert "janus preload: serving after" in done.stderr
@@ -113,26 +118,13 @@ def test_preload_without_a_command_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "name the command to run" in done.stderr
-    missing = subprocess.run(
-        [str(BIN / "janus"), "preload", "--", "no-such-command-xyz"],
-        cwd=tmp_path,
-        env=janus_env(),
-        capture_output=True,
-        text=True,
-    )
+    missing = run_preload(tmp_path, "no-such-command-xyz")
     assert missing.returncode == 2
     assert "cannot run 'no-such-command-xyz'" in missing.stderr
 
 
 def test_preload_returns_the_exit_status_of_its_command(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [str(BIN / "janus"), "preload", "--", "sh", "-c", "exit 7"],
-        cwd=tmp_path,
-        env=janus_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = run_preload(tmp_path, "sh", "-c", "exit 7")
     assert done.returncode == 7
 
 
@@ -140,14 +132,7 @@ def test_a_command_that_runs_no_janus_stage_imports_nothing(tmp_path: Path) -> N
     """A no-op `dvc repro` runs no `janus` command, so the preloading process (COMMAND's parent)
     must not spend seconds importing torch meanwhile: after 8 s it has not loaded libtorch."""
     probe = "import os, time; time.sleep(8); print('libtorch' in open(f'/proc/{os.getppid()}/maps').read())"
-    done = subprocess.run(
-        [str(BIN / "janus"), "preload", "--", str(BIN / "python"), "-c", probe],
-        cwd=tmp_path,
-        env=janus_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = run_preload(tmp_path, str(BIN / "python"), "-c", probe)
     assert done.returncode == 0, done.stderr[-4000:]
     assert done.stdout.strip() == "False"
     assert "janus preload: serving" not in done.stderr
@@ -164,14 +149,7 @@ def test_stages_that_compile_grammars_under_preload_print_no_nanobind_line(ci_pr
         ' && n=0 && while [ ! -S "$JANUS_PRELOAD_SOCKET" ] && [ $n -lt 1500 ]; do sleep 0.2; n=$((n+1)); done'
         " && janus system_messages"
     )
-    done = subprocess.run(
-        [str(BIN / "janus"), "preload", "--", "sh", "-c", script],
-        cwd=ci_project,
-        env=janus_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    done = run_preload(ci_project, "sh", "-c", script, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
     assert "janus preload: serving after" in done.stderr
     assert "system_messages:" in done.stdout
