@@ -92,7 +92,7 @@ def sample_prompts(rows: Sequence[dict[str, Any]], count: int, seed: int) -> lis
 
 def collection_system_messages() -> set[str] | None:
     """Normalized system messages of the training collection (SFT split), None when it is absent."""
-    split = paths.COLLECTION / "sft"
+    split = paths.split_dir("sft")
     files = sorted(split.glob("*.parquet")) if split.is_dir() else []
     if not files:
         return None
