@@ -14,8 +14,9 @@ import functools
 import importlib.util
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedModel, PreTrainedTokenizerBase
@@ -61,7 +62,10 @@ def gguf_parsed_once() -> Iterator[None]:
     """
     import gguf
 
-    originals = {"GGUFReader": gguf.GGUFReader, "get_tensor_name_map": gguf.get_tensor_name_map}
+    originals: dict[str, Callable[..., Any]] = {
+        "GGUFReader": gguf.GGUFReader,
+        "get_tensor_name_map": gguf.get_tensor_name_map,
+    }
     for name, function in originals.items():
         setattr(gguf, name, functools.lru_cache(maxsize=None)(function))
     try:
@@ -141,7 +145,7 @@ def save_checkpoint(
     """Write a plain checkpoint atomically: a half-written directory never looks complete."""
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    model.to(DTYPES[dtype]).save_pretrained(partial)
+    model.to(DTYPES[dtype]).save_pretrained(partial)  # type: ignore[arg-type]  # transformers types .to() for devices only
     tokenizer.save_pretrained(partial)
     (partial / "janus_source.json").write_text(json.dumps({"base": source, "dtype": dtype}, indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)

@@ -67,9 +67,15 @@ def render_prompt(
         return mistral_inst(system, user)
     if not tokenizer.chat_template:
         raise ValueError("tokenizer has no chat template; use prompt_format: mistral_inst")
-    return tokenizer.apply_chat_template(
-        to_messages(system, user, tokenizer), tokenize=False, add_generation_prompt=True
-    )
+    return _template_text(tokenizer, to_messages(system, user, tokenizer))
+
+
+def _template_text(tokenizer: PreTrainedTokenizerBase, chat: list[dict[str, str]]) -> str:
+    """The chat template's text for `chat`, up to the assistant's turn (untokenized, so a str)."""
+    text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    if not isinstance(text, str):
+        raise TypeError(f"the chat template rendered {type(text).__name__}, not text")
+    return text
 
 
 def render_messages(
@@ -83,7 +89,7 @@ def render_messages(
         chat = to_messages(system, messages[1 if system else 0]["content"], tokenizer) + [
             m for m in messages[(2 if system else 1) :]
         ]
-        return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        return _template_text(tokenizer, chat)
     if len(users) > 1:
         # The literal [INST] format has no turns of its own: join the conversation as text.
         user = "\n\n".join(f"{m['role']}: {m['content']}" for m in messages if m["role"] != "system")
@@ -110,4 +116,4 @@ def system_reaches_model(tokenizer: PreTrainedTokenizerBase, system: str, prompt
     """Token-level check: the tokens the model reads decode back to the whole system message."""
     text = render_prompt(tokenizer, system, "Hello.", prompt_format)
     span = system_tokens(tokenizer, text, system, prompt_format)
-    return bool(span) and tokenizer.decode(span).strip() == system.strip()
+    return bool(span) and str(tokenizer.decode(span)).strip() == system.strip()

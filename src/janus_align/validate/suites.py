@@ -12,6 +12,7 @@ from typing import Any
 
 import great_expectations.expectations as gxe
 from great_expectations.expectations.expectation import Expectation
+from great_expectations.expectations.metadata_types import FailureSeverity
 
 from janus_align.config.schema import SynthConfig
 from janus_align.inputs import BENCH_GROUPS
@@ -90,7 +91,7 @@ def _row_count(kind: str, cross_split: bool) -> list[Expectation]:
             ),
             gxe.ExpectTableRowCountToEqual(
                 value={"$PARAMETER": "sft_small_rows"},
-                severity="warning",
+                severity=FailureSeverity.WARNING,
                 meta=_meta("every instruction of sft_small has a pair (fewer when some had no rejected response)"),
             ),
         ]
@@ -181,7 +182,7 @@ def build_expectations(kind: str, synth: SynthConfig, cross_split: bool = False)
             gxe.ExpectColumnValuesToBeInSet(
                 column="source",
                 value_set=list(BENCH_GROUPS),
-                severity="warning",  # the official bench may spell its sources differently
+                severity=FailureSeverity.WARNING,  # the official bench may spell its sources differently
                 meta=_meta("source is one of the five bench groups"),
             ),
         ]
