@@ -14,8 +14,10 @@ import torch
 from janus_align.config import Sampling, TransformersSettings
 from janus_align.llm import ChatRequest
 from janus_align.llm.cache import RequestCache
-from janus_align.llm.decoding import _nucleus, length_chunks, plan_prefill, sample_batch, shared_prefix
+from janus_align.llm.decoding import sample_batch
 from janus_align.llm.engine import LLMEngine
+from janus_align.llm.prefill import length_chunks, plan_prefill, shared_prefix
+from janus_align.llm.sampling import nucleus
 from janus_align.llm.transformers_backend import TransformersBackend
 from janus_align.models.checkpoint import load_causal_lm, resolve_dtype
 from janus_align.models.prompt_format import encode_prompt, system_reaches_model
@@ -210,7 +212,7 @@ def test_rows_leaving_the_batch_keep_every_other_row_identical_to_generate(chaot
     expected = [tokens[: tokens.index(stop)] if stop in tokens else tokens for tokens in alone]
     assert len({len(tokens) for tokens in expected}) > 1 and len(set(map(tuple, expected))) == len(prompts)
     greedy = Sampling(max_new_tokens=steps, temperature=0.0, top_p=1.0)
-    decoded = sample_batch(model, prompts, 0, greedy, [stop], seed=0)
+    decoded = sample_batch(model, prompts, 0, greedy, [stop], seeds=0)
     assert [row.tokens for row in decoded] == expected
     assert [row.finished for row in decoded] == [stop in tokens for tokens in alone]
 
@@ -223,8 +225,8 @@ def test_a_shared_prompt_prefix_run_once_gives_the_rows_their_own_answers(chaoti
     greedy = Sampling(max_new_tokens=10, temperature=0.0, top_p=1.0, repetition_penalty=1.3)
     plan = plan_prefill(prompts)
     assert plan.prefix == prefix and plan.group_prefixes == [[]]
-    shared = sample_batch(chaotic_model, prompts, 0, greedy, [], seed=0)
-    whole = sample_batch(chaotic_model, prompts, 0, greedy, [], seed=0, share_prefixes=False)
+    shared = sample_batch(chaotic_model, prompts, 0, greedy, [], seeds=0)
+    whole = sample_batch(chaotic_model, prompts, 0, greedy, [], seeds=0, share_prefixes=False)
     assert [row.tokens for row in shared] == [row.tokens for row in whole]
     assert len({tuple(row.tokens) for row in whole}) == len(prompts)
     assert shared_prefix([prefix, prefix + [5]]) == prefix[:-1]  # every row keeps a token of its own
@@ -243,8 +245,8 @@ def test_groups_of_rows_sharing_a_prefix_prefill_it_once_with_the_same_answers(c
     assert sorted(map(len, plan.group_prefixes)) == [25, 33, 40]
     assert all(task + plan.group_prefixes[g] + s == p for p, g, s in zip(prompts, plan.group_of, plan.suffixes))
     greedy = Sampling(max_new_tokens=10, temperature=0.0, top_p=1.0, repetition_penalty=1.3)
-    grouped = sample_batch(chaotic_model, prompts, 0, greedy, [], seed=0)
-    whole = sample_batch(chaotic_model, prompts, 0, greedy, [], seed=0, share_prefixes=False)
+    grouped = sample_batch(chaotic_model, prompts, 0, greedy, [], seeds=0)
+    whole = sample_batch(chaotic_model, prompts, 0, greedy, [], seeds=0, share_prefixes=False)
     assert [row.tokens for row in grouped] == [row.tokens for row in whole]
     assert len({tuple(row.tokens) for row in whole}) == len(prompts)
     # Without a batch-wide prefix the groups still form; unrelated short prompts stay flat.
@@ -261,9 +263,9 @@ def test_prompts_of_very_different_lengths_prefill_in_chunks_with_each_rows_own_
     assert length_chunks(sorted(len(p) - len(prefix) for p in prompts)) == [(0, 3), (3, 6)]
     assert length_chunks([10, 11, 12]) == [(0, 3)]  # padding a few tokens is cheaper than a pass
     greedy = Sampling(max_new_tokens=10, temperature=0.0, top_p=1.0, repetition_penalty=1.3)
-    chunked = sample_batch(chaotic_model, prompts, 0, greedy, [], seed=0)
-    one_pass = sample_batch(chaotic_model, prompts, 0, greedy, [], seed=0, chunk_by_length=False)
-    flat = sample_batch(chaotic_model, prompts, 0, greedy, [], seed=0, share_prefixes=False, chunk_by_length=False)
+    chunked = sample_batch(chaotic_model, prompts, 0, greedy, [], seeds=0)
+    one_pass = sample_batch(chaotic_model, prompts, 0, greedy, [], seeds=0, chunk_by_length=False)
+    flat = sample_batch(chaotic_model, prompts, 0, greedy, [], seeds=0, share_prefixes=False, chunk_by_length=False)
     assert [row.tokens for row in chunked] == [row.tokens for row in one_pass] == [row.tokens for row in flat]
     assert len({tuple(row.tokens) for row in flat}) == len(prompts)
 
@@ -277,14 +279,14 @@ def test_rows_with_their_own_sampling_share_a_batch_and_answer_as_in_batches_of_
     penalized = Sampling(max_new_tokens=12, temperature=0.0, top_p=1.0, repetition_penalty=1.5)
     sampled = Sampling(max_new_tokens=7, temperature=1.0, top_p=0.9)
     settings = [short, penalized, short, penalized, sampled]
-    mixed = sample_batch(chaotic_model, prompts, 0, settings, [], seed=0)
+    mixed = sample_batch(chaotic_model, prompts, 0, settings, [], seeds=0)
     assert [len(row.tokens) for row in mixed] == [5, 12, 5, 12, 7] and not any(row.finished for row in mixed)
     for kind in (short, penalized):
         rows = [i for i, setting in enumerate(settings) if setting is kind]
-        apart = sample_batch(chaotic_model, [prompts[i] for i in rows], 0, kind, [], seed=0)
+        apart = sample_batch(chaotic_model, [prompts[i] for i in rows], 0, kind, [], seeds=0)
         assert [mixed[i].tokens for i in rows] == [row.tokens for row in apart]
     unpenalized = sample_batch(
-        chaotic_model, [prompts[1]], 0, penalized.model_copy(update={"repetition_penalty": 1.0}), [], seed=0
+        chaotic_model, [prompts[1]], 0, penalized.model_copy(update={"repetition_penalty": 1.0}), [], seeds=0
     )
     assert unpenalized[0].tokens != mixed[1].tokens  # the penalty did change that row
 
@@ -301,7 +303,7 @@ def test_nucleus_is_exactly_the_full_sort_nucleus_row_by_row():
     )
     got = torch.full_like(logits, float("-inf"))
     widths = {}
-    for rows, kept, token_ids in _nucleus(logits, 0.9, tiers=(64,)):
+    for rows, kept, token_ids in nucleus(logits, 0.9, tiers=(64,)):
         got[rows] = got[rows].scatter(1, token_ids, kept)
         widths.update({int(row): token_ids.shape[1] for row in rows})
     assert torch.equal(got, expected)
