@@ -14,7 +14,7 @@ import torch
 from janus_align.config import Sampling, TransformersSettings
 from janus_align.llm import ChatRequest
 from janus_align.llm.cache import RequestCache
-from janus_align.llm.decoding import sample_batch
+from janus_align.llm.decoding import DECODING_VERSION, sample_batch
 from janus_align.llm.engine import LLMEngine
 from janus_align.llm.prefill import length_chunks, plan_prefill, shared_prefix
 from janus_align.llm.sampling import nucleus
@@ -167,6 +167,58 @@ def test_second_run_is_answered_from_the_cache_without_generating(backend, tmp_p
     assert [r.text for r in again] == [r.text for r in first] and all(r.cached for r in again)
     assert again_engine.usage.cached == 3 and again_engine.usage.completion_tokens == 0
     assert backend.model_id.startswith("base@")  # checkpoint name + weights fingerprint
+
+
+def test_switching_the_dtype_misses_the_request_cache(tiny_checkpoint, tmp_path):
+    """An answer computed in float32 is never served to a bfloat16 run (nor to other decoding code)."""
+    request = ChatRequest.of("Name a colour.", sampling=SAMPLED, seed=5)
+    path = tmp_path / "llm.sqlite"
+    fp32 = TransformersBackend(tiny_checkpoint, LLMConfig(batch_size=4, dtype="float32"))
+    LLMEngine(fp32, RequestCache(path)).complete([request])
+    [again] = LLMEngine(fp32, RequestCache(path)).complete([request])
+    assert again.cached
+    bf16 = TransformersBackend(tiny_checkpoint, LLMConfig(batch_size=4, dtype="bfloat16"))
+    engine = LLMEngine(bf16, RequestCache(path))
+    [other] = engine.complete([request])
+    assert not other.cached and engine.usage.cached == 0
+    assert fp32.model_id.endswith(f"/float32/decoding-v{DECODING_VERSION}")
+    assert bf16.model_id.endswith(f"/bfloat16/decoding-v{DECODING_VERSION}")
+
+
+def mixed_batch(count: int) -> list[ChatRequest]:
+    """Requests unlike each other: lengths, a shared system prefix, greedy rows, schema rows."""
+    system = "You are a patient tutor who explains every step of your reasoning in plain words."
+    requests = []
+    for i in range(count):
+        prompt = f"{PROMPTS[i % len(PROMPTS)]} (variant {i})" + " Please be thorough." * (i % 4)
+        kind = i % 4
+        requests.append(
+            ChatRequest.of(
+                prompt,
+                system=system if kind in (0, 1) else None,
+                sampling=GREEDY if kind == 2 else SAMPLED,
+                seed=100 + i,
+                response_schema=VERDICT_SCHEMA if kind == 3 else None,
+            )
+        )
+    return requests
+
+
+def test_a_sampled_answer_is_the_same_alone_in_a_batch_of_8_and_in_a_batch_of_32(backend):
+    """A row draws from its own stream (seeded by its request), so its batch does not matter."""
+    system = "You are a patient tutor who explains every step of your reasoning in plain words."
+    target = ChatRequest.of("Explain why ice floats on water.", system=system, sampling=SAMPLED, seed=7)
+    others = mixed_batch(31)
+    answers = []
+    for batch in ([target], [*others[:3], target, *others[3:7]], [*others[:20], target, *others[20:]]):
+        results = engine_on(backend, batch_size=len(batch)).complete(batch)
+        answers.append(results[batch.index(target)])
+    assert len(answers[0].text) > 20 and answers[0].completion_tokens > 10  # sampled, not a stub
+    assert [a.text for a in answers[1:]] == [answers[0].text] * 2
+    assert [a.completion_tokens for a in answers] == [answers[0].completion_tokens] * 3
+    # Two requests that differ only in their seed still sample differently.
+    reseeded = ChatRequest.of("Explain why ice floats on water.", system=system, sampling=SAMPLED, seed=8)
+    assert engine_on(backend, batch_size=1).complete([reseeded])[0].text != answers[0].text
 
 
 def test_dtype_auto_is_bfloat16_only_on_a_cpu_with_native_bf16(tiny_checkpoint):

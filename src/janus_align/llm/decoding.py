@@ -32,7 +32,7 @@ from janus_align.llm.sampling import choose, penalize, row_generators
 # Bump whenever a change to decoding (this loop, prefill, sampling, the KV cache) can change
 # the tokens a row gets: it is part of the transformers backend's model id, hence of every
 # request cache key, so answers computed by older code are never served again.
-# 2: each row samples from its own random stream (Gumbel-max), not from one stream per batch.
+# 2: each row samples from its own random stream (inverse CDF), not from one stream per batch.
 DECODING_VERSION = 2
 
 
@@ -73,13 +73,15 @@ def sample_batch(
     grammars = list(grammar) if isinstance(grammar, (list, tuple)) else [grammar] * count
     streams = row_generators([seeds] * count if isinstance(seeds, int) else seeds)
     matchers: list[Any] = [None] * count
-    bitmask, xgr = None, None
+    bitmask: torch.Tensor | None = None
+    apply_bitmask: Any = None
     if any(g is not None for g in grammars):
-        import xgrammar as xgr
+        import xgrammar
 
-        matchers = [None if g is None else xgr.GrammarMatcher(g) for g in grammars]
+        matchers = [None if g is None else xgrammar.GrammarMatcher(g) for g in grammars]
         vocab_size = next(g for g in grammars if g is not None).tokenizer_info.vocab_size
-        bitmask = xgr.allocate_token_bitmask(count, vocab_size)
+        bitmask = xgrammar.allocate_token_bitmask(count, vocab_size)
+        apply_bitmask = xgrammar.apply_token_bitmask_inplace
     stop = set(stop_ids)
     outputs = [Decoded([], False) for _ in range(count)]
     limits = [s.max_new_tokens for s in settings]
@@ -105,7 +107,7 @@ def sample_batch(
                     bitmask[batch_row].fill_(-1)  # every token allowed
                 else:
                     matchers[row].fill_next_token_bitmask(bitmask, batch_row)
-            xgr.apply_token_bitmask_inplace(logits, bitmask[: len(active)])
+            apply_bitmask(logits, bitmask[: len(active)])
         chosen = choose(logits, temperature, top_p, [streams[row] for row in active])
         keep: list[int] = []
         for batch_row, (row, token) in enumerate(zip(active, chosen.tolist())):

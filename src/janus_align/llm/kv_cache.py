@@ -77,10 +77,9 @@ class PreallocatedLayer(DynamicLayer):
 class PreallocatedCache(Cache):
     """One `PreallocatedLayer` per model layer, each `capacity` tokens long."""
 
-    layers: list[PreallocatedLayer]
-
     def __init__(self, model: Any, capacity: int):
-        super().__init__(layers=[PreallocatedLayer(capacity) for _ in range(model.config.num_hidden_layers)])
+        self.preallocated = [PreallocatedLayer(capacity) for _ in range(model.config.num_hidden_layers)]
+        super().__init__(layers=list(self.preallocated))
         self._model = model
 
     def allocate(self, rows: int) -> None:
@@ -89,17 +88,17 @@ class PreallocatedCache(Cache):
         heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
         dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         parameter = next(self._model.parameters())
-        for layer in self.layers:
+        for layer in self.preallocated:
             layer.allocate(rows, heads, dim, parameter.dtype, parameter.device)
 
     def focus(self, rows: slice, start: int, filled: int | None = None) -> None:
         """`PreallocatedLayer.focus` on every layer."""
-        for layer in self.layers:
+        for layer in self.preallocated:
             layer.focus(rows, start, filled)
 
     def expand(self, index: torch.Tensor) -> None:
         """`PreallocatedLayer.batch_expand` on every layer."""
-        for layer in self.layers:
+        for layer in self.preallocated:
             layer.batch_expand(index)
 
 

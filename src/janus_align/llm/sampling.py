@@ -6,16 +6,16 @@ real prompt and generated tokens), temperature, nucleus filtering, greedy at tem
 
 A sampled row's token depends only on its logits and its own random stream, never on the rows
 beside it: each sampled row owns a `torch.Generator` seeded from its request
-(`ChatRequest.stream_seed`) and draws from it one uniform per vocabulary token per step
-(`gumbel_noise`), whatever the batch; greedy rows draw nothing. The token is the Gumbel-max
-over the row's nucleus: argmax of logit / temperature + Gumbel noise, an exact draw from the
-nucleus softmax. A row's logits are not bit-identical across batch compositions on CPU (the
-matrix kernels' blocking depends on the batch shape: ~2e-7 apart in float32), and Gumbel-max is
-what keeps that noise from moving the draw: the token changes only if the noise reorders the top
-two perturbed values (their gap is ~Exp(1)) or moves the winning token across the nucleus edge.
-Inverse-CDF sampling with one uniform per step was tried and not kept: over the ci model's
-near-uniform 45k-token nucleus a token leaving the nucleus shifts every later token's interval
-by a whole token's width (docs/decisions.md has the counts).
+(`ChatRequest.stream_seed`) and draws one uniform from it per step, whatever the batch; greedy
+rows draw nothing. The uniform picks a token by inverse CDF over the row's nucleus taken in
+token-id order, the cumulative sums in float64. A row's logits are not bit-identical across
+batch compositions on CPU (the matrix and attention kernels' blocking depends on the batch
+shape and padding: ~2e-7 apart in float32), so this is what keeps such noise from moving a
+draw: token-id order does not depend on how near-ties sort, and float64 sums keep a 45k-token
+nucleus's edge and boundaries where the exact values put them; the draw moves only when the
+noise moves a boundary across the uniform or a token across the nucleus edge (none in 41
+steps x 1000 draws on the ci model, docs/decisions.md). Gumbel-max (one draw per vocabulary
+token) is as exact and more robust at the edge, but its noise cost ~150 ms a step at 72 rows.
 """
 
 from __future__ import annotations
@@ -30,9 +30,13 @@ def row_generators(seeds: Sequence[int]) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(seed) for seed in seeds]
 
 
-def gumbel_noise(generator: torch.Generator, vocab: int) -> torch.Tensor:
-    """`vocab` standard Gumbel draws (float64) from the row's stream: one step's worth."""
-    return torch.rand(vocab, generator=generator, dtype=torch.float64).log_().neg_().log_().neg_()
+def inverse_cdf(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Per row, the column whose share of softmax(logits) covers `uniforms[row]` (in [0, 1)),
+    columns taken in order; -inf columns are never picked. Sums in float64 (see the module)."""
+    weights = (logits - logits.max(dim=-1, keepdim=True).values).exp().double()
+    cdf = weights.cumsum(dim=-1)
+    picked = torch.searchsorted(cdf, (uniforms * cdf[:, -1])[:, None], right=True).squeeze(1)
+    return picked.clamp(max=cdf.shape[-1] - 1)
 
 
 def penalize(logits: torch.Tensor, seen: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
@@ -57,15 +61,17 @@ def nucleus(
     within the few hundred likeliest tokens, which `topk` finds far faster; only the rows whose
     nucleus is wider go on to the next tier, and finally to the full sort, so each row's nucleus
     is exactly the full sort's. Probability mass is summed in float64, so that rounding in a
-    45k-term cumulative sum does not move the nucleus edge.
+    45k-term cumulative sum does not move the nucleus edge (a float64 logsumexp over the whole
+    vocabulary cost ~140 ms a step at 72 rows, and its float32 rounding is far below that of
+    a float32 cumulative sum, so it stays float32).
     """
-    log_total = logits.double().logsumexp(dim=-1, keepdim=True)
+    log_total = logits.logsumexp(dim=-1, keepdim=True)
     rows = torch.arange(logits.shape[0])
     reach_of = torch.as_tensor(top_p, dtype=torch.float64).expand(len(rows))
     vocab = logits.shape[-1]
     for width in [*(w for w in tiers if w < vocab), vocab]:  # the last tier is the full sort
         ordered, order = logits[rows].topk(width, dim=-1)
-        probs = (ordered.double() - log_total[rows]).exp()  # probabilities over the whole vocabulary
+        probs = (ordered - log_total[rows]).exp().double()  # probabilities over the whole vocabulary
         reach = reach_of[rows]
         fits = probs.sum(dim=-1) >= reach if width < vocab else torch.ones(len(rows), dtype=torch.bool)
         # The mass before this token reaches top_p: outside the nucleus.
@@ -79,21 +85,22 @@ def nucleus(
 def choose(
     logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, generators: Sequence[torch.Generator]
 ) -> torch.Tensor:
-    """One token per row: greedy where the temperature is 0, else the Gumbel-max over the row's
-    nucleus (all tokens when its top_p is 1), with noise from `generators[row]`, the row's own."""
+    """One token per row: greedy where the temperature is 0, else drawn from the row's nucleus
+    (all tokens when its top_p is 1) with one uniform from `generators[row]`, the row's own."""
     chosen = logits.argmax(dim=-1)
     rows = (temperature > 0).nonzero().squeeze(1)
     if not len(rows):
         return chosen
-    noise = torch.stack([gumbel_noise(generators[row], logits.shape[-1]) for row in rows.tolist()])
+    uniforms = torch.cat([torch.rand(1, generator=generators[row], dtype=torch.float64) for row in rows.tolist()])
     scaled = logits[rows] / temperature[rows, None]
     whole = top_p[rows] >= 1.0
     if bool(whole.any()):
-        chosen[rows[whole]] = (scaled[whole].double() + noise[whole]).argmax(dim=-1)
+        chosen[rows[whole]] = inverse_cdf(scaled[whole], uniforms[whole])  # columns are token ids
     narrow = (~whole).nonzero().squeeze(1)
     if len(narrow):
         for group, kept, token_ids in nucleus(scaled[narrow], top_p[rows[narrow]]):
             members = narrow[group]
-            perturbed = kept.double() + noise[members].gather(1, token_ids)
-            chosen[rows[members]] = token_ids.gather(1, perturbed.argmax(dim=-1, keepdim=True)).squeeze(1)
+            by_id, order = token_ids.sort(dim=-1)
+            picked = inverse_cdf(kept.gather(1, order), uniforms[members])
+            chosen[rows[members]] = by_id.gather(1, picked[:, None]).squeeze(1)
     return chosen

@@ -130,7 +130,7 @@ class TransformersBackend:
         latency = time.perf_counter() - started
         return [
             ChatResult(
-                self.tokenizer.decode(row.tokens, skip_special_tokens=True),
+                str(self.tokenizer.decode(row.tokens, skip_special_tokens=True)),  # one sequence: a str
                 len(ids),
                 len(row.tokens) + row.finished,  # the stop token counts, as the API backends count it
                 latency / len(prompts),
@@ -142,5 +142,5 @@ class TransformersBackend:
         """Drop the model and grammars so a stage that loads several models keeps one in memory."""
         self._grammars.clear()
         self._compiler = None
-        self.model = None
+        self.__dict__.pop("model", None)  # closing twice is harmless
         gc.collect()
