@@ -173,11 +173,11 @@ def test_switching_the_dtype_misses_the_request_cache(tiny_checkpoint, tmp_path)
     """An answer computed in float32 is never served to a bfloat16 run (nor to other decoding code)."""
     request = ChatRequest.of("Name a colour.", sampling=SAMPLED, seed=5)
     path = tmp_path / "llm.sqlite"
-    fp32 = TransformersBackend(tiny_checkpoint, LLMConfig(batch_size=4, dtype="float32"))
+    fp32 = TransformersBackend(tiny_checkpoint, TransformersSettings(batch_size=4, dtype="float32"))
     LLMEngine(fp32, RequestCache(path)).complete([request])
     [again] = LLMEngine(fp32, RequestCache(path)).complete([request])
     assert again.cached
-    bf16 = TransformersBackend(tiny_checkpoint, LLMConfig(batch_size=4, dtype="bfloat16"))
+    bf16 = TransformersBackend(tiny_checkpoint, TransformersSettings(batch_size=4, dtype="bfloat16"))
     engine = LLMEngine(bf16, RequestCache(path))
     [other] = engine.complete([request])
     assert not other.cached and engine.usage.cached == 0

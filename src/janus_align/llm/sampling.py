@@ -26,7 +26,7 @@ import torch
 
 
 def row_generators(seeds: Sequence[int]) -> list[torch.Generator]:
-    """One random stream per row, seeded from the row's own request (63-bit seeds)."""
+    """One random stream per row, seeded from the row's own request (`ChatRequest.stream_seed`)."""
     return [torch.Generator().manual_seed(seed) for seed in seeds]
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from janus_align.config.schema import Sampling
+from janus_align.seeding import derive_seed
 
 Message = dict[str, str]
 
@@ -83,7 +84,7 @@ class ChatRequest:
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
     def stream_seed(self) -> int:
-        """The 63-bit seed of this request's own random stream in a local decoding loop
+        """The 31-bit seed of this request's own random stream in a local decoding loop
         (llm/sampling.py): from the request alone, never from the batch it shares or the model,
         and distinct for two requests that differ only in their messages but share `seed`.
 
@@ -92,8 +93,7 @@ class ChatRequest:
         >>> ChatRequest.of("a", sampling=hot).stream_seed() != ChatRequest.of("b", sampling=hot).stream_seed()
         True
         """
-        blob = json.dumps(self._identity(), sort_keys=True, ensure_ascii=False)
-        return int.from_bytes(hashlib.sha256(blob.encode("utf-8")).digest()[:8], "big") >> 1
+        return derive_seed(self.seed, json.dumps(self._identity(), sort_keys=True, ensure_ascii=False))
 
 
 @dataclass
