@@ -2,7 +2,7 @@
 
 1. KV cache: one decoding step of a batch whose rows hold a long context, with transformers'
    DynamicCache (appends by copying every layer's cache) against ours, preallocated per batch
-   (llm/decoding.py `_PreallocatedLayer`). Same tokens, greedy; ms per step and the ratio.
+   (llm/kv_cache.py `PreallocatedLayer`). Same tokens, greedy; ms per step and the ratio.
 2. Shared prefix: prefill of a batch of prompts that open with the same template (the rubric
    generator's case: ~80 % of each prompt is the three example rubrics), run per row against run
    once and shared (`sample_batch(share_prefixes=...)`). Seconds and the ratio.
@@ -37,7 +37,8 @@ from transformers import DynamicCache  # noqa: E402
 from transformers.cache_utils import Cache  # noqa: E402
 
 from janus_align.config import Sampling  # noqa: E402
-from janus_align.llm.decoding import _PreallocatedLayer, sample_batch  # noqa: E402
+from janus_align.llm.decoding import sample_batch  # noqa: E402
+from janus_align.llm.kv_cache import PreallocatedLayer  # noqa: E402
 from janus_align.models.checkpoint import load_causal_lm  # noqa: E402
 from llm_throughput import smollm2_checkpoint  # noqa: E402
 
@@ -51,7 +52,7 @@ def step_ms(model, rows: int, context: int, preallocated: bool) -> tuple[float, 
     ids = torch.randint(100, 40000, (rows, context), generator=generator)
     mask = torch.ones(rows, context, dtype=torch.long)
     if preallocated:
-        layers = [_PreallocatedLayer(context + STEPS) for _ in range(model.config.num_hidden_layers)]
+        layers = [PreallocatedLayer(context + STEPS) for _ in range(model.config.num_hidden_layers)]
         cache = Cache(layers=layers)
     else:
         cache = DynamicCache(config=model.config)
@@ -75,7 +76,7 @@ def prefill_s(model, prompts: list[list[int]], shared: bool, chunked: bool = Tru
     """Seconds to prefill and take one token for every row (max_new_tokens=1)."""
     one_token = Sampling(max_new_tokens=1, temperature=0.0, top_p=1.0)
     started = time.perf_counter()
-    sample_batch(model, prompts, 0, one_token, [], seed=0, share_prefixes=shared, chunk_by_length=chunked)
+    sample_batch(model, prompts, 0, one_token, [], seeds=0, share_prefixes=shared, chunk_by_length=chunked)
     return time.perf_counter() - started
 
 

@@ -14,8 +14,10 @@ import torch
 from janus_align.config import Sampling, TransformersSettings
 from janus_align.llm import ChatRequest
 from janus_align.llm.cache import RequestCache
-from janus_align.llm.decoding import _nucleus, length_chunks, plan_prefill, sample_batch, shared_prefix
+from janus_align.llm.decoding import DECODING_VERSION, sample_batch
 from janus_align.llm.engine import LLMEngine
+from janus_align.llm.prefill import length_chunks, plan_prefill, shared_prefix
+from janus_align.llm.sampling import nucleus
 from janus_align.llm.transformers_backend import TransformersBackend
 from janus_align.models.checkpoint import load_causal_lm, resolve_dtype
 from janus_align.models.prompt_format import encode_prompt, system_reaches_model
@@ -167,6 +169,58 @@ def test_second_run_is_answered_from_the_cache_without_generating(backend, tmp_p
     assert backend.model_id.startswith("base@")  # checkpoint name + weights fingerprint
 
 
+def test_switching_the_dtype_misses_the_request_cache(tiny_checkpoint, tmp_path):
+    """An answer computed in float32 is never served to a bfloat16 run (nor to other decoding code)."""
+    request = ChatRequest.of("Name a colour.", sampling=SAMPLED, seed=5)
+    path = tmp_path / "llm.sqlite"
+    fp32 = TransformersBackend(tiny_checkpoint, TransformersSettings(batch_size=4, dtype="float32"))
+    LLMEngine(fp32, RequestCache(path)).complete([request])
+    [again] = LLMEngine(fp32, RequestCache(path)).complete([request])
+    assert again.cached
+    bf16 = TransformersBackend(tiny_checkpoint, TransformersSettings(batch_size=4, dtype="bfloat16"))
+    engine = LLMEngine(bf16, RequestCache(path))
+    [other] = engine.complete([request])
+    assert not other.cached and engine.usage.cached == 0
+    assert fp32.model_id.endswith(f"/float32/decoding-v{DECODING_VERSION}")
+    assert bf16.model_id.endswith(f"/bfloat16/decoding-v{DECODING_VERSION}")
+
+
+def mixed_batch(count: int) -> list[ChatRequest]:
+    """Requests unlike each other: lengths, a shared system prefix, greedy rows, schema rows."""
+    system = "You are a patient tutor who explains every step of your reasoning in plain words."
+    requests = []
+    for i in range(count):
+        prompt = f"{PROMPTS[i % len(PROMPTS)]} (variant {i})" + " Please be thorough." * (i % 4)
+        kind = i % 4
+        requests.append(
+            ChatRequest.of(
+                prompt,
+                system=system if kind in (0, 1) else None,
+                sampling=GREEDY if kind == 2 else SAMPLED,
+                seed=100 + i,
+                response_schema=VERDICT_SCHEMA if kind == 3 else None,
+            )
+        )
+    return requests
+
+
+def test_a_sampled_answer_is_the_same_alone_in_a_batch_of_8_and_in_a_batch_of_32(backend):
+    """A row draws from its own stream (seeded by its request), so its batch does not matter."""
+    system = "You are a patient tutor who explains every step of your reasoning in plain words."
+    target = ChatRequest.of("Explain why ice floats on water.", system=system, sampling=SAMPLED, seed=7)
+    others = mixed_batch(31)
+    answers = []
+    for batch in ([target], [*others[:3], target, *others[3:7]], [*others[:20], target, *others[20:]]):
+        results = engine_on(backend, batch_size=len(batch)).complete(batch)
+        answers.append(results[batch.index(target)])
+    assert len(answers[0].text) > 20 and answers[0].completion_tokens > 10  # sampled, not a stub
+    assert [a.text for a in answers[1:]] == [answers[0].text] * 2
+    assert [a.completion_tokens for a in answers] == [answers[0].completion_tokens] * 3
+    # Two requests that differ only in their seed still sample differently.
+    reseeded = ChatRequest.of("Explain why ice floats on water.", system=system, sampling=SAMPLED, seed=8)
+    assert engine_on(backend, batch_size=1).complete([reseeded])[0].text != answers[0].text
+
+
 def test_dtype_auto_is_bfloat16_only_on_a_cpu_with_native_bf16(tiny_checkpoint):
     native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     assert resolve_dtype("auto") == ("bfloat16" if native else "float32")
@@ -210,7 +264,7 @@ def test_rows_leaving_the_batch_keep_every_other_row_identical_to_generate(chaot
     expected = [tokens[: tokens.index(stop)] if stop in tokens else tokens for tokens in alone]
     assert len({len(tokens) for tokens in expected}) > 1 and len(set(map(tuple, expected))) == len(prompts)
     greedy = Sampling(max_new_tokens=steps, temperature=0.0, top_p=1.0)
-    decoded = sample_batch(model, prompts, 0, greedy, [stop], seed=0)
+    decoded = sample_batch(model, prompts, 0, greedy, [stop], seeds=0)
     assert [row.tokens for row in decoded] == expected
     assert [row.finished for row in decoded] == [stop in tokens for tokens in alone]
 
@@ -223,8 +277,8 @@ def test_a_shared_prompt_prefix_run_once_gives_the_rows_their_own_answers(chaoti
     greedy = Sampling(max_new_tokens=10, temperature=0.0, top_p=1.0, repetition_penalty=1.3)
     plan = plan_prefill(prompts)
     assert plan.prefix == prefix and plan.group_prefixes == [[]]
-    shared = sample_batch(chaotic_model, prompts, 0, greedy, [], seed=0)
-    whole = sample_batch(chaotic_model, prompts, 0, greedy, [], seed=0, share_prefixes=False)
+    shared = sample_batch(chaotic_model, prompts, 0, greedy, [], seeds=0)
+    whole = sample_batch(chaotic_model, prompts, 0, greedy, [], seeds=0, share_prefixes=False)
     assert [row.tokens for row in shared] == [row.tokens for row in whole]
     assert len({tuple(row.tokens) for row in whole}) == len(prompts)
     assert shared_prefix([prefix, prefix + [5]]) == prefix[:-1]  # every row keeps a token of its own
@@ -243,8 +297,8 @@ def test_groups_of_rows_sharing_a_prefix_prefill_it_once_with_the_same_answers(c
     assert sorted(map(len, plan.group_prefixes)) == [25, 33, 40]
     assert all(task + plan.group_prefixes[g] + s == p for p, g, s in zip(prompts, plan.group_of, plan.suffixes))
     greedy = Sampling(max_new_tokens=10, temperature=0.0, top_p=1.0, repetition_penalty=1.3)
-    grouped = sample_batch(chaotic_model, prompts, 0, greedy, [], seed=0)
-    whole = sample_batch(chaotic_model, prompts, 0, greedy, [], seed=0, share_prefixes=False)
+    grouped = sample_batch(chaotic_model, prompts, 0, greedy, [], seeds=0)
+    whole = sample_batch(chaotic_model, prompts, 0, greedy, [], seeds=0, share_prefixes=False)
     assert [row.tokens for row in grouped] == [row.tokens for row in whole]
     assert len({tuple(row.tokens) for row in whole}) == len(prompts)
     # Without a batch-wide prefix the groups still form; unrelated short prompts stay flat.
@@ -261,9 +315,9 @@ def test_prompts_of_very_different_lengths_prefill_in_chunks_with_each_rows_own_
     assert length_chunks(sorted(len(p) - len(prefix) for p in prompts)) == [(0, 3), (3, 6)]
     assert length_chunks([10, 11, 12]) == [(0, 3)]  # padding a few tokens is cheaper than a pass
     greedy = Sampling(max_new_tokens=10, temperature=0.0, top_p=1.0, repetition_penalty=1.3)
-    chunked = sample_batch(chaotic_model, prompts, 0, greedy, [], seed=0)
-    one_pass = sample_batch(chaotic_model, prompts, 0, greedy, [], seed=0, chunk_by_length=False)
-    flat = sample_batch(chaotic_model, prompts, 0, greedy, [], seed=0, share_prefixes=False, chunk_by_length=False)
+    chunked = sample_batch(chaotic_model, prompts, 0, greedy, [], seeds=0)
+    one_pass = sample_batch(chaotic_model, prompts, 0, greedy, [], seeds=0, chunk_by_length=False)
+    flat = sample_batch(chaotic_model, prompts, 0, greedy, [], seeds=0, share_prefixes=False, chunk_by_length=False)
     assert [row.tokens for row in chunked] == [row.tokens for row in one_pass] == [row.tokens for row in flat]
     assert len({tuple(row.tokens) for row in flat}) == len(prompts)
 
@@ -277,14 +331,14 @@ def test_rows_with_their_own_sampling_share_a_batch_and_answer_as_in_batches_of_
     penalized = Sampling(max_new_tokens=12, temperature=0.0, top_p=1.0, repetition_penalty=1.5)
     sampled = Sampling(max_new_tokens=7, temperature=1.0, top_p=0.9)
     settings = [short, penalized, short, penalized, sampled]
-    mixed = sample_batch(chaotic_model, prompts, 0, settings, [], seed=0)
+    mixed = sample_batch(chaotic_model, prompts, 0, settings, [], seeds=0)
     assert [len(row.tokens) for row in mixed] == [5, 12, 5, 12, 7] and not any(row.finished for row in mixed)
     for kind in (short, penalized):
         rows = [i for i, setting in enumerate(settings) if setting is kind]
-        apart = sample_batch(chaotic_model, [prompts[i] for i in rows], 0, kind, [], seed=0)
+        apart = sample_batch(chaotic_model, [prompts[i] for i in rows], 0, kind, [], seeds=0)
         assert [mixed[i].tokens for i in rows] == [row.tokens for row in apart]
     unpenalized = sample_batch(
-        chaotic_model, [prompts[1]], 0, penalized.model_copy(update={"repetition_penalty": 1.0}), [], seed=0
+        chaotic_model, [prompts[1]], 0, penalized.model_copy(update={"repetition_penalty": 1.0}), [], seeds=0
     )
     assert unpenalized[0].tokens != mixed[1].tokens  # the penalty did change that row
 
@@ -301,7 +355,7 @@ def test_nucleus_is_exactly_the_full_sort_nucleus_row_by_row():
     )
     got = torch.full_like(logits, float("-inf"))
     widths = {}
-    for rows, kept, token_ids in _nucleus(logits, 0.9, tiers=(64,)):
+    for rows, kept, token_ids in nucleus(logits, 0.9, tiers=(64,)):
         got[rows] = got[rows].scatter(1, token_ids, kept)
         widths.update({int(row): token_ids.shape[1] for row in rows})
     assert torch.equal(got, expected)

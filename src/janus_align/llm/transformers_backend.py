@@ -1,7 +1,8 @@
 """In-process backend: a local checkpoint run by our batched decoding loop (llm/decoding.py).
 
 Requests are sorted by prompt length and decoded in as few batches as `batch_size` allows,
-whatever their kind: each row keeps its own schema or regex and sampling (llm/decoding.py), so
+whatever their kind: each row keeps its own schema or regex, sampling and random stream (seeded
+by `ChatRequest.stream_seed`, so an answer does not depend on its batch; llm/sampling.py), and
 different requests share a decoding step's fixed cost. Structured output uses
 xgrammar: it compiles a JSON schema into a token mask applied at every step, so even a 135M
 model returns schema-valid JSON (lm-format-enforcer does the same but is several times slower
@@ -19,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from janus_align.config.schema import TransformersSettings
-from janus_align.llm.decoding import sample_batch
+from janus_align.llm.decoding import DECODING_VERSION, sample_batch
 from janus_align.llm.types import ChatRequest, ChatResult, ResultCallback
-from janus_align.models.checkpoint import load_causal_lm, load_tokenizer
+from janus_align.models.checkpoint import load_causal_lm, load_tokenizer, resolve_dtype
 from janus_align.models.prompt_format import ADD_SPECIAL_TOKENS, PromptFormat, render_messages
 
 
@@ -47,7 +48,12 @@ class TransformersBackend:
         self.prompt_format = prompt_format
         self.tokenizer = load_tokenizer(self.path, padding_side="left")
         self.model = load_causal_lm(self.path, config.dtype)
-        self.model_id = f"{self.path.name}@{checkpoint_fingerprint(self.path)}"
+        # What the cache key holds for "the model": the weights, the dtype they run in and the
+        # decoding code's version, so no answer computed under other settings is served.
+        self.model_id = (
+            f"{self.path.name}@{checkpoint_fingerprint(self.path)}"
+            f"/{resolve_dtype(config.dtype)}/decoding-v{DECODING_VERSION}"
+        )
         if prompt_format != "chat_template":
             # The same messages render to a different prompt: keep their cached answers apart.
             self.model_id += f"/{prompt_format}"
@@ -117,14 +123,14 @@ class TransformersBackend:
             self.tokenizer.pad_token_id,
             [r.sampling for r in requests],
             self._eos_ids,
-            # Seed from the batch's requests so a batch reproduces whatever else ran before it.
-            seed=sum(r.seed for r in requests),
+            # Each row's own stream: its answer does not depend on the batch it landed in.
+            seeds=[r.stream_seed() for r in requests],
             grammar=[self._grammar(r) for r in requests],
         )
         latency = time.perf_counter() - started
         return [
             ChatResult(
-                self.tokenizer.decode(row.tokens, skip_special_tokens=True),
+                str(self.tokenizer.decode(row.tokens, skip_special_tokens=True)),  # one sequence: a str
                 len(ids),
                 len(row.tokens) + row.finished,  # the stop token counts, as the API backends count it
                 latency / len(prompts),
@@ -136,5 +142,5 @@ class TransformersBackend:
         """Drop the model and grammars so a stage that loads several models keeps one in memory."""
         self._grammars.clear()
         self._compiler = None
-        self.model = None
+        self.__dict__.pop("model", None)  # closing twice is harmless
         gc.collect()

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from janus_align.config.schema import Sampling
+from janus_align.seeding import derive_seed
 
 Message = dict[str, str]
 
@@ -60,14 +61,9 @@ class ChatRequest:
         messages.append({"role": "user", "content": user})
         return cls(tuple(messages), sampling, seed, response_schema, response_regex)
 
-    def cache_key(self, model_id: str) -> str:
-        """Hash of everything that changes the answer: model, messages, sampling, seed, schema, regex.
-
-        The parser is deliberately not part of it, so a parser fix re-reads cached answers.
-        The regex enters only when set, so requests without one keep the keys they always had.
-        """
-        payload = {
-            "model": model_id,
+    def _identity(self) -> dict[str, Any]:
+        """Everything of the request that changes its answer (the model aside)."""
+        payload: dict[str, Any] = {
             "messages": list(self.messages),
             "sampling": self.sampling.model_dump(),
             "seed": self.seed,
@@ -76,8 +72,28 @@ class ChatRequest:
         }
         if self.response_regex is not None:
             payload["regex"] = self.response_regex
-        blob = json.dumps(payload, sort_keys=True, ensure_ascii=False)
+        return payload
+
+    def cache_key(self, model_id: str) -> str:
+        """Hash of everything that changes the answer: model, messages, sampling, seed, schema, regex.
+
+        The parser is deliberately not part of it, so a parser fix re-reads cached answers.
+        The regex enters only when set, so requests without one keep the keys they always had.
+        """
+        blob = json.dumps({"model": model_id, **self._identity()}, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    def stream_seed(self) -> int:
+        """The 31-bit seed of this request's own random stream in a local decoding loop
+        (llm/sampling.py): from the request alone, never from the batch it shares or the model,
+        and distinct for two requests that differ only in their messages but share `seed`.
+
+        >>> from janus_align.config import Sampling
+        >>> hot = Sampling(max_new_tokens=8, temperature=1.0, top_p=0.9)
+        >>> ChatRequest.of("a", sampling=hot).stream_seed() != ChatRequest.of("b", sampling=hot).stream_seed()
+        True
+        """
+        return derive_seed(self.seed, json.dumps(self._identity(), sort_keys=True, ensure_ascii=False))
 
 
 @dataclass

@@ -8,7 +8,7 @@ The paper's appendix prompts are not available (PAPER.md section 2); these follo
   must differ. Prompts are kept short: on a CPU the prompt's prefill is much of a request's cost;
   and they are ordered from the most shared to the least, because the transformers backend
   prefills a prefix that all prompts of a batch share only once, and then once the prefix that
-  a group of rows shares (llm/decoding.py, `plan_prefill`). So the task statement and answer
+  a group of rows shares (llm/prefill.py, `plan_prefill`). So the task statement and answer
   format come first (the same for every request), then the instruction (the same for the
   `sets_per_instruction` requests of one instruction in `sampled` mode: a group prefix), and
   the per-set subdimension lines last; in `generated` mode one request holds all sets of an
