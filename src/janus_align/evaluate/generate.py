@@ -223,16 +223,12 @@ def answer(
     """Open the candidate's engine (`model`: a name or a checkpoint path), answer, close it.
 
     Returns (results, usage, the engine's model id)."""
-    from janus_align.llm import open_engine
+    from janus_align.llm.engine import opened_engine
 
-    try:
-        engine = open_engine(config, model=model, prompt_format=resolve_prompt_format(params))
-    except (FileNotFoundError, RuntimeError) as exc:  # a missing API key, an unreadable checkpoint
-        raise JanusError(f"generate --model {model}: {exc}") from None
-    try:
+    with opened_engine(
+        config, f"generate --model {model}", model=model, prompt_format=resolve_prompt_format(params)
+    ) as engine:
         return engine.complete(requests, desc=f"generate {config.model}"), engine.usage.as_dict(), engine.model_id
-    finally:
-        engine.close()
 
 
 def run(params: Params, model: str) -> Path:

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 from janus_align.bench.schema import BenchItem
 from janus_align.config.schema import JudgeConfig
-from janus_align.errors import JanusError
 from janus_align.evaluate.judge_prompt import TEMPLATE_VERSION, judge_request, prompt_hash
 from janus_align.evaluate.responses import Response
 from janus_align.evaluate.rows import Judgment
@@ -39,16 +38,10 @@ def open_judge(config: JudgeConfig) -> Iterator[LLMEngine]:
     >>> with open_judge(params.judge) as engine:  # doctest: +SKIP
     ...     judgments = judge_candidates(engine, items, {"sft": responses}, params.judge, params.seed)
     """
-    from janus_align.llm import open_engine
+    from janus_align.llm.engine import opened_engine
 
-    try:
-        engine = open_engine(config.llm)
-    except (FileNotFoundError, RuntimeError) as exc:
-        raise JanusError(f"judge.llm ({config.llm.backend}:{config.llm.model}): {exc}") from None
-    try:
+    with opened_engine(config.llm, f"judge.llm ({config.llm.backend}:{config.llm.model})") as engine:
         yield engine
-    finally:
-        engine.close()
 
 
 @dataclass

@@ -12,8 +12,10 @@ judge's verdict loop): one re-ask loop per unit, so a unit costs at most max_rea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from tqdm.auto import tqdm
 
 from janus_align import paths
 from janus_align.config.schema import FREE, LlamaCppSettings, LLMSettings, Prices, TransformersSettings
+from janus_align.errors import JanusError
 from janus_align.llm.cache import RequestCache
 from janus_align.llm.types import Backend, ChatRequest, ChatResult
 
@@ -178,3 +181,20 @@ def open_engine(
 
         backend = OpenAIBackend(config, model=model)
     return LLMEngine(backend, RequestCache(cache_path), config.prices)
+
+
+@contextlib.contextmanager
+def opened_engine(config: LLMSettings, label: str, **options: Any) -> Iterator[LLMEngine]:
+    """`open_engine(config, **options)` for the length of a `with` block, closed on leaving it.
+
+    A checkpoint that is missing or a key that is not set (FileNotFoundError, RuntimeError) is a
+    JanusError that starts with `label`, the setting the user fixes (`teacher (openai:gpt-4o)`).
+    """
+    try:
+        engine = open_engine(config, **options)
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise JanusError(f"{label}: {exc}") from None
+    try:
+        yield engine
+    finally:
+        engine.close()

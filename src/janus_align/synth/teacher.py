@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -26,7 +26,8 @@ from typing import Any, Generic, TypeVar
 from janus_align import paths
 from janus_align.config import Params
 from janus_align.errors import JanusError
-from janus_align.llm import ChatRequest, ChatResult, LLMEngine, open_engine
+from janus_align.llm import ChatRequest, ChatResult, LLMEngine
+from janus_align.llm.engine import opened_engine
 from janus_align.records import write_json, write_jsonl
 from janus_align.synth.prompts import TEMPLATE_VERSION
 from janus_align.synth.rows import Provenance, RejectRow, Row, Usage, dump, read_rows
@@ -154,17 +155,9 @@ def extend_row(row: Row, model: type[RowT], engine: LLMEngine, outcome: Outcome,
     )
 
 
-@contextlib.contextmanager
-def teacher_engine(params: Params) -> Iterator[LLMEngine]:
+def teacher_engine(params: Params) -> contextlib.AbstractContextManager[LLMEngine]:
     """The teacher's engine (request cache included), closed when the stage is done."""
-    try:
-        engine = open_engine(params.teacher)
-    except (FileNotFoundError, RuntimeError) as exc:
-        raise JanusError(f"teacher ({params.teacher.backend}:{params.teacher.model}): {exc}") from None
-    try:
-        yield engine
-    finally:
-        engine.close()
+    return opened_engine(params.teacher, f"teacher ({params.teacher.backend}:{params.teacher.model})")
 
 
 def reject_row(stage: str, row_id: str, outcome: Outcome) -> RejectRow:
