@@ -65,6 +65,7 @@ test: $(STAMP) lint
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/mypy
 
 test-all: $(STAMP) $(BIN)/llama-server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
