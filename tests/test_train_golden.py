@@ -24,6 +24,7 @@ from janus_align.models.prompt_format import encode_prompt, render_prompt
 from janus_align.train import train_dpo, train_orpo, train_sft
 from janus_align.train.chat_template import SMOLLM2_CHAT_TEMPLATE, SMOLLM2_TRAINING_TEMPLATE, training_chat_template
 from janus_align.train.datasets import SplitRows
+from janus_align.train.run_recipe import TrainerJob
 from janus_align.train.settings import resolve
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,7 +87,7 @@ def check_golden(name: str, value: dict[str, Any], golden: dict[str, Any], recor
 
 def first_row(builder: Any, params: Any, recipe: str, checkpoint: Path, tmp_path: Path) -> tuple[dict, Any]:
     split = SplitRows(recipe, tmp_path, [dict(ROW)], [])
-    built = builder(params, resolve(params, recipe), split, checkpoint, tmp_path / "out")
+    built = builder(TrainerJob(params, resolve(params, recipe), split, checkpoint, tmp_path / "out"))
     trainer, tokenizer = built[0], built[1]
     return trainer.train_dataset[0], tokenizer
 

@@ -144,3 +144,18 @@ def write_json(path: str | Path, value: Any) -> None:
     partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8")
     os.replace(partial, path)
+
+
+def read_json_object(path: str | Path, missing: str = "not found", error: type[Exception] = RecordError) -> Row:
+    """The object a small JSON file holds (a record, a leaderboard); `error` naming the file, and
+    the line for broken JSON, when it is missing (`FILE: {missing}`), broken or not an object."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: {missing}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}:{exc.lineno}: broken JSON ({exc.msg})") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data

@@ -13,7 +13,6 @@ a checkpoint without one (the base model, an API model's name) is not a trained 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from janus_align.errors import JanusError
 from janus_align.models.prompt_format import PromptFormat
-from janus_align.records import write_json
+from janus_align.records import read_json_object, write_json
 
 TRAIN_RECORD = "janus_train.json"
 
@@ -66,14 +65,9 @@ def write_train_record(checkpoint: str | Path, record: TrainRecord) -> Path:
 def read_train_record(checkpoint: str | Path) -> TrainRecord:
     """The record beside `checkpoint`; TrainRecordError naming the file when missing or malformed."""
     path = record_path(checkpoint)
-    if not path.is_file():
-        raise TrainRecordError(f"{path}: no training record (is {Path(checkpoint)} a trained checkpoint?)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise TrainRecordError(f"{path}:{exc.lineno}: broken JSON ({exc.msg})") from None
-    if not isinstance(data, dict):
-        raise TrainRecordError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    data = read_json_object(
+        path, f"no training record (is {Path(checkpoint)} a trained checkpoint?)", error=TrainRecordError
+    )
     try:
         return TrainRecord.model_validate(data)
     except ValidationError as exc:

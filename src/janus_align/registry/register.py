@@ -13,7 +13,6 @@ data version, so a team comparing across them can see it.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from janus_align import paths
 from janus_align.config import Params
 from janus_align.errors import JanusError
 from janus_align.models.train_record import TrainRecord, find_train_record, read_train_record
-from janus_align.records import write_json
+from janus_align.records import read_json_object, write_json
 
 SCORE_TAG = "bench_average"
 CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
@@ -42,13 +41,8 @@ def _score(value: Any, where: str) -> float:
 
 def read_leaderboard(path: Path = paths.LEADERBOARD) -> dict[str, dict[str, Any]]:
     """{model name: entry} from the report stage's leaderboard."""
-    if not path.is_file():
-        raise RegistryError(f"{path}: not found (run the report stage first)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise RegistryError(f"{path}:{exc.lineno}: broken JSON ({exc.msg})") from None
-    models = data.get("models") if isinstance(data, dict) else None
+    data = read_json_object(path, "not found (run the report stage first)", error=RegistryError)
+    models = data.get("models")
     if not isinstance(models, dict) or not models:
         raise RegistryError(f"{path}: key 'models' must map model names to their scores")
     return models

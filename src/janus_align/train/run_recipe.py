@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -22,6 +23,7 @@ from janus_align.train.checkpoints import ModelKind, save_trained
 from janus_align.train.datasets import SplitRows, load_split
 from janus_align.train.mlflow_logging import MlflowStepLogger, log_trainer_config
 from janus_align.train.settings import RecipeName, RecipeSettings, resolve
+from janus_align.train.trl_arguments import training_args
 
 
 class BuiltTrainer(NamedTuple):
@@ -33,17 +35,25 @@ class BuiltTrainer(NamedTuple):
     chat_template: Any
 
 
+@dataclass(frozen=True)
+class TrainerJob:
+    """What a builder gets to make the TRL trainer of one run: the one shape every recipe takes."""
+
+    params: Params
+    settings: RecipeSettings
+    split: SplitRows
+    start_from: Path
+    output_dir: str | Path
+    callbacks: Sequence[Any] = ()
+
+    def training_args(self, has_eval: bool) -> dict[str, Any]:
+        """The keyword arguments every TRL config of this run shares (`trl_arguments.training_args`)."""
+        return training_args(self.settings, self.params.seed, self.output_dir, has_eval)
+
+
 class TrainerBuilder(Protocol):
-    def __call__(
-        self,
-        params: Params,
-        settings: RecipeSettings,
-        split: SplitRows,
-        start_from: Path,
-        output_dir: str | Path,
-        callbacks: Sequence[Any] = (),
-    ) -> BuiltTrainer:
-        """The TRL trainer for one run of the recipe, with `callbacks` passed to it."""
+    def __call__(self, job: TrainerJob) -> BuiltTrainer:
+        """The TRL trainer for one run of the recipe, with `job.callbacks` passed to it."""
         ...
 
 
@@ -108,7 +118,8 @@ def fit(
     it also names the logged trainer config (else the recipe's name). Returns the metrics.
     """
     with tempfile.TemporaryDirectory(prefix=f"janus-{settings.name}-") as tmp:
-        built = build_trainer(params, settings, split, start_from, tmp, [MlflowStepLogger(metric_prefix), *callbacks])
+        job = TrainerJob(params, settings, split, start_from, tmp, [MlflowStepLogger(metric_prefix), *callbacks])
+        built = build_trainer(job)
         log_trainer_config(metric_prefix.rstrip("/") or settings.name, built.trainer.args, settings.as_dict())
         metrics = _train(built.trainer)
         if out is not None:

@@ -7,7 +7,6 @@ project's prompt format; the loss covers the chosen and rejected answers only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,30 +14,23 @@ from janus_align import paths
 from janus_align.config import Params
 from janus_align.models.checkpoint import load_tokenizer
 from janus_align.train.checkpoints import load_model, require_checkpoint
-from janus_align.train.datasets import SplitRows, to_datasets
-from janus_align.train.run_recipe import BuiltTrainer, train_recipe
-from janus_align.train.settings import RecipeSettings
+from janus_align.train.datasets import to_datasets
+from janus_align.train.run_recipe import BuiltTrainer, TrainerJob, train_recipe
 from janus_align.train.stage import run_training_stage
-from janus_align.train.trl_arguments import peft_config, training_args
+from janus_align.train.trl_arguments import peft_config
 
 START_FROM = paths.model_dir("sft_small")
 
 
-def build_trainer(
-    params: Params,
-    settings: RecipeSettings,
-    split: SplitRows,
-    start_from: Path,
-    output_dir: str | Path,
-    callbacks: Sequence[Any] = (),
-) -> BuiltTrainer:
+def build_trainer(job: TrainerJob) -> BuiltTrainer:
     """The DPOTrainer for one DPO run."""
+    params, settings, split, start_from = job.params, job.settings, job.split, job.start_from
     from trl import DPOConfig, DPOTrainer
 
     tokenizer = load_tokenizer(start_from, padding_side="right")
     train_set, eval_set = to_datasets(split, "preference", tokenizer, params.model.prompt_format)
     config = DPOConfig(
-        **training_args(settings, params.seed, output_dir, eval_set is not None),
+        **job.training_args(eval_set is not None),
         max_length=settings.max_length,
         beta=settings.beta,
     )
@@ -50,7 +42,7 @@ def build_trainer(
         eval_dataset=eval_set,
         processing_class=tokenizer,
         peft_config=peft_config(settings),
-        callbacks=list(callbacks),
+        callbacks=list(job.callbacks),
     )
     return BuiltTrainer(trainer, tokenizer, tokenizer.chat_template)
 

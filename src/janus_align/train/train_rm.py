@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +20,11 @@ from janus_align.config import Params
 from janus_align.models.checkpoint import load_tokenizer
 from janus_align.train import train_sft
 from janus_align.train.checkpoints import load_model, require_checkpoint
-from janus_align.train.datasets import SplitRows, load_split, to_datasets
-from janus_align.train.run_recipe import BuiltTrainer, fit, is_main_process, train_recipe
-from janus_align.train.settings import RecipeSettings, resolve
+from janus_align.train.datasets import load_split, to_datasets
+from janus_align.train.run_recipe import BuiltTrainer, TrainerJob, fit, is_main_process, train_recipe
+from janus_align.train.settings import resolve
 from janus_align.train.stage import run_training_stage
-from janus_align.train.trl_arguments import peft_config, training_args
+from janus_align.train.trl_arguments import peft_config
 
 INIT_DIR = paths.MODELS / "rm.init"
 
@@ -39,22 +38,14 @@ def train_init(params: Params) -> dict[str, Any]:
     return fit(params, settings, split, train_sft.build_trainer, paths.BASE_MODEL, INIT_DIR, metric_prefix="init_sft/")
 
 
-def build_trainer(
-    params: Params,
-    settings: RecipeSettings,
-    split: SplitRows,
-    start_from: Path,
-    output_dir: str | Path,
-    callbacks: Sequence[Any] = (),
-) -> BuiltTrainer:
+def build_trainer(job: TrainerJob) -> BuiltTrainer:
     """The RewardTrainer for the reward model."""
+    params, settings, split, start_from = job.params, job.settings, job.split, job.start_from
     from trl import RewardConfig, RewardTrainer
 
     tokenizer = load_tokenizer(start_from, padding_side="right")
     train_set, eval_set = to_datasets(split, "preference", tokenizer, params.model.prompt_format)
-    config = RewardConfig(
-        **training_args(settings, params.seed, output_dir, eval_set is not None), max_length=settings.max_length
-    )
+    config = RewardConfig(**job.training_args(eval_set is not None), max_length=settings.max_length)
     trainer = RewardTrainer(
         model=load_model(start_from, "reward", tokenizer.pad_token_id),
         args=config,
@@ -62,7 +53,7 @@ def build_trainer(
         eval_dataset=eval_set,
         processing_class=tokenizer,
         peft_config=peft_config(settings, task_type="SEQ_CLS"),
-        callbacks=list(callbacks),
+        callbacks=list(job.callbacks),
     )
     return BuiltTrainer(trainer, tokenizer, tokenizer.chat_template)
 

@@ -10,7 +10,6 @@ assistant's tokens only: conversational rows with a chat template that marks the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,24 +18,18 @@ from janus_align.config import Params
 from janus_align.models.checkpoint import load_tokenizer
 from janus_align.train.chat_template import training_chat_template
 from janus_align.train.checkpoints import load_model, require_checkpoint
-from janus_align.train.datasets import SplitRows, to_datasets
-from janus_align.train.run_recipe import BuiltTrainer, train_recipe
-from janus_align.train.settings import RecipeSettings, read_best_params
+from janus_align.train.datasets import to_datasets
+from janus_align.train.run_recipe import BuiltTrainer, TrainerJob, train_recipe
+from janus_align.train.settings import read_best_params
 from janus_align.train.stage import run_training_stage
-from janus_align.train.trl_arguments import peft_config, training_args
+from janus_align.train.trl_arguments import peft_config
 
 Variant = Literal["sft", "sft_small"]
 
 
-def build_trainer(
-    params: Params,
-    settings: RecipeSettings,
-    split: SplitRows,
-    start_from: Path,
-    output_dir: str | Path,
-    callbacks: Sequence[Any] = (),
-) -> BuiltTrainer:
+def build_trainer(job: TrainerJob) -> BuiltTrainer:
     """The SFTTrainer for one SFT run; the tokenizer's own chat template is what gets saved."""
+    params, settings, split, start_from = job.params, job.settings, job.split, job.start_from
     from trl import SFTConfig, SFTTrainer
 
     prompt_format = params.model.prompt_format
@@ -47,7 +40,7 @@ def build_trainer(
         tokenizer.chat_template = template
     train_set, eval_set = to_datasets(split, "sft", tokenizer, prompt_format, messages_format=template is not None)
     config = SFTConfig(
-        **training_args(settings, params.seed, output_dir, eval_set is not None),
+        **job.training_args(eval_set is not None),
         max_length=settings.max_length,
         packing=settings.common.packing,
         assistant_only_loss=template is not None,
@@ -59,7 +52,7 @@ def build_trainer(
         eval_dataset=eval_set,
         processing_class=tokenizer,
         peft_config=peft_config(settings),
-        callbacks=list(callbacks),
+        callbacks=list(job.callbacks),
     )
     return BuiltTrainer(trainer, tokenizer, own_template)
 
