@@ -16,6 +16,7 @@ from pathlib import Path
 
 from janus_align import paths
 from janus_align.errors import JanusError
+from janus_align.installed_tools import installed_tool, scripts_dir
 
 
 def bundled_data_dir() -> Path:
@@ -23,7 +24,14 @@ def bundled_data_dir() -> Path:
 
 
 def _dvc(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["dvc", *args], capture_output=True, text=True)
+    """Run the dvc installed with janus (requirements.txt pins it), even when its venv is not on PATH."""
+    dvc = installed_tool("dvc")
+    if dvc is None:
+        raise JanusError(
+            f"janus setup-data needs dvc, which is not installed beside janus ({scripts_dir()}) nor on PATH: "
+            "run `make install` (or `pip install -r requirements.txt`)"
+        )
+    return subprocess.run([dvc, *args], capture_output=True, text=True)
 
 
 def has_remote() -> bool:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import ctypes
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -34,6 +33,7 @@ from typing import Any
 from janus_align import paths
 from janus_align.config.schema import FREE, LlamaCppSettings, OpenAISettings
 from janus_align.errors import JanusError
+from janus_align.installed_tools import installed_tool, scripts_dir
 from janus_align.llm.openai_backend import OpenAIBackend
 from janus_align.llm.types import ChatRequest
 from janus_align.models.prepare_model import EMBEDDED_PREFIX, embedded_gguf
@@ -73,10 +73,10 @@ def resolve_gguf(model: str) -> Path:
 
 
 def server_binary() -> str:
-    found = shutil.which(SERVER_BINARY)
+    found = installed_tool(SERVER_BINARY)  # `make llama-server` puts it in the venv's bin/
     if found is None:
         raise LlamaServerError(
-            f"backend llama_cpp needs llama.cpp's `{SERVER_BINARY}` on PATH: run `make llama-server` "
+            f"backend llama_cpp needs llama.cpp's `{SERVER_BINARY}` in {scripts_dir()} or on PATH: run `make llama-server` "
             "(builds it into .venv/bin from pinned llama.cpp source), or set the backend to transformers"
         )
     return found
