@@ -12,7 +12,7 @@ import yaml
 
 from conftest import REPO, run_janus
 from janus_align.config import ConfigError, OpenAISettings, Params, Prices, TransformersSettings, load_params
-from janus_align.config.load import parse_params
+from janus_align.config.load import parse_params, read_yaml
 from janus_align.config.profiles import deep_merge, profile_params
 from janus_align.config.schema import TeacherTransformers
 from janus_align.errors import JanusError
@@ -111,6 +111,52 @@ def test_broken_yaml_names_file_and_line(tmp_path):
         load_params(path)
     reported = int(str(caught.value).split("params.yaml:")[1].split(":")[0])
     assert abs(reported - (bad_line + 1)) <= 1  # the parser notices at the line or the next one
+
+
+def repeat_key(text: str, after: str, repeated: str) -> tuple[str, int, int]:
+    """`text` with line `repeated` inserted after the line starting with `after` (which holds the
+    same key): the edited text, the first line and the repeated line, both 1-based."""
+    lines = text.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith(after))
+    lines.insert(first + 1, repeated)
+    return "\n".join(lines) + "\n", first + 1, first + 2
+
+
+@pytest.mark.parametrize(
+    ("after", "repeated", "key_path"),
+    [
+        ("seed: 42", "seed: 43", "seed"),
+        ("  batch_size:", "  batch_size: 4", "teacher.batch_size"),
+        ("    logging_steps:", "    logging_steps: 2", "train.common.logging_steps"),
+    ],
+    ids=["top-level", "in-a-section", "two-levels-down"],
+)
+def test_a_repeated_key_is_an_error_naming_both_lines_and_its_path(tmp_path, after, repeated, key_path):
+    text, first, second = repeat_key((REPO / "params.yaml").read_text(), after, repeated)
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_params(tmp_path / "params.yaml")
+    message = str(caught.value)
+    assert f"params.yaml:{second}:" in message
+    assert f"key {key_path} is repeated: line {first} and line {second}" in message
+
+
+def test_a_repeated_key_in_a_list_item_names_its_index(tmp_path):
+    (tmp_path / "params.yaml").write_text("generate:\n  candidates:\n    - name: a\n      name: b\n")
+    with pytest.raises(ConfigError, match=r"key generate\.candidates\[0\]\.name is repeated: line 3 and line 4"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_a_yaml_merge_may_override_the_keys_it_brings_in(tmp_path):
+    (tmp_path / "anchors.yaml").write_text("base: &b\n  x: 1\nother:\n  <<: *b\n  x: 2\n")
+    assert read_yaml(tmp_path / "anchors.yaml") == {"base": {"x": 1}, "other": {"x": 2}}
+
+
+def test_a_repeated_key_in_a_profile_overlay_names_the_overlay_and_both_lines(tmp_path):
+    shutil.copytree(REPO / "profiles", tmp_path / "profiles")
+    (tmp_path / "profiles" / "twice.yaml").write_text("teacher:\n  batch_size: 2\n  batch_size: 3\n")
+    with pytest.raises(ConfigError, match=r"twice\.yaml:3:3: .*key teacher\.batch_size is repeated: line 2 and line 3"):
+        profile_params("twice", base=REPO / "params.yaml", profiles_dir=tmp_path / "profiles")
 
 
 def test_missing_params_file_and_non_mapping_are_clear(tmp_path):

@@ -122,15 +122,69 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     return parse_params(read_yaml(path), str(path))
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key repeated within one mapping.
+
+    Why: safe_load keeps the last of two `seed:` lines silently, so an edit above a forgotten
+    line of the same name changes nothing. YAML itself requires unique keys; the error names
+    both lines and the key's path from the top of the file. Keys brought in by a `<<` merge may
+    be overridden, as YAML defines.
+    """
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        self._document = node  # where the key path of a repeated key is looked up from
+        return super().construct_document(node)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            first_lines: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                if isinstance(key, typing.Hashable) and key in first_lines:
+                    key_path = _dotted([*(_path_to(self._document, node) or []), str(key)])
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"key {key_path} is repeated: line {first_lines[key]} and line {line} (keep one)",
+                        key_node.start_mark,
+                    )
+                first_lines.setdefault(key, line)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _path_to(root: yaml.Node, target: yaml.Node) -> list[str] | None:
+    """Key path from `root` to the node `target`: mapping keys, `[i]` for the i-th item of a list."""
+    if root is target:
+        return []
+    children: list[tuple[str, yaml.Node]] = []
+    if isinstance(root, yaml.MappingNode):
+        children = [(str(key.value), value) for key, value in root.value]
+    elif isinstance(root, yaml.SequenceNode):
+        children = [(f"[{index}]", item) for index, item in enumerate(root.value)]
+    for name, child in children:
+        below = _path_to(child, target)
+        if below is not None:
+            return [name, *below]
+    return None
+
+
+def _dotted(parts: list[str]) -> str:
+    """`["train", "common", "seed"]` -> "train.common.seed"; list items as `items[0]`."""
+    return "".join(part if part.startswith("[") else f".{part}" for part in parts).lstrip(".")
+
+
 def read_yaml(path: str | Path) -> Any:
-    """Parse a YAML file; a syntax error names the file, line and column."""
+    """Parse a YAML file; a syntax error or a repeated key names the file, line and column."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found (run from the project root)") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
