@@ -61,7 +61,7 @@ def run_stage(name: str, params_path: str, **options: Any) -> Any:
 
 def cmd_check(args: argparse.Namespace) -> None:
     from janus_align.inputs import check_all
-    from janus_align.plan import describe_plan
+    from janus_align.plan import describe_plan, missing_api_keys
 
     params = load_params(args.params)
     found = check_all()
@@ -69,6 +69,9 @@ def cmd_check(args: argparse.Namespace) -> None:
     for key, value in found.items():
         print(f"  {key}: {value}")
     print(describe_plan(params))
+    missing = missing_api_keys(params)
+    if missing:
+        raise JanusError(f"{args.params}: {len(missing)} API setting(s) without a key\n  " + "\n  ".join(missing))
 
 
 def _tool(module: str, function: str) -> Callable[[argparse.Namespace], Any]:

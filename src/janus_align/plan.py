@@ -1,9 +1,10 @@
-"""What the current params will run, in words: printed by `janus check`."""
+"""What the current params will run, in words, and what it lacks to run: printed by `janus check`."""
 
 from __future__ import annotations
 
-from janus_align.config import LLMSettings, Params, TransformersSettings
-from janus_align.config.schema import LlamaCppSettings
+from janus_align.config import LLMSettings, OpenAISettings, Params, TransformersSettings
+from janus_align.config.schema import LlamaCppSettings, OpenAIConnection
+from janus_align.llm.api_keys import MissingAPIKeyError, api_key
 
 
 def _llm(config: LLMSettings) -> str:
@@ -29,3 +30,28 @@ def describe_plan(params: Params) -> str:
         f"  registry: {params.mlflow.registered_model}@champion in {params.mlflow.tracking_uri}",
     ]
     return "\n".join(lines)
+
+
+def api_connections(params: Params) -> list[tuple[str, OpenAIConnection, str]]:
+    """(setting, connection, model) of every API model the pipeline will call."""
+    found: list[tuple[str, OpenAIConnection, str]] = []
+    for setting, config in (("teacher", params.teacher), ("judge.llm", params.judge.llm)):
+        if isinstance(config, OpenAISettings):
+            found.append((setting, config, config.model))
+    found += [("generate.external_llm", params.generate.external_llm, model) for model in params.generate.external]
+    return found
+
+
+def missing_api_keys(params: Params) -> list[str]:
+    """One line per API setting whose key variable is unset, naming the setting and the variable.
+
+    Why here: without the key the pipeline would fail only at the first stage that calls the
+    API, after the models have loaded. The rule is the backend's own (llm/api_keys.py).
+    """
+    missing = []
+    for setting, connection, model in api_connections(params):
+        try:
+            api_key(connection, model)
+        except MissingAPIKeyError as exc:
+            missing.append(f"{setting}: {exc}")
+    return missing

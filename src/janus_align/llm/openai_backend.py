@@ -18,7 +18,6 @@ the text itself, so an unconstrained answer costs at most an ask with a new seed
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 from typing import Any
@@ -26,16 +25,8 @@ from typing import Any
 import openai
 
 from janus_align.config.schema import OpenAISettings
-from janus_align.errors import JanusError
+from janus_align.llm.api_keys import api_key
 from janus_align.llm.types import ChatRequest, ChatResult, ResultCallback
-
-# Local servers (llama.cpp, vLLM, Ollama) accept any key; OpenAI itself needs a real one.
-_PLACEHOLDER_KEY = "not-needed-for-local-servers"
-
-
-class MissingAPIKeyError(JanusError, RuntimeError):
-    """The openai backend targets api.openai.com but its key variable is unset."""
-
 
 def response_format(schema: dict[str, Any], style: str = "json_schema") -> dict[str, Any]:
     """OpenAI's structured-output field; `json_object` is the older form llama-cpp-python takes."""
@@ -69,15 +60,7 @@ class OpenAIBackend:
     def __init__(self, config: OpenAISettings, model: str | None = None):
         self.config = config
         self.model = model or config.model
-        api_key = os.environ.get(config.api_key_env)
-        if not api_key:
-            if config.base_url is None:
-                raise MissingAPIKeyError(
-                    f"backend openai (model {self.model}) needs the API key in ${config.api_key_env} "
-                    "(or set base_url to a local OpenAI-compatible server)"
-                )
-            api_key = _PLACEHOLDER_KEY
-        self._api_key = api_key
+        self._api_key = api_key(config, self.model)
         self.model_id = f"openai:{config.base_url or 'api.openai.com'}:{self.model}"
         # Switches to json_object the first time the server rejects a json_schema request.
         self._schema_style = "json_schema"

@@ -1,0 +1,45 @@
+"""The API key a call to an OpenAI-compatible server sends: one rule, for the backend and `janus check`.
+
+The key comes only from the environment variable the settings name (`api_key_env`), never from
+params. OpenAI itself (no `base_url`, or one on api.openai.com) needs a real key; a server of
+one's own (vLLM, llama.cpp, Ollama on loopback or a LAN) accepts any, so a placeholder is sent.
+This module imports no HTTP client, so `janus check` applies the rule in no time.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit
+
+from janus_align.config.schema import OpenAIConnection
+from janus_align.errors import JanusError
+
+OPENAI_HOST = "api.openai.com"
+# Local servers accept any key; the openai client refuses to start without one.
+PLACEHOLDER_KEY = "not-needed-for-local-servers"
+
+
+class MissingAPIKeyError(JanusError, RuntimeError):
+    """The settings target api.openai.com but their key variable is unset."""
+
+
+def needs_real_key(connection: OpenAIConnection) -> bool:
+    """Whether the server is OpenAI's own (no base_url, or one whose host is api.openai.com)."""
+    return connection.base_url is None or urlsplit(connection.base_url).hostname == OPENAI_HOST
+
+
+def api_key(connection: OpenAIConnection, model: str) -> str:
+    """The key to send for `model`: $api_key_env, else a placeholder for a server of one's own.
+
+    Raises MissingAPIKeyError (naming the variable, never a value) when OpenAI needs a key and
+    the variable is unset or empty.
+    """
+    key = os.environ.get(connection.api_key_env)
+    if key:
+        return key
+    if needs_real_key(connection):
+        raise MissingAPIKeyError(
+            f"backend openai (model {model}) needs the API key in ${connection.api_key_env}, which is not set "
+            "(or set base_url to a local OpenAI-compatible server)"
+        )
+    return PLACEHOLDER_KEY
