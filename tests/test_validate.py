@@ -295,6 +295,47 @@ def test_missing_official_column_is_reported(project: Path) -> None:
     assert "expect_table_columns_to_match_set" in message and "original_source" in message
 
 
+def test_a_file_of_another_kind_is_reported_in_the_files_own_columns(project: Path) -> None:
+    path = write_rows(project / "sft.jsonl", collection()["sft"])
+    message = validate_data(path, "rm")
+    validators_own = ("input_has_bench_prompt", "pair_differs", "row_ref")
+    assert not [name for name in validators_own if name in message], message
+    sft_columns = sorted(collection()["sft"][0])
+    assert f"the file's columns are {sft_columns}" in message
+    assert "the schema needs ['input', 'chosen', 'rejected']; missing ['chosen', 'input', 'rejected']" in message
+    assert "[rm] expect_column_values_to_not_be_null on column 'input' (no nulls): the file has no column 'input'" in (
+        message
+    )
+    assert "BatchData" not in message
+    # The column set comes first: it says why the rest failed.
+    assert message.splitlines()[1].startswith("  [rm] expect_table_columns_to_match_set")
+
+
+def test_checks_of_columns_the_file_lacks_are_skipped_not_passed(project: Path) -> None:
+    import great_expectations as gx
+
+    from janus_align.validate.frames import build_frame, read_rows
+
+    frame = build_frame("dpo", read_rows([write_rows(project / "sft.jsonl", collection()["sft"])]), [])
+    result = validate.validate_frame(gx.get_context(mode="ephemeral"), "dpo", "dpo", frame, Params().synth)
+    report = validate.format_report(project / "sft.jsonl", result)
+    assert (
+        "skip  expect_column_values_to_be_in_set(pair_differs): chosen != rejected (not checked: the file has no"
+        in (report)
+    )
+    assert "chosen_response=null" not in report  # no sample rows of a column the validator derived
+    assert "on column 'chosen_response' (no nulls): the file has no column 'chosen'" in report
+
+
+@pytest.mark.parametrize("kind", ["sft", "sft_small", "dpo", "orpo", "rm", "bench"])
+def test_every_derived_column_is_declared_with_its_source_columns(kind: str) -> None:
+    from janus_align.validate.frames import build_frame, file_columns
+
+    rows = bench_rows() if kind == "bench" else collection()[{"rm": "rm_train"}.get(kind, kind)]
+    frame = build_frame(kind, rows, [])
+    assert sorted(file_columns(frame)) == sorted(rows[0])
+
+
 # --- janus validate-data as a user runs it ------------------------------------------------------
 
 

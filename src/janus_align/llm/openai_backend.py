@@ -28,6 +28,7 @@ from janus_align.config.schema import OpenAISettings
 from janus_align.llm.api_keys import api_key
 from janus_align.llm.types import ChatRequest, ChatResult, ResultCallback
 
+
 def response_format(schema: dict[str, Any], style: str = "json_schema") -> dict[str, Any]:
     """OpenAI's structured-output field; `json_object` is the older form llama-cpp-python takes."""
     if style == "json_object":

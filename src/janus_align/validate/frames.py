@@ -41,6 +41,23 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "bench": ("source", "preference_set", "system", "prompt", "reference_answer", "rubrics"),
 }
 NESTED = ("preference_set", "rubrics")  # plus chosen/rejected in dpo and orpo
+ROW_REF = "row_ref"  # "file:row" of each row, added by read_rows
+# The columns build_frame derives, each with the file's columns it is computed from: they are
+# the validator's, never reported as the user's file's.
+DERIVED_FROM: dict[str, tuple[str, ...]] = {
+    "preference_dimensions": ("preference_set",),
+    "preference_shortest_text": ("preference_set",),
+    "rubric_score_keys": ("rubrics",),
+    "rubric_shortest_text": ("rubrics",),
+    "chosen_roles": ("chosen",),
+    "chosen_response": ("chosen",),
+    "rejected_roles": ("rejected",),
+    "rejected_response": ("rejected",),
+    "pair_differs": ("chosen", "rejected"),
+    "input_has_bench_prompt": ("input",),
+    "prompt_has_bench_prompt": ("prompt",),
+    "systems_per_prompt": ("prompt", "system"),
+}
 CONVERSATION_KINDS = ("dpo", "orpo")
 
 # A preference set holds exactly one entry per dimension: sorted and joined, that is this string.
@@ -81,7 +98,7 @@ def read_rows(files: Iterable[Path], root: Path | None = None) -> list[Row]:
     for path in files:
         label = path.relative_to(root).as_posix() if root else path.name
         for number, row in enumerate(iter_records(path), start=1):
-            rows.append({**row, "row_ref": f"{label}:{number}"})
+            rows.append({**row, ROW_REF: f"{label}:{number}"})
     return rows
 
 
@@ -194,7 +211,7 @@ def build_frame(kind: str, rows: list[Row], bench_prompts: list[str]) -> pd.Data
     derived ones. Missing official columns stay missing, so the column-set expectation names them."""
     if kind not in KINDS:
         raise JanusError(f"unknown kind {kind!r}; expected one of {list(KINDS)}")
-    frame = pd.DataFrame.from_records(rows) if rows else pd.DataFrame(columns=["row_ref", *COLUMNS[kind]])
+    frame = pd.DataFrame.from_records(rows) if rows else pd.DataFrame(columns=[ROW_REF, *COLUMNS[kind]])
     if kind == "bench" and "rubrics" not in frame.columns and "rubric" in frame.columns:
         frame = frame.rename(columns={"rubric": "rubrics"})  # the key before June 2024
     derived: dict[str, list[Any]] = {}
@@ -232,3 +249,8 @@ def build_frame(kind: str, rows: list[Row], bench_prompts: list[str]) -> pd.Data
     for name, values in derived.items():
         frame[name] = pd.Series(values, index=frame.index, dtype="object")
     return frame.reset_index(drop=True)
+
+
+def file_columns(frame: pd.DataFrame) -> list[str]:
+    """The columns of `frame` that came from the user's file (nothing build_frame added)."""
+    return [name for name in frame.columns if name != ROW_REF and name not in DERIVED_FROM]

@@ -25,7 +25,16 @@ from janus_align.config import Params, load_params
 from janus_align.config.schema import SynthConfig
 from janus_align.errors import JanusError
 from janus_align.records import write_json
-from janus_align.validate.frames import SPLITS, build_frame, load_bench_prompts, read_rows, split_files
+from janus_align.validate.frames import (
+    DERIVED_FROM,
+    ROW_REF,
+    SPLITS,
+    build_frame,
+    file_columns,
+    load_bench_prompts,
+    read_rows,
+    split_files,
+)
 from janus_align.validate.suites import build_expectations, cross_split_parameters
 
 GX_ROOT = Path(".")  # the file context lives in ./gx (gx/uncommitted is git-ignored)
@@ -34,7 +43,7 @@ GX_VALIDATIONS = Path("gx") / "uncommitted" / "validations"
 SAMPLES = 3  # offending rows quoted per failed expectation
 RESULT_FORMAT = {
     "result_format": "SUMMARY",
-    "unexpected_index_column_names": ["row_ref"],
+    "unexpected_index_column_names": [ROW_REF],
     "partial_unexpected_count": 20,
 }
 
@@ -69,7 +78,7 @@ class SplitResult:
     evaluated: int
     successful: int
     failures: list[Failure]
-    checks: list[tuple[str, str]]  # ("ok" | "FAIL" | "warn", line) per expectation, for the report
+    checks: list[tuple[str, str]]  # ("ok" | "FAIL" | "warn" | "skip", line) per expectation, for the report
 
     @property
     def critical_failures(self) -> list[Failure]:
@@ -110,15 +119,33 @@ def _samples(result: dict[str, Any]) -> list[str]:
     samples = []
     for row in rows[:SAMPLES]:
         if isinstance(row, dict):
-            ref = row.get("row_ref", "?")
-            values = ", ".join(f"{k}={_short(v)}" for k, v in row.items() if k != "row_ref")
+            ref = row.get(ROW_REF, "?")
+            values = ", ".join(f"{k}={_short(v)}" for k, v in row.items() if k != ROW_REF)
             samples.append(f"{ref}: {values}")
     if not samples:
         samples = [_short(v) for v in (result.get("partial_unexpected_list") or [])[:SAMPLES]]
     return samples
 
 
-def _failure(split: str, outcome: Any) -> Failure:
+def _columns_not_in_file(kwargs: dict[str, Any], present: list[str]) -> list[str]:
+    """The file's columns an expectation reads (a derived column's sources) that the file lacks."""
+    checked = [kwargs["column"]] if kwargs.get("column") else list(kwargs.get("column_list") or [])
+    sources = [source for name in checked for source in DERIVED_FROM.get(name, (name,))]
+    return sorted({source for source in sources if source not in present})
+
+
+def _column_set_detail(expected: list[str], present: list[str]) -> str:
+    """What the column-set expectation found, in the file's own columns (GX's observed value
+    would list the validator's derived columns too)."""
+    missing = sorted(set(expected) - set(present))
+    other = sorted(set(present) - set(expected))
+    return f"the file's columns are {sorted(present)}; the schema needs {list(expected)}; missing {missing}" + (
+        f"; not in the schema {other}" if other else ""
+    )
+
+
+def _failure(split: str, outcome: Any, present: list[str]) -> Failure:
+    """One failed expectation; `present` is the columns of the user's file."""
     config = outcome.expectation_config
     kwargs = dict(config.kwargs)
     column = kwargs.get("column") or (",".join(kwargs["column_list"]) if kwargs.get("column_list") else None)
@@ -128,7 +155,12 @@ def _failure(split: str, outcome: Any) -> Failure:
         k: kwargs[k] for k in ("value", "min_value", "max_value", "value_set", "regex", "column_set") if k in kwargs
     }
     expected = f" (expected {bounds})" if bounds else ""
-    if message:
+    absent = _columns_not_in_file(kwargs, present)
+    if "column_set" in kwargs:
+        detail = _column_set_detail(kwargs["column_set"], present)
+    elif absent:
+        detail = f"the file has no column {', '.join(map(repr, absent))}"
+    elif message:
         detail = f"could not be evaluated: {message}"
     elif "unexpected_count" in result:
         detail = f"{result['unexpected_count']} of {result.get('element_count', '?')} rows unexpected{expected}"
@@ -144,7 +176,7 @@ def _failure(split: str, outcome: Any) -> Failure:
         check=(config.meta or {}).get("check", ""),
         critical=severity.lower().endswith("critical"),
         detail=detail,
-        samples=_samples(result),
+        samples=[] if absent else _samples(result),  # rows of a column the file lacks show only nulls
     )
 
 
@@ -220,14 +252,22 @@ def validate_frame(
     run = checkpoint.run(batch_parameters={"dataframe": frame}, expectation_parameters=parameters or {})
     (suite_result,) = run.run_results.values()
     failures, checks = [], []
-    for outcome in suite_result.results:
+    present = file_columns(frame)
+    # The column-set check first: when the file is not of this kind, it says why the rest failed.
+    outcomes = sorted(suite_result.results, key=lambda o: "column_set" not in o.expectation_config.kwargs)
+    for outcome in outcomes:
         config = outcome.expectation_config
         label = f"{config.type}({config.kwargs.get('column') or config.kwargs.get('column_list') or ''})"
         check = (config.meta or {}).get("check", "")
-        if outcome.success:
+        absent = _columns_not_in_file(dict(config.kwargs), present)
+        if outcome.success and absent:  # passed only because there was nothing to check
+            checks.append(
+                ("skip", f"{label}: {check} (not checked: the file has no column {', '.join(map(repr, absent))})")
+            )
+        elif outcome.success:
             checks.append(("ok", f"{label}: {check}"))
         else:
-            failures.append(_failure(split, outcome))
+            failures.append(_failure(split, outcome, present))
             checks.append(("FAIL" if failures[-1].critical else "warn", failures[-1].describe()))
     stats = suite_result.statistics
     return SplitResult(
@@ -347,7 +387,7 @@ def validate_file(path: Path, kind: str, synth: SynthConfig, bench_prompts: list
 def format_report(path: Path, result: SplitResult) -> str:
     """The readable report `janus validate-data` prints: one line per expectation."""
     lines = [f"{path} as {result.kind}: {result.rows} rows, {result.successful}/{result.evaluated} expectations passed"]
-    order = {"FAIL": 0, "warn": 1, "ok": 2}
+    order = {"FAIL": 0, "warn": 1, "skip": 2, "ok": 3}
     for status, line in sorted(result.checks, key=lambda check: order[check[0]]):  # failures first
         lines.append(f"  {status:<5} {line}")
     return "\n".join(lines)
