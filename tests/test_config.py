@@ -159,6 +159,17 @@ def test_a_repeated_key_in_a_profile_overlay_names_the_overlay_and_both_lines(tm
         profile_params("twice", base=REPO / "params.yaml", profiles_dir=tmp_path / "profiles")
 
 
+def test_a_repeated_key_in_the_taxonomy_names_the_file_and_both_lines(tmp_path):
+    from janus_align.inputs import InputError, load_taxonomy
+
+    taxonomy = tmp_path / "preferences.yaml"
+    taxonomy.write_text("dimensions:\n  style: {}\n  style: {}\n")
+    with pytest.raises(
+        InputError, match=r"preferences\.yaml:3:3: .*key dimensions\.style is repeated: line 2 and line 3"
+    ):
+        load_taxonomy(taxonomy)
+
+
 def test_missing_params_file_and_non_mapping_are_clear(tmp_path):
     with pytest.raises(ConfigError, match="missing.yaml: file not found"):
         load_params(tmp_path / "missing.yaml")

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from janus_align import paths
+from janus_align.config.load import UniqueKeyLoader, yaml_error
 from janus_align.errors import JanusError
 from janus_align.records import RecordError, iter_located
 
@@ -89,11 +90,11 @@ def check_rubric_examples(path: Path = paths.RUBRIC_EXAMPLES) -> int:
 def load_taxonomy(path: Path = paths.TAXONOMY) -> dict[str, dict[str, list[str]]]:
     """dimension -> subdimension -> example preferences, checked for the four dimensions."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)  # a repeated key is an error
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
     except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML ({exc})") from None
+        raise InputError(yaml_error(path, exc)) from None
     dimensions = (raw or {}).get("dimensions")
     if not isinstance(dimensions, dict) or sorted(dimensions) != sorted(DIMENSIONS):
         raise InputError(f"{path}: 'dimensions' must have exactly the keys {list(DIMENSIONS)}")
