@@ -71,8 +71,10 @@ class BenchItem(_Strict):
     rubrics: list[Rubric] = Field(min_length=1)
 
     def dimension_of(self, rubric_index: int) -> str:
-        """The dimension rubric `rubric_index` checks (rubrics follow the preference set's order)."""
-        if len(self.preference_set) == len(self.rubrics):
+        """The dimension rubric `rubric_index` checks: rubric i was written for preference i, so
+        it is the preference set's i-th dimension, whether or not every preference kept its rubric
+        (`unknown` only past the preference set's end, or without one: the pre-June-2024 bench)."""
+        if rubric_index < len(self.preference_set):
             return self.preference_set[rubric_index].dimension
         return "unknown"
 

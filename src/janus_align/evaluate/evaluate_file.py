@@ -4,7 +4,10 @@ Both files may be ours or the official formats (the bench as JSON, JSONL or parq
 `rubrics` or `rubric`; responses as our JSONL or the official `{id: {"response": ...}}` JSON).
 The judge is the one in params.yaml (`judge`), exactly as the judge stage runs it. Writes to DIR:
 `<name>_judgments.jsonl`, `<name>_evaluation.json` (official format) and `<name>_scores.json`,
-where <name> is the responses file's name without `_responses` and its extension; prints the scores.
+where <name> is the responses file's name without its extension and without `_responses` or
+`_evaluation` (an evaluation file holds each response too, so it is a responses file: judging
+`sft_evaluation.json` again writes `sft_evaluation.json`, not `sft_evaluation_evaluation.json`);
+prints the scores.
 """
 
 from __future__ import annotations
@@ -21,9 +24,17 @@ from janus_align.evaluate.judging import judge_candidates, open_judge
 from janus_align.evaluate.responses import load_responses
 
 
+# What the official scripts and this command append to a model's name in their file names.
+NAME_SUFFIXES = ("_responses", "_evaluation")
+
+
 def responses_name(path: Path) -> str:
-    """`gpt-4_responses.json` -> `gpt-4` (the official naming), `base.jsonl` -> `base`."""
-    return path.stem.removesuffix("_responses") or path.stem
+    """The model's name: `gpt-4_responses.json` and `gpt-4_evaluation.json` -> `gpt-4`, `base.jsonl` -> `base`."""
+    stem = path.stem
+    for suffix in NAME_SUFFIXES:
+        if stem.endswith(suffix) and len(stem) > len(suffix):
+            return stem.removesuffix(suffix)
+    return stem
 
 
 def main(args: argparse.Namespace) -> dict:

@@ -1,7 +1,9 @@
 """The official evaluation output: `<model>_evaluation.json`, as the paper's scripts write it.
 
-{id: {bench row..., response, feedback: [...], score: [...]}} with one `feedback` and one
+{id: {id, bench row..., response, feedback: [...], score: [...]}} with one `feedback` and one
 `score` per rubric (PAPER.md section 7); `score_per_repeat` is ours and keeps every judge run.
+Each record keeps its `id`, as the official scripts' records do (they copy the bench row), so a
+record read on its own, or the file turned into a list, still says which item it is.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from janus_align.evaluate.rows import Judgment
 def official_evaluation(
     items: Sequence[BenchItem], responses: Mapping[str, Response], judgments: Sequence[Judgment]
 ) -> dict[str, dict[str, Any]]:
-    """The official evaluation JSON: {id: {bench row..., response, feedback: [...], score: [...]}}.
+    """The official evaluation JSON: {id: {id, bench row..., response, feedback: [...], score: [...]}}.
 
     `score[i]` is rubric i's mean over the scored repeats (None when unscored), `feedback[i]`
     the feedback of its first scored repeat; `score_per_repeat` keeps every run.
@@ -39,11 +41,9 @@ def official_evaluation(
             mean = means.get((item.id, index))
             score.append(int(mean) if mean is not None and float(mean).is_integer() else mean)
             per_repeat.append([r.verdict for r in rows])
-        bench_row = item.official_row()
-        bench_row.pop("id")
         response = responses.get(item.id)
         out[item.id] = {
-            **bench_row,
+            **item.official_row(),
             "response": response.response if response and response.error is None else None,
             "feedback": feedback,
             "score": score,

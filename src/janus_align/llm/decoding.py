@@ -18,7 +18,7 @@ other row.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +44,10 @@ class Decoded:
     finished: bool
 
 
+RowCallback = Callable[[int, Decoded], None]
+"""Called with (prompt index, its `Decoded`) the moment a row leaves the batch, done for good."""
+
+
 @torch.inference_mode()
 def sample_batch(
     model: Any,
@@ -55,6 +59,7 @@ def sample_batch(
     grammar: Any = None,
     share_prefixes: bool = True,
     chunk_by_length: bool = True,
+    on_row: RowCallback | None = None,
 ) -> list[Decoded]:
     """Generate up to `max_new_tokens` for each prompt (token ids); rows leave the batch when done.
 
@@ -66,6 +71,8 @@ def sample_batch(
     With `share_prefixes`, the prompt prefixes rows share are prefilled once (`plan_prefill`);
     with `chunk_by_length`, each prefill pass runs in chunks of prompts of similar length
     (`length_chunks`). The answers are the same either way.
+    `on_row` hears of each row as it leaves the batch (stopped, or at its `max_new_tokens`), so
+    a caller can hand out and count answers while the longer rows still decode.
     """
     count = len(prompts)
     vocab = model.config.vocab_size
@@ -121,6 +128,9 @@ def sample_batch(
                 outputs[row].finished = True
             elif len(outputs[row].tokens) < limits[row]:
                 keep.append(batch_row)
+                continue
+            if on_row is not None:
+                on_row(row, outputs[row])
         if not keep:
             break
         if len(keep) < len(active):

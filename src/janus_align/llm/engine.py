@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-from tqdm.auto import tqdm
-
 from janus_align import paths
 from janus_align.config.schema import FREE, LlamaCppSettings, LLMSettings, Prices, TransformersSettings
 from janus_align.errors import JanusError
 from janus_align.llm.cache import RequestCache
+from janus_align.llm.progress import RequestProgress
 from janus_align.llm.types import Backend, ChatRequest, ChatResult
 
 
@@ -117,7 +116,7 @@ class LLMEngine:
         self.usage.requests += len(requests)
         self.usage.cached += len(requests) - len(todo)
         if todo:
-            bar = tqdm(total=len(todo), desc=desc, unit="req", dynamic_ncols=True)
+            progress = RequestProgress(len(todo), desc)
 
             def on_result(j: int, result: ChatResult) -> None:
                 i = todo[j]
@@ -126,13 +125,12 @@ class LLMEngine:
                 self.usage.prompt_tokens += result.prompt_tokens
                 self.usage.completion_tokens += result.completion_tokens
                 self.usage.failed += 0 if result.ok else 1
-                bar.update(1)
-                bar.set_postfix(tok_out=self.usage.completion_tokens, refresh=False)
+                progress.advance(result)
 
             try:
                 self.backend.generate([requests[i] for i in todo], on_result)
             finally:
-                bar.close()
+                progress.close()
         self.usage.wall_s += time.perf_counter() - started
         missing = [i for i, r in enumerate(results) if r is None]
         if missing:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from janus_align.config.schema import TransformersSettings
-from janus_align.llm.decoding import DECODING_VERSION, sample_batch
+from janus_align.llm.decoding import DECODING_VERSION, Decoded, sample_batch
 from janus_align.llm.types import ChatRequest, ChatResult, ResultCallback
 from janus_align.models.checkpoint import load_causal_lm, load_tokenizer, resolve_dtype
 from janus_align.models.prompt_format import ADD_SPECIAL_TOKENS, PromptFormat, render_messages
@@ -109,15 +109,28 @@ class TransformersBackend:
         size = -(-len(order) // -(-len(order) // self.config.batch_size)) if order else 1
         for start in range(0, len(order), size):
             batch = order[start : start + size]
-            for i, result in zip(
-                batch, self._generate_batch([requests[i] for i in batch], [prompts[i] for i in batch])
-            ):
-                on_result(i, result)
+            self._generate_batch(
+                [requests[i] for i in batch],
+                [prompts[i] for i in batch],
+                lambda row, result, batch=batch: on_result(batch[row], result),
+            )
 
-    def _generate_batch(self, requests: list[ChatRequest], prompts: list[str]) -> list[ChatResult]:
+    def _generate_batch(self, requests: list[ChatRequest], prompts: list[str], on_result: ResultCallback) -> None:
+        """Decode one batch; each row's result goes to `on_result` (batch index) as soon as it ends."""
         encoded = self.tokenizer(prompts, add_special_tokens=ADD_SPECIAL_TOKENS[self.prompt_format])["input_ids"]
         started = time.perf_counter()
-        decoded = sample_batch(
+
+        def finished(row: int, decoded: Decoded) -> None:
+            result = ChatResult(
+                str(self.tokenizer.decode(decoded.tokens, skip_special_tokens=True)),  # one sequence: a str
+                len(encoded[row]),
+                len(decoded.tokens) + decoded.finished,  # the stop token counts, as the API backends count it
+                # The wait for this answer, as an API call's latency is: the batch's time so far.
+                time.perf_counter() - started,
+            )
+            on_result(row, result)
+
+        sample_batch(
             self.model,
             encoded,
             self.tokenizer.pad_token_id,
@@ -126,17 +139,8 @@ class TransformersBackend:
             # Each row's own stream: its answer does not depend on the batch it landed in.
             seeds=[r.stream_seed() for r in requests],
             grammar=[self._grammar(r) for r in requests],
+            on_row=finished,
         )
-        latency = time.perf_counter() - started
-        return [
-            ChatResult(
-                str(self.tokenizer.decode(row.tokens, skip_special_tokens=True)),  # one sequence: a str
-                len(ids),
-                len(row.tokens) + row.finished,  # the stop token counts, as the API backends count it
-                latency / len(prompts),
-            )
-            for row, ids in zip(decoded, encoded)
-        ]
 
     def close(self) -> None:
         """Drop the model and grammars so a stage that loads several models keeps one in memory."""

@@ -208,9 +208,14 @@ def to_dataset(
     messages_format: bool = True,
     as_text: bool = False,
 ) -> Any:
-    """A `datasets.Dataset` of TRL rows (None for no rows); flags as in `sft_example`/`preference_example`."""
-    from datasets import Dataset
+    """A `datasets.Dataset` of TRL rows (None for no rows); flags as in `sft_example`/`preference_example`.
 
+    The trainers' own passes over it (tokenize, build labels, truncate: `Dataset.map`) run in
+    a second on these sizes and would print a bar each; training's progress is the trainer's.
+    """
+    from datasets import Dataset, disable_progress_bars
+
+    disable_progress_bars()
     if not rows:
         return None
     if kind == "sft":

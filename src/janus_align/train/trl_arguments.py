@@ -6,9 +6,11 @@ builder (train_<method>.py); what they all share is built here once.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
+from janus_align.llm.progress import is_terminal
 from janus_align.train.settings import RecipeSettings
 
 
@@ -43,6 +45,9 @@ def training_args(settings: RecipeSettings, seed: int, output_dir: str | Path, h
         "seed": seed,
         "data_seed": seed,
         "dataloader_num_workers": 0,
+        # Off a terminal the step logs are printed as lines: the nested train/eval bars would
+        # fill a log file with carriage returns and cursor moves.
+        "disable_tqdm": not is_terminal(sys.stderr),
     }
     if evaluate_during:
         kwargs["eval_steps"] = common.eval_steps
