@@ -25,6 +25,7 @@ from janus_align.config import Params, load_params
 from janus_align.config.schema import SynthConfig
 from janus_align.errors import JanusError
 from janus_align.records import write_json
+from janus_align.validate import data_docs
 from janus_align.validate.frames import (
     DERIVED_FROM,
     ROW_REF,
@@ -291,11 +292,10 @@ def _file_context() -> Any:
     return _quiet_context(gx.get_context(mode="file", project_root_dir=str(GX_ROOT)))
 
 
-def _publish_data_docs(context: Any) -> Path:
+def _publish_data_docs(context: Any, results: list[SplitResult]) -> Path:
+    """Build GX's Data Docs and publish them to reports/data_docs/, made to render offline (data_docs.py)."""
     context.build_data_docs()
-    shutil.rmtree(paths.DATA_DOCS, ignore_errors=True)
-    shutil.copytree(GX_DOCS_SITE, paths.DATA_DOCS)
-    return paths.DATA_DOCS / "index.html"
+    return data_docs.publish(GX_DOCS_SITE, paths.DATA_DOCS, results, all(not r.critical_failures for r in results))
 
 
 def summarize(results: list[SplitResult]) -> dict[str, Any]:
@@ -340,7 +340,7 @@ def run(params: Params) -> dict[str, Any]:
         validate_frame(context, split, split, frame, params.synth, cross_split=True, parameters=parameters)
         for split, frame in frames.items()
     ]
-    index = _publish_data_docs(context)
+    index = _publish_data_docs(context, results)
     summary = summarize(results)
     write_json(paths.VALIDATION_METRICS, summary)
     _log_to_mlflow(summary)
