@@ -6,16 +6,16 @@ import json
 from pathlib import Path
 
 import pytest
+
 from bench_samples import DIMENSIONS, judgment, official_rows
 from conftest import make_project, run_janus
-from loopback_server import LoopbackServer
-from test_judge import _scripted_answer, use_loopback_judge
-
 from janus_align.bench.schema import bench_item
 from janus_align.evaluate import scoring
 from janus_align.evaluate.evaluate_file import responses_name
 from janus_align.evaluate.official_evaluation import official_evaluation
 from janus_align.evaluate.responses import Response
+from loopback_server import LoopbackServer
+from test_judge import _scripted_answer, use_loopback_judge
 
 
 def test_output_names_come_from_the_model_not_from_the_file_kind():

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from bench_samples import official_rows
-from test_report import VERDICTS, _judgments, _responses
-from test_validate import BUNDLED_BENCH_PROMPTS, collection, write_collection
 
+from bench_samples import official_rows
 from janus_align.bench.schema import bench_item
 from janus_align.config import Params
 from janus_align.evaluate.report import ModelResult, draw_charts, leaderboard, render_html
 from janus_align.evaluate.responses import Response
 from janus_align.validate import validate
+from test_report import VERDICTS, _judgments, _responses
+from test_validate import BUNDLED_BENCH_PROMPTS, collection, write_collection
 
 REPO = Path(__file__).resolve().parents[1]
 # What a browser fetches by itself: scripts, stylesheets, images, CSS url(); plain links are fine.
@@ -62,13 +62,15 @@ def test_the_report_shows_every_dvc_plot_as_an_image_and_loads_nothing_remote(tm
     board = leaderboard(results, Params.model_validate({"report": {"bootstrap_samples": 50}}))
     charts = draw_charts(board, tmp_path)
     page = render_html(board, charts, "judge@test")
-    declared = [Path(next(iter(p))).stem for p in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["report"]["plots"]]
+    declared = [
+        Path(next(iter(p))).stem for p in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["report"]["plots"]
+    ]
     assert declared == ["per_dimension", "per_source"]
     for name in declared:
         assert charts[name].stat().st_size > 1000 and f"<img alt='{name}' src='data:image/png;base64," in page
     assert REMOTE_ASSET.search(page) is None
 
 
-@pytest.mark.parametrize("text", ["<script src='https://cdn.x/y.js'></script>", "<link href=\"http://a/b.css\">"])
+@pytest.mark.parametrize("text", ["<script src='https://cdn.x/y.js'></script>", '<link href="http://a/b.css">'])
 def test_the_check_itself_sees_remote_assets(text):
     assert REMOTE_ASSET.search(text)

@@ -82,7 +82,9 @@ def test_stage_logs_written_to_a_file_hold_no_cursor_codes_nor_dataset_bars(ci_p
     for args in (["train_sft"], ["generate", "--model", "base"]):
         log = tmp_path / f"{args[0]}.log"
         with log.open("w") as stderr:
-            done = subprocess.run([str(BIN / "janus"), *args], cwd=ci_project, env=janus_env(), stderr=stderr, timeout=900)
+            done = subprocess.run(
+                [str(BIN / "janus"), *args], cwd=ci_project, env=janus_env(), stderr=stderr, timeout=900
+            )
         assert done.returncode == 0, log.read_text()[-3000:]
         logs[args[0]] = log.read_bytes().decode()
     for name, text in logs.items():

@@ -23,7 +23,6 @@ from janus_align.evaluate.judge import describe, judge_metadata, write_outputs
 from janus_align.evaluate.judging import judge_candidates, open_judge
 from janus_align.evaluate.responses import load_responses
 
-
 # What the official scripts and this command append to a model's name in their file names.
 NAME_SUFFIXES = ("_responses", "_evaluation")
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+
 from janus_align import paths
 from janus_align.config.schema import FREE, LlamaCppSettings, LLMSettings, Prices, TransformersSettings
 from janus_align.errors import JanusError

@@ -49,9 +49,7 @@ class RequestProgress:
         self._closed = False
         self._bar: tqdm[Any] | None = None
         if is_terminal(self.stream):
-            self._bar = tqdm(
-                total=total, desc=desc, unit="req", dynamic_ncols=True, smoothing=0, file=self.stream
-            )
+            self._bar = tqdm(total=total, desc=desc, unit="req", dynamic_ncols=True, smoothing=0, file=self.stream)
 
     def advance(self, result: ChatResult) -> None:
         """One more answer (`result.completion_tokens` generated)."""

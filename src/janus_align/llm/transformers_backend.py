@@ -109,11 +109,11 @@ class TransformersBackend:
         size = -(-len(order) // -(-len(order) // self.config.batch_size)) if order else 1
         for start in range(0, len(order), size):
             batch = order[start : start + size]
-            self._generate_batch(
-                [requests[i] for i in batch],
-                [prompts[i] for i in batch],
-                lambda row, result, batch=batch: on_result(batch[row], result),
-            )
+
+            def report(row: int, result: ChatResult, batch: list[int] = batch) -> None:
+                on_result(batch[row], result)  # the batch's row -> the caller's request index
+
+            self._generate_batch([requests[i] for i in batch], [prompts[i] for i in batch], report)
 
     def _generate_batch(self, requests: list[ChatRequest], prompts: list[str], on_result: ResultCallback) -> None:
         """Decode one batch; each row's result goes to `on_result` (batch index) as soon as it ends."""
