@@ -207,7 +207,10 @@ def test_reward_trainer_takes_the_trl_file_as_it_is_with_the_system_message(asse
     model = AutoModelForSequenceClassification.from_pretrained(assembled / "artifacts/models/base", num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id
     trainer = RewardTrainer(
-        model=model, args=RewardConfig(max_length=128, **_common(tmp_path)), train_dataset=dataset, processing_class=tokenizer
+        model=model,
+        args=RewardConfig(max_length=128, **_common(tmp_path)),
+        train_dataset=dataset,
+        processing_class=tokenizer,
     )
     chosen = tokenizer.decode(trainer.train_dataset[0]["chosen_ids"])
     assert dataset[0]["prompt"][0]["content"] in chosen and dataset[0]["prompt"][1]["content"] in chosen

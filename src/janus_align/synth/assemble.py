@@ -113,7 +113,9 @@ def run(params: Params) -> dict[str, Any]:
             counts["test"] = split_counts["rm_test"]
         layout = {
             "default": {part: f"{part}.parquet" for part in parts[name]},
-            "trl": {part: paths.trl_file(name, part).relative_to(paths.split_dir(name)).as_posix() for part in parts[name]},
+            "trl": {
+                part: paths.trl_file(name, part).relative_to(paths.split_dir(name)).as_posix() for part in parts[name]
+            },
         }
         card = dataset_card(name, layout, counts, assembled.preference_sets(name), params, summary)
         (paths.split_dir(name) / "README.md").write_text(card, encoding="utf-8")
