@@ -68,7 +68,7 @@ def _histogram_lines(counts: dict[str, Counter], top: int = 15) -> list[str]:
 
 def dataset_card(
     split: str,
-    files: dict[str, str],
+    files: dict[str, dict[str, str]],
     counts: dict[str, int],
     preference_sets: Sequence[Sequence[PreferenceEntry]],
     params: Params,
