@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from janus_align.config import load_params
 from janus_align.config.load import parse_params
 from janus_align.inputs import DIMENSIONS
 from janus_align.seeding import derive_seed
@@ -184,16 +185,57 @@ def test_paper_estimate_counts_requests_and_cost():
     assert requests == {"preferences": 65653, "system_messages": 196959, "responses": 196959}
     text = estimate_module.report(params, stages, 400)
     assert "459,571" in text and "gpt-4-0125-preview" in text
-    assert sum(s.cost(params) for s in stages) > 1000  # GPT-4-Turbo prices at 65k instructions
+    assert sum(s.cost() for s in stages) > 1000  # GPT-4-Turbo prices at 65k instructions
 
 
 def test_estimate_cli_prints_before_any_call(tmp_path, monkeypatch, capsys):
     from conftest import REPO
 
     monkeypatch.chdir(REPO)
-    stages = estimate_module.main(SimpleNamespace(params=str(REPO / "params.yaml")))
+    stages = estimate_module.main(SimpleNamespace(params=str(REPO / "params.yaml"))).groups["synthesis"]
     assert [s.stage for s in stages] == ["preferences", "system_messages", "responses"]
     assert "total" in capsys.readouterr().out
+
+
+def test_estimate_covers_every_api_stage_of_a_paper_project(tmp_path, monkeypatch, capsys):
+    """Issue 19.9: the bench, the external candidates' answers and the judge with its repeats are
+    paid too; the judge asks bench prompts x 4 rubrics x repeats x candidates, and the total is
+    the sum of the stages."""
+    from conftest import make_project
+
+    project = make_project(tmp_path / "paper", profile="paper")
+    monkeypatch.chdir(project)
+    params = load_params(project / "params.yaml")
+    pipeline = estimate_module.main(SimpleNamespace(params=str(project / "params.yaml")))
+    out = capsys.readouterr().out
+    assert list(pipeline.groups) == ["synthesis", "bench", "generate", "judge"]
+    candidates = params.generate.candidates + params.generate.external
+    judge = pipeline.groups["judge"]
+    assert [s.stage for s in judge] == [f"judge {name}" for name in candidates]
+    assert sum(s.requests for s in judge) == params.bench.num_prompts * 4 * params.judge.repeats * len(candidates)
+    assert sum(s.requests for s in judge) == 75 * 4 * 3 * 3
+    bench = {s.stage: s.requests for s in pipeline.groups["bench"]}
+    assert bench == {"bench_preferences": 75, "bench_system_messages": 75, "bench_references": 75, "bench_rubrics": 300}
+    assert [(s.stage, s.requests) for s in pipeline.groups["generate"]] == [("generate gpt-3.5-turbo-0125", 75)]
+    # Each stage at its own model's prices: the external candidate at gpt-3.5's, the judge at the judge's.
+    external = pipeline.groups["generate"][0]
+    assert external.cost() == params.generate.external_llm.prices.cost_usd(
+        external.prompt_tokens, external.completion_tokens
+    )
+    assert all(s.cost() > 0 for s in pipeline.stages())
+    every = pipeline.stages()
+    grand = estimate_module.total(every)
+    assert grand.requests == sum(s.requests for s in every) and grand.cost() == sum(s.cost() for s in every)
+    last = out.splitlines()[-1].split()
+    assert last == [
+        "total",
+        f"{grand.requests:,}",
+        f"{grand.prompt_tokens:,}",
+        f"{grand.completion_tokens:,}",
+        f"{grand.cost():,.2f}",
+    ]
+    for name in ("bench total", "generate total", "judge total", "judge gpt-3.5-turbo-0125", "bench_rubrics"):
+        assert name in out
 
 
 def test_only_complete_instructions_with_distinct_system_messages_enter_the_splits():

@@ -35,16 +35,21 @@ INSTRUCTIONS_REMOVED = SYNTH / "instructions_removed.jsonl"
 PREFERENCE_SETS = SYNTH / "preference_sets.jsonl"
 SYSTEM_MESSAGES = SYNTH / "system_messages.jsonl"
 SYNTH_RESPONSES = SYNTH / "responses.jsonl"  # the gold responses (evaluation's are RESPONSES_DIR)
+# Full records under metrics/ are plain outputs (cache: false); the headline numbers DVC shows
+# are the few files `headline_metrics` writes (COLLECTION_METRICS, VALIDATION_RESULT, ...).
 INSTRUCTIONS_METRICS = METRICS / "instructions.json"
 SYNTHESIS_METRICS = METRICS / "synthesis.json"
+COLLECTION_METRICS = METRICS / "collection.json"
 # The stages that call the teacher, in pipeline order: each writes rejects() and stats().
 GENERATING_STAGES = ("preferences", "system_messages", "responses")
 
 # The collection (assemble) and its checks (validate)
 COLLECTION = ARTIFACTS / "collection"
 SPLITS = ("sft", "sft_small", "dpo", "orpo", "rm")
+TRL_SUBDIR = "trl"  # inside each split folder: the TRL-native files (trl_file)
 DATA_DOCS = REPORTS / "data_docs"
 VALIDATION_METRICS = METRICS / "validation.json"
+VALIDATION_RESULT = METRICS / "validation_result.json"
 
 # The Multifaceted Bench (bench)
 BENCH = ARTIFACTS / "bench"
@@ -63,6 +68,7 @@ JUDGMENTS_DIR = EVAL / "judgments"
 OFFICIAL_DIR = EVAL / "official"
 EVAL_METRICS_DIR = METRICS / "eval"
 LEADERBOARD = METRICS / "leaderboard.json"
+SCORES_METRICS = METRICS / "scores.json"
 PER_DIMENSION_PLOT = PLOTS / "per_dimension.csv"
 PER_SOURCE_PLOT = PLOTS / "per_source.csv"
 REPORT_DIR = REPORTS / "eval"
@@ -71,6 +77,7 @@ REPORT_MARKDOWN = REPORT_DIR / "report.md"
 
 # The registry (register)
 REGISTER_METRICS = METRICS / "register.json"
+CHAMPION_METRICS = METRICS / "champion.json"
 
 # Outside every DVC output: DVC deletes a stage's outputs before re-running it, and paid
 # requests must survive that.
@@ -95,6 +102,13 @@ def stats(stage: str) -> Path:
 def split_dir(split: str) -> Path:
     """One released split of the collection (`sft`, `dpo`, ...)."""
     return COLLECTION / split
+
+
+def trl_file(split: str, part: str = "train") -> Path:
+    """The TRL-native file of a split's part (`train`, rm also `test`): the same rows as the
+    official file, in the format TRL's trainer reads without conversion. A subfolder, so readers
+    of the official files (which take every data file of the split folder) never see it."""
+    return split_dir(split) / TRL_SUBDIR / f"{part}.parquet"
 
 
 def responses_file(model: str) -> Path:

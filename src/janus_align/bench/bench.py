@@ -140,7 +140,7 @@ def rubric_job(
     return Job(units, build, accept, RUBRIC_STAGE, finish)
 
 
-def _one_set(params: Params) -> Params:
+def one_set_params(params: Params) -> Params:
     """Params whose synthesis asks for ONE preference set per prompt (the bench needs one).
 
     A copy, not a validated params file: `synth.sets_per_instruction` must stay >= 2 for the
@@ -150,7 +150,7 @@ def _one_set(params: Params) -> Params:
     return params.model_copy(update={"synth": synth})
 
 
-def _references(params: Params) -> Params:
+def reference_params(params: Params) -> Params:
     """Params whose gold-response sampling is the bench's reference sampling."""
     synth = params.synth.model_copy(update={"response_sampling": params.bench.reference_sampling})
     return params.model_copy(update={"synth": synth})
@@ -162,14 +162,14 @@ def build_bench(
     """Every item that could be made, and the counts of what could not (no file written)."""
     taxonomy = load_taxonomy()
     sets, set_rejects, set_outcomes = generate_preference_sets(
-        engine, prompts, _one_set(params), taxonomy, PREFERENCES_STAGE
+        engine, prompts, one_set_params(params), taxonomy, PREFERENCES_STAGE
     )
     systems, system_rejects, system_outcomes = generate_system_messages(engine, sets, params, SYSTEM_STAGE)
     # References and rubrics both need only the system-message rows: one engine call per attempt.
     (answered, reference_rejects, reference_outcomes), (rubrics, rubric_outcomes) = ask_jobs(
         engine,
         [
-            response_job(systems, _references(params), REFERENCE_STAGE),
+            response_job(systems, reference_params(params), REFERENCE_STAGE),
             rubric_job(systems, params, rubric_prompts.load_examples()),
         ],
         params.teacher.max_reasks,

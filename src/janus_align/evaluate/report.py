@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from janus_align import paths
+from janus_align import headline_metrics, paths
 from janus_align.bench.schema import BenchItem, load_bench
 from janus_align.config import Params
 from janus_align.config.schema import ReportConfig
@@ -336,6 +336,7 @@ def run(params: Params) -> dict[str, Any]:
     results = [load_model_result(name, items) for name in names]
     board = leaderboard(results, params)
     write_json(paths.LEADERBOARD, board)
+    write_json(paths.SCORES_METRICS, headline_metrics.scores(board))
     write_plot_csvs(board)
     charts = draw_charts(board, paths.REPORT_DIR)
     judges = sorted({m["judge_model"] for m in board["models"].values() if m["judge_model"]})

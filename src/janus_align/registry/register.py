@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from janus_align import paths
+from janus_align import headline_metrics, paths
 from janus_align.config import Params
 from janus_align.errors import JanusError
 from janus_align.models.train_record import TrainRecord, find_train_record, read_train_record
@@ -184,6 +184,7 @@ def _champion_score(champion: Any) -> float | None:
 def run(params: Params) -> dict[str, Any]:
     result = register(params)
     write_json(paths.REGISTER_METRICS, result)
+    write_json(paths.CHAMPION_METRICS, headline_metrics.champion(result))
     verdict = "now champion" if result["promoted"] else f"challenger (champion stays v{result['champion_version']})"
     print(f"register: {result['candidate']} -> {result['name']} v{result['version']}, {verdict}")
     return result

@@ -2,7 +2,8 @@
 
 Reads artifacts/synth/responses.jsonl and the stats each generating stage wrote; writes
 artifacts/collection/<split>/train.parquet (rm also test.parquet) in exactly the released
-schemas (see `splits`), a README.md card per split, and metrics/synthesis.json: counts per
+schemas (see `splits`), beside each its TRL-native twin (<split>/trl/, read by TRL's trainers
+as it is), a README.md card per split (configs `default` and `trl`), and metrics/synthesis.json: counts per
 stage, rejects, tokens in/out, estimated cost, wall time and requests/s. The same numbers go
 to the active MLflow run and to the pipeline's `synthesis` run, with every split logged as an
 MLflow dataset input.
@@ -16,14 +17,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from janus_align import paths
+from janus_align import headline_metrics, paths
 from janus_align.config import Params
 from janus_align.errors import JanusError
 from janus_align.records import write_json
 from janus_align.synth.cards import dataset_card
 from janus_align.synth.prompts import TEMPLATE_VERSION
 from janus_align.synth.rows import ResponseRow, read_rows
-from janus_align.synth.splits import SCHEMAS, build_splits, write_parquet
+from janus_align.synth.splits import SCHEMAS, TRL_SCHEMAS, build_splits, write_parquet
 from janus_align.synth.synthesis_run import synthesis_run
 
 STAGE = "assemble"
@@ -89,13 +90,14 @@ def run(params: Params) -> dict[str, Any]:
             f"system messages and two different responses ({incomplete} incomplete), so no preference pair"
         )
 
-    # The files of each split: HF split name -> file name inside the split folder.
-    layout = {name: {"train": "train.parquet"} for name in paths.SPLITS}
-    layout["rm"]["test"] = "test.parquet"
+    # The files of each split: HF split name -> file (official, then TRL-native), inside the split folder.
+    parts = {name: ("train", "test") if name == "rm" else ("train",) for name in paths.SPLITS}
     shutil.rmtree(paths.COLLECTION, ignore_errors=True)
     for name in paths.SPLITS:
-        write_parquet(paths.split_dir(name) / "train.parquet", splits[name], SCHEMAS[name])
-    write_parquet(paths.split_dir("rm") / "test.parquet", splits["rm_test"], SCHEMAS["rm"])
+        for part in parts[name]:
+            key = "rm_test" if part == "test" else name
+            write_parquet(paths.split_dir(name) / f"{part}.parquet", splits[key], SCHEMAS[name])
+            write_parquet(paths.trl_file(name, part), assembled.trl[key], TRL_SCHEMAS[name])
     split_counts = {name: len(splits[name]) for name in paths.SPLITS}
     split_counts["rm_test"] = len(splits["rm_test"])
 
@@ -103,12 +105,19 @@ def run(params: Params) -> dict[str, Any]:
     summary["rows"]["instructions_incomplete"] = incomplete
     summary["totals"]["assemble_wall_s"] = round(time.perf_counter() - started, 3)
     write_json(paths.SYNTHESIS_METRICS, summary)
+    write_json(paths.COLLECTION_METRICS, headline_metrics.collection(split_counts))
 
     for name in paths.SPLITS:
         counts = {"train": split_counts[name]}
         if name == "rm":
             counts["test"] = split_counts["rm_test"]
-        card = dataset_card(name, layout[name], counts, assembled.preference_sets(name), params, summary)
+        layout = {
+            "default": {part: f"{part}.parquet" for part in parts[name]},
+            "trl": {
+                part: paths.trl_file(name, part).relative_to(paths.split_dir(name)).as_posix() for part in parts[name]
+            },
+        }
+        card = dataset_card(name, layout, counts, assembled.preference_sets(name), params, summary)
         (paths.split_dir(name) / "README.md").write_text(card, encoding="utf-8")
     _log(params, summary, splits)
     print(

@@ -27,11 +27,23 @@ TITLES = {
 USES = {
     "sft": "SFT (Janus). Train on `system` + `prompt` -> `output`.",
     "sft_small": "SFT (Janus*), the start of DPO.",
-    "dpo": "DPO. `chosen`/`rejected` are [system, user, assistant] conversations; TRL's DPOTrainer "
-    "needs the string `prompt` column dropped (it then takes the prompt from the conversations).",
-    "orpo": "ORPO. TRL's ORPOTrainer takes the file as it is (prompt taken from the conversations).",
+    "dpo": "DPO. `chosen`/`rejected` are [system, user, assistant] conversations.",
+    "orpo": "ORPO. `chosen`/`rejected` are [system, user, assistant] conversations.",
     "rm": "Reward modelling: `input` (system message + instruction) with `chosen`/`rejected` answers.",
 }
+TRL_TRAINERS = {
+    "sft": "SFTTrainer",
+    "sft_small": "SFTTrainer",
+    "dpo": "DPOTrainer",
+    "orpo": "ORPOTrainer (trl.experimental.orpo)",
+    "rm": "RewardTrainer",
+}
+TRL_FORMATS = {
+    "sft": "conversational prompt/completion: `prompt` [system, user], `completion` [assistant]",
+    "dpo": "explicit-prompt conversational preference: `prompt` [system, user], `chosen` and `rejected` [assistant]",
+}
+TRL_FORMATS["sft_small"] = TRL_FORMATS["sft"]
+TRL_FORMATS["orpo"] = TRL_FORMATS["rm"] = TRL_FORMATS["dpo"]
 
 
 def histograms(preference_sets: Sequence[Sequence[PreferenceEntry]]) -> dict[str, Counter]:
@@ -56,16 +68,19 @@ def _histogram_lines(counts: dict[str, Counter], top: int = 15) -> list[str]:
 
 def dataset_card(
     split: str,
-    files: dict[str, str],
+    files: dict[str, dict[str, str]],
     counts: dict[str, int],
     preference_sets: Sequence[Sequence[PreferenceEntry]],
     params: Params,
     synthesis: dict[str, Any],
 ) -> str:
-    """The README.md of one split folder; `files` maps HF split name -> file name."""
+    """The README.md of one split folder; `files` maps a config name (`default`: the official
+    files, `trl`: the TRL-native ones) to {HF split name: file path inside the folder}, so
+    `load_dataset(folder)` reads the official files and `load_dataset(folder, "trl")` TRL's."""
     front = {
         "configs": [
-            {"config_name": "default", "data_files": [{"split": name, "path": path} for name, path in files.items()]}
+            {"config_name": config, "data_files": [{"split": name, "path": path} for name, path in parts.items()]}
+            for config, parts in files.items()
         ],
         "task_categories": ["text-generation"],
         "language": ["en"],
@@ -87,6 +102,15 @@ def dataset_card(
         'Synthesized by the Janus pipeline (`janus assemble`), following "Aligning to Thousands of '
         'Preferences via System Message Generalization" (Lee et al., 2024). Same columns and types as '
         f"the released `kaist-ai` split. Use: {USES[split]}",
+        "",
+        f"Config `trl` (the files under `trl/`): the same rows for TRL's {TRL_TRAINERS[split]}, which "
+        f"reads them as they are, in the {TRL_FORMATS[split]}:",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        f'official = load_dataset("artifacts/collection/{split}")         # the released schema',
+        f'trl_ready = load_dataset("artifacts/collection/{split}", "trl")  # TRL-native',
+        "```",
         "",
         "## Counts",
         "",

@@ -1,21 +1,34 @@
-"""`janus estimate`: requests, tokens and cost the current params would spend on synthesis,
-printed before any call is made.
+"""`janus estimate`: requests, tokens and cost the current params would spend on every API
+stage, printed before any call is made.
+
+The stages that call a paid model: the synthesis (teacher), the bench (teacher: preference sets,
+system messages, reference answers, 4 rubrics per prompt), the external candidates' answers to
+the bench (generate.external_llm) and the judge (judge.llm: 4 rubrics x repeats per bench prompt
+and candidate, pipeline and external candidates alike). Each stage is priced at the prices of the
+model it calls (a local model costs nothing, but its requests are still counted).
 
 Prompt tokens come from the real prompt templates filled with a typical instruction (the mean
-prompt length of the local pool, or of a fixed sample text) at about 4 characters per token;
-completion tokens are the sampling budget (max_new_tokens), so the figure is an upper bound
-on what a run spends without re-asks. Prices are the teacher's `prices` in params.
+prompt length of the local pool, or of a fixed sample text) and answers at their token budgets,
+at about 4 characters per token; completion tokens are the sampling budget (max_new_tokens), so
+the figure is an upper bound on what a run spends without re-asks.
 
-Example (paper profile): 65,653 instructions -> about 460k requests.
+Example (paper profile): 65,653 instructions -> about 460k synthesis requests; the judge asks
+75 prompts x 4 rubrics x 3 repeats x 3 candidates = 2,700.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from janus_align import paths
+from janus_align.bench import rubrics as rubric_prompts
+from janus_align.bench.bench import one_set_params, reference_params
+from janus_align.bench.schema import SCORE_KEYS, Rubric
 from janus_align.config import Params, load_params
+from janus_align.config.schema import Prices
+from janus_align.errors import JanusError
+from janus_align.evaluate.judge_prompt import JUDGE_SYSTEM, render_judge_prompt
 from janus_align.inputs import DIMENSIONS, InputError, load_taxonomy
 from janus_align.records import RecordError
 from janus_align.synth.filters import join_prompt
@@ -36,13 +49,48 @@ _FALLBACK_INSTRUCTION = "Explain how vaccines train the immune system, and why b
 
 @dataclass
 class StageEstimate:
+    """One stage's (or one candidate's) requests and tokens, priced as the model it calls."""
+
     stage: str
     requests: int
     prompt_tokens: int
     completion_tokens: int
+    cost_usd: float
+    model: str = ""
 
-    def cost(self, params: Params) -> float:
-        return params.teacher.prices.cost_usd(self.prompt_tokens, self.completion_tokens)
+    def cost(self) -> float:
+        return self.cost_usd
+
+
+def priced(
+    stage: str, requests: int, prompt_tokens: int, completion_tokens: int, prices: Prices, model: str
+) -> StageEstimate:
+    """A stage's estimate at the prices of the model it calls."""
+    return StageEstimate(
+        stage, requests, prompt_tokens, completion_tokens, prices.cost_usd(prompt_tokens, completion_tokens), model
+    )
+
+
+@dataclass
+class PipelineEstimate:
+    """Every API stage's estimate, grouped as the table prints them ("synthesis", "bench",
+    "generate", "judge")."""
+
+    groups: dict[str, list[StageEstimate]] = field(default_factory=dict)
+
+    def stages(self) -> list[StageEstimate]:
+        return [s for group in self.groups.values() for s in group]
+
+
+def total(stages: list[StageEstimate], name: str = "total") -> StageEstimate:
+    """The sum of `stages`; its cost is the sum of their costs (each at its own prices)."""
+    return StageEstimate(
+        name,
+        sum(s.requests for s in stages),
+        sum(s.prompt_tokens for s in stages),
+        sum(s.completion_tokens for s in stages),
+        sum(s.cost_usd for s in stages),
+    )
 
 
 def tokens(text: str) -> int:
@@ -69,7 +117,9 @@ def typical_instruction() -> str:
 
 
 def estimate(params: Params, instruction: str) -> list[StageEstimate]:
+    """The synthesis stages (preferences, system messages, gold responses) at the teacher's prices."""
     synth = params.synth
+    prices, model = params.teacher.prices, params.teacher.model
     n = synth.num_instructions
     sets = n * synth.sets_per_instruction
     try:
@@ -96,54 +146,198 @@ def estimate(params: Params, instruction: str) -> list[StageEstimate]:
     system_prompt = system_message_prompt(instruction, entries)
     system_tokens = synth.system_message_sampling.max_new_tokens
     return [
-        StageEstimate(
+        priced(
             "preferences",
             preference_requests,
             preference_requests * tokens(PREFERENCE_SYSTEM + preference_prompt),
             preference_requests * synth.preference_sampling.max_new_tokens,
+            prices,
+            model,
         ),
-        StageEstimate(
-            "system_messages", sets, sets * tokens(SYSTEM_MESSAGE_SYSTEM + system_prompt), sets * system_tokens
+        priced(
+            "system_messages",
+            sets,
+            sets * tokens(SYSTEM_MESSAGE_SYSTEM + system_prompt),
+            sets * system_tokens,
+            prices,
+            model,
         ),
-        StageEstimate(
+        priced(
             "responses",
             sets,
             sets * (tokens(instruction) + system_tokens),
             sets * synth.response_sampling.max_new_tokens,
+            prices,
+            model,
         ),
     ]
 
 
-def report(params: Params, stages: list[StageEstimate], instruction_chars: int) -> str:
-    teacher = params.teacher
-    prices = teacher.prices
+def _rubric_examples() -> list[Rubric]:
+    """The project's rubric examples, or the packaged defaults where there is no data/ yet."""
+    from janus_align.setup_data import bundled_data_dir
+
+    try:
+        return rubric_prompts.load_examples()
+    except JanusError:
+        return rubric_prompts.load_examples(bundled_data_dir() / paths.RUBRIC_EXAMPLES.relative_to(paths.DATA))
+
+
+def _budget_text(max_new_tokens: int) -> str:
+    """A text as long as an answer at its whole token budget."""
+    return "x" * int(max_new_tokens * CHARS_PER_TOKEN)
+
+
+def bench_estimate(params: Params, instruction: str) -> list[StageEstimate]:
+    """The bench stage: per prompt one preference set, its system message and a reference answer
+    (the synthesis code on one set, `bench.reference_sampling`), and one rubric per dimension."""
+    bench = params.bench
+    per_prompt = one_set_params(reference_params(params))
+    per_prompt = per_prompt.model_copy(
+        update={"synth": per_prompt.synth.model_copy(update={"num_instructions": bench.num_prompts})}
+    )
+    stages = [
+        StageEstimate(f"bench_{'references' if s.stage == 'responses' else s.stage}", *_counts(s), s.model)
+        for s in estimate(per_prompt, instruction)
+    ]
+    preference = PreferenceEntry(
+        dimension=DIMENSIONS[0],
+        subdimension="s",
+        preference="p" * params.synth.max_preference_chars,
+        description="d" * params.synth.max_description_chars,
+    )
+    rubric_prompt = rubric_prompts.RUBRIC_SYSTEM + rubric_prompts.rubric_prompt(_rubric_examples(), preference)
+    requests = bench.num_prompts * len(DIMENSIONS)
+    stages.append(
+        priced(
+            "bench_rubrics",
+            requests,
+            requests * tokens(rubric_prompt),
+            requests * bench.rubric_sampling.max_new_tokens,
+            params.teacher.prices,
+            params.teacher.model,
+        )
+    )
+    return stages
+
+
+def _counts(stage: StageEstimate) -> tuple[int, int, int, float]:
+    return stage.requests, stage.prompt_tokens, stage.completion_tokens, stage.cost_usd
+
+
+def generate_estimate(params: Params, instruction: str) -> list[StageEstimate]:
+    """The external candidates' answers to the bench (pipeline models run on our hardware)."""
+    generate, prompts = params.generate, params.bench.num_prompts
+    prompt = prompts * (tokens(instruction) + params.synth.system_message_sampling.max_new_tokens)
+    return [
+        priced(
+            f"generate {name}",
+            prompts,
+            prompt,
+            prompts * generate.sampling.max_new_tokens,
+            generate.external_llm.prices,
+            name,
+        )
+        for name in generate.external
+    ]
+
+
+def judge_estimate(params: Params, instruction: str) -> list[StageEstimate]:
+    """The judge, per candidate: one request per rubric (4 per prompt), `judge.repeats` times."""
+    judge, bench = params.judge, params.bench
+    rubric = {
+        "criteria": "c" * bench.max_criteria_chars,
+        "score_descriptions": {key: "s" * bench.max_score_description_chars for key in SCORE_KEYS},
+    }
+    system = _budget_text(params.synth.system_message_sampling.max_new_tokens)
+    shown = f"{system}\n{instruction}" if judge.show_system else instruction
+    prompt = JUDGE_SYSTEM + render_judge_prompt(
+        shown,
+        _budget_text(params.generate.sampling.max_new_tokens),
+        _budget_text(bench.reference_sampling.max_new_tokens),
+        rubric,
+        constrained=judge.constrained,
+    )
+    requests = bench.num_prompts * len(DIMENSIONS) * judge.repeats
+    return [
+        priced(
+            f"judge {name}",
+            requests,
+            requests * tokens(prompt),
+            requests * judge.llm.sampling.max_new_tokens,
+            judge.llm.prices,
+            judge.llm.model,
+        )
+        for name in params.generate.candidates + params.generate.external
+    ]
+
+
+def estimate_pipeline(params: Params, instruction: str) -> PipelineEstimate:
+    """Every API stage of the pipeline, in pipeline order."""
+    return PipelineEstimate(
+        {
+            "synthesis": estimate(params, instruction),
+            "bench": bench_estimate(params, instruction),
+            "generate": generate_estimate(params, instruction),
+            "judge": judge_estimate(params, instruction),
+        }
+    )
+
+
+def _row(stage: StageEstimate) -> str:
+    return (
+        f"{stage.stage:<28}{stage.requests:>12,}{stage.prompt_tokens:>16,}{stage.completion_tokens:>16,}"
+        f"{stage.cost():>12,.2f}"
+    )
+
+
+def _prices(prices: Prices) -> str:
+    return f"${prices.input_per_mtok}/M in, ${prices.output_per_mtok}/M out"
+
+
+HEADER = f"{'stage':<28}{'requests':>12}{'prompt tok':>16}{'completion tok':>16}{'cost USD':>12}"
+GROUP_TITLES = {
+    "synthesis": "synthesis (teacher {model})",
+    "bench": "bench (teacher {model})",
+    "generate": "generate: external candidates ({model})",
+    "judge": "judge ({model})",
+}
+
+
+def report(params: Params, stages: list[StageEstimate] | PipelineEstimate, instruction_chars: int) -> str:
+    """The table: one block per API stage with its subtotal, then the total over every stage."""
+    groups = stages.groups if isinstance(stages, PipelineEstimate) else {"synthesis": stages}
+    synth = params.synth
     lines = [
-        f"synthesis estimate (profile {params.profile}): {params.synth.num_instructions} instructions x "
-        f"{params.synth.sets_per_instruction} sets, preference_mode {params.synth.preference_mode}",
-        f"teacher {teacher.backend}:{teacher.model}, prices ${prices.input_per_mtok}/M in, ${prices.output_per_mtok}/M out",
+        f"API estimate (profile {params.profile}): {synth.num_instructions} instructions x "
+        f"{synth.sets_per_instruction} sets, preference_mode {synth.preference_mode}; bench "
+        f"{params.bench.num_prompts} prompts; judge {params.judge.repeats} repeat(s) x "
+        f"{len(params.generate.candidates + params.generate.external)} candidates",
         f"(tokens: prompts at ~4 chars/token with {instruction_chars}-char instructions, the mean of "
         f"{paths.INSTRUCTIONS_DIR}/; completions at max_new_tokens, an upper bound; re-asks not included)",
-        f"{'stage':<16}{'requests':>12}{'prompt tok':>16}{'completion tok':>16}{'cost USD':>12}",
     ]
-    for s in stages:
-        lines.append(
-            f"{s.stage:<16}{s.requests:>12,}{s.prompt_tokens:>16,}{s.completion_tokens:>16,}{s.cost(params):>12,.2f}"
-        )
-    total = StageEstimate(
-        "total",
-        sum(s.requests for s in stages),
-        sum(s.prompt_tokens for s in stages),
-        sum(s.completion_tokens for s in stages),
-    )
-    lines.append(
-        f"{total.stage:<16}{total.requests:>12,}{total.prompt_tokens:>16,}{total.completion_tokens:>16,}{total.cost(params):>12,.2f}"
-    )
+    group_prices = {
+        "synthesis": _prices(params.teacher.prices),
+        "bench": _prices(params.teacher.prices),
+        "generate": _prices(params.generate.external_llm.prices),
+        "judge": _prices(params.judge.llm.prices),
+    }
+    every: list[StageEstimate] = []
+    for name, group in groups.items():
+        if not group:
+            continue
+        models = ", ".join(sorted({s.model for s in group}))
+        lines += ["", GROUP_TITLES[name].format(model=models) + f"; prices: {group_prices[name]}", HEADER]
+        lines += [_row(s) for s in group]
+        lines.append(_row(total(group, f"{name} total")))
+        every += group
+    lines += ["", _row(total(every))]
     return "\n".join(lines)
 
 
-def main(args: argparse.Namespace) -> list[StageEstimate]:
+def main(args: argparse.Namespace) -> PipelineEstimate:
     params = load_params(args.params)
     instruction = typical_instruction()
-    stages = estimate(params, instruction)
+    stages = estimate_pipeline(params, instruction)
     print(report(params, stages, len(instruction)))
     return stages

@@ -18,6 +18,13 @@ message. `chosen`/`rejected` in dpo/orpo are conversations [system, user, assist
 official columns and types, with the system turn included so that TRL, which extracts the
 prompt from the conversations and ignores the `system` column, trains with the system
 message (docs/data.md has the reasoning). The answer is always the last (assistant) turn.
+
+Beside each official file, a TRL-native one (`TRL_SCHEMAS`, paths.trl_file) that TRL's trainers
+read as they are, system message inside the prompt:
+
+    sft, sft_small     prompt [system, user], completion [assistant]        (SFTTrainer)
+    dpo, orpo, rm      prompt [system, user], chosen [assistant], rejected [assistant]
+                       (DPOTrainer, ORPOTrainer, RewardTrainer: explicit-prompt preference format)
 """
 
 from __future__ import annotations
@@ -58,6 +65,16 @@ _PAIRS = pa.schema(
         ("rejected", pa.list_(MESSAGE)),
     ]
 )
+_CONVERSATION = pa.list_(MESSAGE)
+TRL_SFT = pa.schema([("prompt", _CONVERSATION), ("completion", _CONVERSATION)])
+TRL_PREFERENCE = pa.schema([("prompt", _CONVERSATION), ("chosen", _CONVERSATION), ("rejected", _CONVERSATION)])
+TRL_SCHEMAS: dict[str, pa.Schema] = {
+    "sft": TRL_SFT,
+    "sft_small": TRL_SFT,
+    "dpo": TRL_PREFERENCE,
+    "orpo": TRL_PREFERENCE,
+    "rm": TRL_PREFERENCE,
+}
 SCHEMAS: dict[str, pa.Schema] = {
     "sft": _SFT,
     "sft_small": _SFT,
@@ -101,12 +118,17 @@ def pick_pair(group: Sequence[ResponseRow], seed: int) -> Pair:
     return Pair(chosen, rng.choice(others) if others else None)
 
 
+def prompt_turns(system: str, prompt: str) -> list[dict[str, str]]:
+    """The system and user turns: what the model is asked."""
+    return [{"content": system, "role": "system"}, {"content": prompt, "role": "user"}]
+
+
+def answer_turns(answer: str) -> list[dict[str, str]]:
+    return [{"content": answer, "role": "assistant"}]
+
+
 def conversation(system: str, prompt: str, answer: str) -> list[dict[str, str]]:
-    return [
-        {"content": system, "role": "system"},
-        {"content": prompt, "role": "user"},
-        {"content": answer, "role": "assistant"},
-    ]
+    return prompt_turns(system, prompt) + answer_turns(answer)
 
 
 def rm_input(system: str, prompt: str) -> str:
@@ -138,6 +160,21 @@ def pair_row(pair: Pair) -> dict[str, Any]:
     }
 
 
+def trl_sft_row(row: dict[str, Any]) -> dict[str, Any]:
+    """An official SFT row in TRL's conversational prompt/completion format."""
+    return {"prompt": prompt_turns(row["system"], row["prompt"]), "completion": answer_turns(row["output"])}
+
+
+def trl_preference_row(pair: Pair) -> dict[str, Any]:
+    """A pair in TRL's explicit-prompt conversational preference format (DPO, ORPO, RM)."""
+    assert pair.rejected is not None
+    return {
+        "prompt": prompt_turns(pair.chosen.system, pair.chosen.prompt),
+        "chosen": answer_turns(pair.chosen.output),
+        "rejected": answer_turns(pair.rejected.output),
+    }
+
+
 def rm_row(pair: Pair) -> dict[str, Any]:
     assert pair.rejected is not None
     return {
@@ -160,9 +197,11 @@ def held_out(count: int, fraction: float, seed: int) -> set[int]:
 
 @dataclass
 class Assembled:
-    """The rows of every split ("rm_test": the RM held-out part) and what they were built from."""
+    """The rows of every split ("rm_test": the RM held-out part) and what they were built from;
+    `trl` holds the same rows, in the same order, in the TRL-native formats."""
 
     splits: dict[str, list[dict[str, Any]]]
+    trl: dict[str, list[dict[str, Any]]]
     groups: list[list[ResponseRow]]  # the complete instructions, each with all its sets
     picks: list[Pair]  # one per complete instruction
     incomplete: int  # instructions left out
@@ -186,6 +225,7 @@ def build_splits(
     pairs = [p for p in picks if p.rejected is not None]
     test = held_out(len(pairs), rm_test_fraction, seed)
     rm_rows = [rm_row(p) for p in pairs]
+    trl_pairs = [trl_preference_row(p) for p in pairs]
     splits = {
         "sft": [sft_row(r) for group in groups for r in group],
         "sft_small": [sft_row(p.chosen) for p in picks],
@@ -194,7 +234,15 @@ def build_splits(
         "rm": [r for i, r in enumerate(rm_rows) if i not in test],
         "rm_test": [r for i, r in enumerate(rm_rows) if i in test],
     }
-    return Assembled(splits, groups, picks, len(all_groups) - len(groups))
+    trl = {
+        "sft": [trl_sft_row(r) for r in splits["sft"]],
+        "sft_small": [trl_sft_row(r) for r in splits["sft_small"]],
+        "dpo": trl_pairs,
+        "orpo": trl_pairs,
+        "rm": [r for i, r in enumerate(trl_pairs) if i not in test],
+        "rm_test": [r for i, r in enumerate(trl_pairs) if i in test],
+    }
+    return Assembled(splits, trl, groups, picks, len(all_groups) - len(groups))
 
 
 def write_parquet(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:

@@ -60,7 +60,11 @@ def split_files(name: str, root: Path = paths.COLLECTION) -> tuple[list[Path], l
     directory = root / name
     if not directory.is_dir():
         raise SplitError(f"{directory}: split folder not found (run the assemble stage first)")
-    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in DATA_SUFFIXES)
+    files = sorted(
+        p
+        for p in directory.rglob("*")
+        if p.is_file() and p.suffix.lower() in DATA_SUFFIXES and paths.TRL_SUBDIR not in p.relative_to(directory).parts
+    )
     if not files:
         raise SplitError(f"{directory}: no {'/'.join(DATA_SUFFIXES)} file in the split folder")
     test = [p for p in files if p.name.lower().startswith("test")]

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from janus_align import paths
+from janus_align import headline_metrics, paths
 from janus_align.config import Params, load_params
 from janus_align.config.schema import SynthConfig
 from janus_align.errors import JanusError
@@ -343,6 +343,7 @@ def run(params: Params) -> dict[str, Any]:
     index = _publish_data_docs(context, results)
     summary = summarize(results)
     write_json(paths.VALIDATION_METRICS, summary)
+    write_json(paths.VALIDATION_RESULT, headline_metrics.validation_result(summary))
     _log_to_mlflow(summary)
     for result in results:
         print(f"{result.split}: {result.rows} rows, {result.successful}/{result.evaluated} expectations passed")
