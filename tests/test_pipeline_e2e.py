@@ -63,6 +63,8 @@ def test_fresh_clone_repro_runs_every_stage_then_is_a_noop(tmp_path: Path) -> No
     # As `make repro` runs it: stages forked from one preloaded process once its imports are done.
     preloaded = sh(project, "janus", "preload", "--", "dvc", "repro")
     assert "janus preload: serving after" in preloaded.stderr
+    log = preloaded.stdout + preloaded.stderr
+    assert "nanobind" not in log and "is empty." not in log  # nothing at exit, no warning on empty outputs
 
     status = sh(project, "dvc", "status").stdout
     assert "up to date" in status, status

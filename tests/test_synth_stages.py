@@ -73,7 +73,7 @@ def test_every_generated_row_records_teacher_template_and_usage(synth_project: P
     params = load_params(synth_project / "params.yaml")
     instructions = jsonl(synth_project / "artifacts/synth/instructions.jsonl")
     sets = jsonl(synth_project / "artifacts/synth/preference_sets.jsonl")
-    rejects = jsonl(synth_project / "artifacts/synth/rejects/preferences.jsonl")
+    rejects = jsonl(synth_project / "artifacts/synth/stages/preferences/rejects.jsonl")
     assert len(sets) + len(rejects) == len(instructions) * params.synth.sets_per_instruction
     by_instruction = defaultdict(list)
     for row in sets:
@@ -262,11 +262,11 @@ def test_malformed_answers_are_rejected_and_fail_the_stage_above_max_reject_rate
     done = janus(project, "preferences", check=False)
     assert done.returncode == 2
     assert "above synth.max_reject_rate" in done.stderr and "Traceback" not in done.stderr
-    rejects = jsonl(project / "artifacts/synth/rejects/preferences.jsonl")
+    rejects = jsonl(project / "artifacts/synth/stages/preferences/rejects.jsonl")
     units = len(jsonl(project / "artifacts/synth/instructions.jsonl")) * 3
     assert len(rejects) == units
     assert all(r["stage"] == "preferences" and "not valid JSON" in r["reason"] and r["raw"] for r in rejects)
-    stats = json.loads((project / "artifacts/synth/stats/preferences.json").read_text())
+    stats = json.loads((project / "artifacts/synth/stages/preferences/stats.json").read_text())
     assert stats["rejected"] == units and stats["reject_rate"] == 1.0
     assert stats["engine"]["requests"] == 2 * units  # each asked once, then re-asked once
 
@@ -305,7 +305,7 @@ def test_generated_mode_proposes_distinct_sets_per_instruction(synth_project: Pa
     janus(project, "preferences")
     rows = jsonl(project / "artifacts/synth/preference_sets.jsonl")
     assert len(rows) == 2
-    stats = json.loads((project / "artifacts/synth/stats/preferences.json").read_text())
+    stats = json.loads((project / "artifacts/synth/stages/preferences/stats.json").read_text())
     assert stats["units"] == 1  # one request per instruction
     assert sorted(r["set_index"] for r in rows) == [0, 1]
     assert len({tuple(e["subdimension"] for e in r["preference_set"]) for r in rows}) == 2

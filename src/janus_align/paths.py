@@ -40,7 +40,7 @@ SYNTH_RESPONSES = SYNTH / "responses.jsonl"  # the gold responses (evaluation's 
 INSTRUCTIONS_METRICS = METRICS / "instructions.json"
 SYNTHESIS_METRICS = METRICS / "synthesis.json"
 COLLECTION_METRICS = METRICS / "collection.json"
-# The stages that call the teacher, in pipeline order: each writes rejects() and stats().
+# The stages that call the teacher, in pipeline order: each writes stage_record() (rejects, stats).
 GENERATING_STAGES = ("preferences", "system_messages", "responses")
 
 # The collection (assemble) and its checks (validate)
@@ -89,14 +89,23 @@ def model_dir(name: str) -> Path:
     return MODELS / name
 
 
+def stage_record(stage: str) -> Path:
+    """The folder of what a generating stage records beside its rows: `stats()` and `rejects()`.
+
+    One DVC output per stage, never empty (the stats are always there): DVC warns about every
+    empty output it saves, and a stage with no rejects is the normal case, not the user's business.
+    """
+    return SYNTH / "stages" / stage
+
+
 def rejects(stage: str) -> Path:
     """Rows a generating stage could not produce, with the raw teacher output and the reason."""
-    return SYNTH / "rejects" / f"{stage}.jsonl"
+    return stage_record(stage) / "rejects.jsonl"
 
 
 def stats(stage: str) -> Path:
     """Counts, tokens, cost and wall time of one generating stage (read by `assemble`)."""
-    return SYNTH / "stats" / f"{stage}.json"
+    return stage_record(stage) / "stats.json"
 
 
 def split_dir(split: str) -> Path:

@@ -125,7 +125,7 @@ def dataset_card(
         f"- profile: `{params.profile}`",
         f"- tokens (all synthesis stages, re-asks included): {totals.get('prompt_tokens', 0)} in, "
         f"{totals.get('completion_tokens', 0)} out; estimated cost ${totals.get('cost_usd', 0.0):.4f}",
-        f"- rejected by the stages: {totals.get('rejected', 0)} (see artifacts/synth/rejects/)",
+        f"- rejected by the stages: {totals.get('rejected', 0)} (see artifacts/synth/stages/*/rejects.jsonl)",
         "",
         "## Dimension and subdimension histogram (preference sets behind these rows)",
         "",

@@ -11,7 +11,7 @@ the order style, background_knowledge, informativeness, harmlessness. Two modes:
   again with a new seed.
 
 Writes artifacts/synth/preference_sets.jsonl (one row per instruction and set index), the
-rejects, and artifacts/synth/stats/preferences.json. `generate_preference_sets` is the reusable
+rejects, and artifacts/synth/stages/preferences/stats.json. `generate_preference_sets` is the reusable
 part (the bench builds its preference sets with it too).
 """
 

@@ -7,7 +7,7 @@ answer cut at max_new_tokens is kept and counted (`truncated` in the stats): a b
 of the profile, not a malformed answer.
 
 Writes artifacts/synth/responses.jsonl (the system-message row + `output`), the rejects and
-artifacts/synth/stats/responses.json.
+artifacts/synth/stages/responses/stats.json.
 """
 
 from __future__ import annotations

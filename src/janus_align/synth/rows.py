@@ -80,7 +80,7 @@ class ResponseRow(SystemMessageRow):
 
 
 class RejectRow(Row):
-    """A row a stage could not produce: written to artifacts/synth/rejects/<stage>.jsonl."""
+    """A row a stage could not produce: written to artifacts/synth/stages/<stage>/rejects.jsonl."""
 
     stage: str
     id: str

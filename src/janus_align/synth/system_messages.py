@@ -10,7 +10,7 @@ an answer that is empty, longer than `synth.max_system_chars`, a list, or a copy
 instruction is asked again with a new seed (up to `teacher.max_reasks`), then rejected.
 
 Writes artifacts/synth/system_messages.jsonl (the preference-set row + `system`), the rejects
-and artifacts/synth/stats/system_messages.json. `generate_system_messages` is reusable (bench).
+and artifacts/synth/stages/system_messages/stats.json. `generate_system_messages` is reusable (bench).
 """
 
 from __future__ import annotations
