@@ -97,13 +97,14 @@ def test_champion_moves_only_to_a_better_model_and_previous_is_kept(store) -> No
     tie = _register(store, {"sft": 2.5})
     assert not tie["promoted"] and _alias("janus", "champion") == 1  # a tie does not beat the champion
 
+    # dpo's weights were registered as v2 (the challenger): rescored, that version is promoted.
     better = _register(store, {"sft": 2.1, "dpo": 3.0})
-    assert (better["version"], better["promoted"], better["previous_version"]) == (4, True, 1)
-    assert _alias("janus", "champion") == 4 and _alias("janus", "previous") == 1
+    assert (better["version"], better["promoted"], better["previous_version"]) == (2, True, 1)
+    assert _alias("janus", "champion") == 2 and _alias("janus", "previous") == 1
     written = json.loads(Path("metrics/register.json").read_text())
-    assert written["champion_version"] == 4 and written["promoted"] is True
+    assert written["champion_version"] == 2 and written["promoted"] is True
 
-    version = MlflowClient().get_model_version("janus", "4")
+    version = MlflowClient().get_model_version("janus", "2")
     assert version.tags["bench_average"] == "3" and version.tags["candidate"] == "dpo"
     assert version.tags["bench/style"] == "2.9" and version.tags["run_id"] == "run-dpo"
     assert {"data_version", "git_commit", "profile"} <= set(version.tags)
@@ -199,3 +200,127 @@ def test_the_chat_model_runs_with_the_generate_stage_settings_recorded_at_log_ti
     assert backend.config.batch_size == 3 and backend.model.dtype == torch.bfloat16
     checkpoint = open_chat_model("artifacts/models/sft", params).model.engine.backend  # `janus chat --model DIR`
     assert checkpoint.config.batch_size == 3 and checkpoint.model.dtype == torch.bfloat16
+
+
+def _versions(name: str) -> list[int]:
+    from mlflow import MlflowClient
+
+    return sorted(int(v.version) for v in MlflowClient().search_model_versions(f"name = '{name}'"))
+
+
+@pytest.mark.slow
+def test_the_same_checkpoint_registered_twice_is_one_version_with_its_scores_updated(store) -> None:
+    from mlflow import MlflowClient
+
+    from janus_align.llm.transformers_backend import checkpoint_fingerprint
+
+    first = _register(store, {"sft": 2.5})
+    again = _register(store, {"sft": 2.6})  # the same weights, judged again (say judge.repeats: 2)
+    assert _versions("janus") == [1] and (again["version"], again["reused_version"]) == (1, True)
+    assert not again["promoted"] and again["alias"] == "champion" and _alias("janus", "previous") is None
+    version = MlflowClient().get_model_version("janus", "1")
+    assert version.tags["checkpoint_sha"] == checkpoint_fingerprint("artifacts/models/sft") == first["checkpoint_sha"]
+    assert version.tags["bench_average"] == "2.6" and "bench average 2.6" in version.description
+    assert json.loads(Path("metrics/register.json").read_text())["champion_version"] == 1
+
+
+@pytest.mark.slow
+def test_a_dvc_experiment_registers_a_challenger_and_leaves_the_champion(store, monkeypatch) -> None:
+    from mlflow import MlflowClient
+
+    _register(store, {"sft": 2.5})
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "0" * 40)  # what `dvc exp run` sets in each stage
+    monkeypatch.setenv("DVC_EXP_NAME", "pious-lamb")
+    trial = _register(store, {"sft": 2.0, "dpo": 3.0})
+    assert (trial["version"], trial["promoted"], trial["alias"], trial["champion_version"]) == (
+        2,
+        False,
+        "challenger",
+        1,
+    )
+    assert _alias("janus", "champion") == 1 and _alias("janus", "challenger") == 2
+    assert MlflowClient().get_model_version("janus", "2").tags["dvc_experiment"] == "pious-lamb"
+    rescored = _register(store, {"sft": 2.9})  # the champion's weights, scored under the experiment's judge
+    assert rescored["version"] == 1 and _alias("janus", "champion") == 1
+    assert MlflowClient().get_model_version("janus", "1").tags["bench_average"] == "2.5"  # the gate's score stays
+
+    monkeypatch.delenv("DVC_EXP_NAME")  # applied to the workspace: `dvc repro -f -s register`
+    monkeypatch.delenv("DVC_EXP_BASELINE_REV")
+    applied = _register(store, {"sft": 2.0, "dpo": 3.0})
+    assert (applied["version"], applied["promoted"]) == (2, True) and _alias("janus", "champion") == 2
+    assert _versions("janus") == [1, 2]
+
+
+@pytest.mark.slow
+def test_dvc_exp_run_names_the_experiment_to_the_stage_and_dvc_repro_does_not(tmp_path: Path) -> None:
+    """The variable `tracking.dvc_experiment` reads is what DVC 3.67 really sets, in a real repo."""
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO / "src"),
+        "DVC_NO_ANALYTICS": "1",
+        **{
+            f"GIT_{who}_{what}": value
+            for who in ("AUTHOR", "COMMITTER")
+            for what, value in (("NAME", "t"), ("EMAIL", "t@t"))
+        },
+    }
+    for key in ("DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "DVC_STAGE"):
+        env.pop(key, None)
+    command = f"{sys.executable} -c 'from janus_align import tracking; print(tracking.dvc_experiment())' > out.txt"
+    (tmp_path / "dvc.yaml").write_text(
+        f"stages:\n  probe:\n    cmd: {command}\n    outs:\n      - out.txt:\n          cache: false\n"
+    )
+    (tmp_path / ".gitignore").write_text("")
+
+    def run(*args: str) -> None:
+        subprocess.run(args, cwd=tmp_path, env=env, check=True, capture_output=True, timeout=120)
+
+    dvc = str(Path(sys.executable).parent / "dvc")
+    run("git", "init", "-q")
+    run(dvc, "init", "-q")
+    run("git", "add", "-A")
+    run("git", "commit", "-qm", "init")
+    run(dvc, "repro", "-q")
+    assert (tmp_path / "out.txt").read_text().strip() == "None"
+    run(dvc, "exp", "run", "-q", "-f", "--name", "probe-exp")
+    assert (tmp_path / "out.txt").read_text().strip() == "probe-exp"
+
+
+def test_summary_says_where_the_registry_is_and_that_it_lacks_the_champion(tmp_path, monkeypatch, capsys) -> None:
+    """A second clone: metrics/register.json names version 1, this machine's store has no model."""
+    from janus_align import summary
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    Path("metrics").mkdir()
+    Path("metrics/register.json").write_text(json.dumps({"name": "janus", "champion_version": 1}))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    summary.main(argparse.Namespace(params="params.yaml"))
+    line = next(line for line in capsys.readouterr().out.splitlines() if "registry:" in line)
+    assert "models:/janus@champion not found in sqlite:///mlflow.db" in line and "version 1" in line
+    assert not Path("mlflow.db").exists()  # asking did not create an empty store
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens on the discard port
+    summary.main(argparse.Namespace(params="params.yaml"))
+    line = next(line for line in capsys.readouterr().out.splitlines() if "registry:" in line)
+    assert "models:/janus@champion: http://127.0.0.1:9 does not answer (" in line
+
+
+@pytest.mark.slow
+def test_summary_reads_the_champion_from_the_registry_in_effect(store, capsys) -> None:
+    import os
+
+    from janus_align import summary
+
+    shutil.copy(REPO / "params.yaml", "params.yaml")
+    summary.main(argparse.Namespace(params="params.yaml"))  # a store that answers, without the model
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    assert f"models:/janus@champion not found in {uri}" in capsys.readouterr().out
+    _register(store, {"sft": 2.5})
+    capsys.readouterr()
+    summary.main(argparse.Namespace(params="params.yaml"))
+    assert f"  registry:    models:/janus@champion -> version 1 in {uri}" in capsys.readouterr().out.splitlines()

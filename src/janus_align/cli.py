@@ -49,9 +49,8 @@ def run_stage(name: str, params_path: str, **options: Any) -> Any:
     params = prepare(params_path)
     from janus_align import tracking
 
-    run_name = f"{name}-{options['model']}" if options.get("model") else name
     started = time.perf_counter()
-    with tracking.stage_run(name, params, run_name=run_name):
+    with tracking.stage_run(name, params, run_name=tracking.stage_run_name(name, options)):
         result = importlib.import_module(module_name).run(params, **fixed, **options)
         import mlflow
 

@@ -26,6 +26,7 @@ import ast
 import functools
 import re
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -162,15 +163,19 @@ def stage_code_deps(module: str) -> list[str]:
     return sorted(_dvc_path(path) for path in deps)
 
 
-def stage_modules(dvc_file: Path = DVC_FILE) -> dict[str, str]:
-    """{dvc.yaml stage name: the module its `janus <stage>` command runs}, foreach stages included."""
+def dvc_stages(dvc_file: Path = DVC_FILE) -> dict[str, dict[str, Any]]:
+    """{dvc.yaml stage name: its body} (a foreach stage's `do` template), or an error naming the file."""
     try:
         stages = yaml.safe_load(dvc_file.read_text(encoding="utf-8"))["stages"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        return {str(name): stage.get("do", stage) for name, stage in stages.items()}
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
         raise JanusError(f"{dvc_file}: cannot read its stages ({exc})") from None
+
+
+def stage_modules(dvc_file: Path = DVC_FILE) -> dict[str, str]:
+    """{dvc.yaml stage name: the module its `janus <stage>` command runs}, foreach stages included."""
     found = {}
-    for name, stage in stages.items():
-        body = stage.get("do", stage)
+    for name, body in dvc_stages(dvc_file).items():
         words = str(body.get("cmd", "")).split()
         if len(words) >= 2 and words[0] == "janus":
             if words[1] not in STAGES:
@@ -181,8 +186,24 @@ def stage_modules(dvc_file: Path = DVC_FILE) -> dict[str, str]:
 
 def listed_deps(dvc_file: Path = DVC_FILE) -> dict[str, list[str]]:
     """{stage name: its deps as dvc.yaml lists them} (a foreach stage's template)."""
-    stages = yaml.safe_load(dvc_file.read_text(encoding="utf-8"))["stages"]
-    return {name: [str(dep) for dep in stage.get("do", stage).get("deps", [])] for name, stage in stages.items()}
+    return {name: [str(dep) for dep in body.get("deps", [])] for name, body in dvc_stages(dvc_file).items()}
+
+
+def listed_params(dvc_file: Path = DVC_FILE) -> dict[str, list[str]]:
+    """{stage name: the params.yaml keys dvc.yaml lists under its `params:`} (`judge`, `synth.min_text_chars`).
+
+    An entry `{params.yaml: [keys]}` counts its keys; one naming another params file is not ours.
+    """
+    listed: dict[str, list[str]] = {}
+    for name, body in dvc_stages(dvc_file).items():
+        keys: list[str] = []
+        for entry in body.get("params", []):
+            if isinstance(entry, dict):
+                keys += [str(key) for key in entry.get("params.yaml", [])]
+            else:
+                keys.append(str(entry))
+        listed[name] = keys
+    return listed
 
 
 def _covered(file: str, deps: list[str]) -> bool:

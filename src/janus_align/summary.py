@@ -1,14 +1,64 @@
-"""`janus summary`: where the results of the last `make repro` are, in a few lines."""
+"""`janus summary`: where the results of the last `make repro` are, in a few lines.
+
+The registry line asks the registry itself, not only metrics/register.json: on a second clone
+(or with another `MLFLOW_TRACKING_URI`) that file still names the version the first machine
+registered, while this machine's store may not hold the model at all. So the line says which
+store is in effect, and whether `champion` is found there, missing, or the store does not answer.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+from pathlib import Path
+from typing import Any
 
 from janus_align import paths
 
+CHAMPION = "champion"
+
+
+def _store_file(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` URI (None for other stores)."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def registry_line(name: str, uri: str, recorded: Any = None) -> str:
+    """Where `models:/NAME@champion` is and what the store at `uri` answers for it.
+
+    `recorded` is the champion version metrics/register.json names, shown when the store disagrees.
+    """
+    ref = f"models:/{name}@{CHAMPION}"
+    noted = f" (metrics/register.json says version {recorded}, registered elsewhere?)" if recorded else ""
+    store = _store_file(uri)
+    if store is not None and not store.is_file():  # asking would create an empty store here
+        return f"{ref} not found in {uri}: no such database file{noted}"
+    # A server that is down answers at once, not after MLflow's minutes of retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias(name, CHAMPION)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return f"{ref} not found in {uri}{noted}"
+        return f"{ref}: {uri} does not answer ({exc.message.splitlines()[0]})"
+    except Exception as exc:  # a store that cannot be reached raises what its client raises
+        return f"{ref}: {uri} does not answer ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+    differs = (
+        f"; metrics/register.json says version {recorded}" if recorded and str(recorded) != str(version.version) else ""
+    )
+    return f"{ref} -> version {version.version} in {uri}{differs}"
+
 
 def main(args: argparse.Namespace | None = None) -> None:
+    from janus_align.config import load_params
+    from janus_align.errors import JanusError
+    from janus_align.tracking import tracking_uri
+
     lines = ["", "Janus pipeline finished. Results:"]
     board = paths.LEADERBOARD
     if board.is_file():
@@ -22,11 +72,14 @@ def main(args: argparse.Namespace | None = None) -> None:
         "  MLflow UI:   make ui   (then http://127.0.0.1:5000)",
     ]
     register = paths.REGISTER_METRICS
-    if register.is_file():
-        info = json.loads(register.read_text())
-        lines.append(
-            f"  registry:    models:/{info.get('name', 'janus')}@champion -> version {info.get('champion_version')}"
-        )
+    info = json.loads(register.read_text()) if register.is_file() else {}
+    try:
+        params = load_params(getattr(args, "params", None) or "params.yaml")
+    except JanusError as exc:
+        lines.append(f"  registry:    unknown ({exc})")
+    else:
+        name = params.mlflow.registered_model
+        lines.append(f"  registry:    {registry_line(name, tracking_uri(params), info.get('champion_version'))}")
     print("\n".join(lines))
 
 

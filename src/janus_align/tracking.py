@@ -3,7 +3,11 @@
 DVC runs each stage as its own process; they find their common parent run through the
 `JANUS_PIPELINE_ID` environment variable that `make repro` sets (a stage run by hand gets a
 parent of its own). Child runs carry the tags `stage`, `git_commit`, `data_version` and
-`profile`, and the flattened params; `flatten` and `metrics` turn nested dicts into the flat
+`profile` (and `dvc_experiment` inside `dvc exp run`), and only the params their stage depends on:
+the keys dvc.yaml lists under the stage's `params:`, expanded to their leaves under dotted names
+(`judge.repeats`, `train.dpo.beta`), so MLflow's compare view and "Show diff only" show what
+differs between two stages' settings rather than 170 shared ones. The parent run keeps the whole
+params as its artifact `params.yaml`. `flatten` and `metrics` turn nested dicts into the flat
 names MLflow logs, for every stage.
 """
 
@@ -21,8 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from janus_align.config import Params
+from janus_align.errors import JanusError
 
 PIPELINE_ENV = "JANUS_PIPELINE_ID"
+# What DVC sets in each stage's environment (dvc/stage/run.py, dvc/repo/experiments/queue/base.py
+# in DVC 3.67): the stage's address (`judge@base`) always, the experiment's name only under
+# `dvc exp run` (in the workspace, --temp or the queue alike), never under `dvc repro`.
+DVC_STAGE_ENV = "DVC_STAGE"
+DVC_EXPERIMENT_ENV = "DVC_EXP_NAME"
 _MLFLOW_NAME = re.compile(r"[^A-Za-z0-9_\-./ ]")
 
 
@@ -78,11 +88,63 @@ def data_version() -> str:
     return digest.hexdigest()[:12]
 
 
+def dvc_experiment() -> str | None:
+    """The name of the DVC experiment this process runs in (`dvc exp run`), or None outside one.
+
+    Such a run has not been applied to the workspace: what it registers must not move the
+    shared `champion` alias (registry/register.py).
+    """
+    return os.environ.get(DVC_EXPERIMENT_ENV) or None
+
+
+def dvc_stage_name(stage: str) -> str:
+    """The dvc.yaml stage this process runs: DVC's `DVC_STAGE` without its `@item`, else `stage`.
+
+    `janus judge --model gpt-x` is stage `judge_external@gpt-x` under DVC; run by hand it is `judge`.
+    """
+    address = os.environ.get(DVC_STAGE_ENV, "")
+    return address.rsplit(":", 1)[-1].split("@", 1)[0] or stage
+
+
+def stage_params(params: Params, stage: str, dvc_file: Path = Path("dvc.yaml")) -> dict[str, Any]:
+    """The params dvc.yaml stage `stage` depends on, as MLflow names: its `params:` keys, expanded to leaves.
+
+    A stage dvc.yaml does not list (no dvc.yaml, a stage run by hand from elsewhere) logs every
+    param: with no declaration to go by, what could have mattered is all of it.
+    """
+    from janus_align.code_deps import listed_params
+
+    tree = params.model_dump(mode="json")
+    listed = listed_params(dvc_file).get(stage) if dvc_file.is_file() else None
+    if listed is None:
+        return flatten(tree)
+    chosen: dict[str, Any] = {}
+    for key in listed:
+        value: Any = tree
+        for part in key.split("."):
+            if not isinstance(value, Mapping) or part not in value:
+                raise JanusError(f"{dvc_file}: stages.{stage}.params lists `{key}`, which params.yaml has not")
+            value = value[part]
+        chosen.update(flatten(value, f"{key}.") if isinstance(value, Mapping) else flatten({key: value}))
+    return chosen
+
+
+def stage_run_name(stage: str, options: Mapping[str, Any]) -> str:
+    """A stage run's name, saying which candidates it ran for: `generate-sft`, `judge-base`, `judge`."""
+    models = [options["model"]] if options.get("model") else list(options.get("models") or [])
+    return "-".join(dict.fromkeys([stage, *models]))
+
+
+def tracking_uri(params: Params) -> str:
+    """The tracking (and registry) store in effect: `MLFLOW_TRACKING_URI` if set, else params' mlflow.tracking_uri."""
+    return os.environ.get("MLFLOW_TRACKING_URI", params.mlflow.tracking_uri)
+
+
 def configure(params: Params) -> None:
     import mlflow
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", params.mlflow.tracking_uri))
+    mlflow.set_tracking_uri(tracking_uri(params))
     if mlflow.get_experiment_by_name(params.mlflow.experiment) is None:
         location = Path(params.mlflow.artifact_location).resolve()
         location.mkdir(parents=True, exist_ok=True)
@@ -106,7 +168,7 @@ def _parent_run_id(params: Params) -> str:
         return found[0].info.run_id
     with mlflow.start_run(run_name=f"pipeline-{pipeline_id}") as run:
         mlflow.set_tags({"kind": "pipeline", "pipeline_id": pipeline_id, "profile": params.profile})
-        mlflow.log_params(flatten(params.model_dump(mode="json")))
+        mlflow.log_dict(params.model_dump(mode="json"), "params.yaml")  # the whole recipe, once
     return run.info.run_id
 
 
@@ -118,7 +180,7 @@ def run_tags(stage: str, params: Params) -> dict[str, str]:
         "profile": params.profile,
         "base_model": params.model.base,
         "pipeline_id": os.environ.get(PIPELINE_ENV, ""),
-    }
+    } | ({"dvc_experiment": experiment} if (experiment := dvc_experiment()) else {})
 
 
 @contextlib.contextmanager
@@ -134,5 +196,5 @@ def stage_run(stage: str, params: Params, run_name: str | None = None) -> Iterat
     parent = _parent_run_id(params)
     with mlflow.start_run(run_name=run_name or stage, parent_run_id=parent, nested=True) as run:
         mlflow.set_tags(run_tags(stage, params))
-        mlflow.log_params(flatten(params.model_dump(mode="json")))
+        mlflow.log_params(stage_params(params, dvc_stage_name(stage)))
         yield run

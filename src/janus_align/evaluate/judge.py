@@ -13,12 +13,14 @@ Writes, per candidate, artifacts/eval/judgments/<model>.jsonl (one `rows.Judgmen
 item x rubric x repeat: raw text, verdict, judge model id, prompt hash), the official
 artifacts/eval/official/<model>_evaluation.json and metrics/eval/<model>.json (its `judge_usage`
 is the judge engine's usage over the whole run, shared by the candidates judged together), and
-logs each candidate's metrics in a nested MLflow run `judge-<model>` tagged `candidate`.
+logs each candidate's metrics in a nested MLflow run `judge-<model>` tagged `candidate` (with one
+`--model NAME`, as DVC runs it, in the stage run itself, named `judge-<model>`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +117,8 @@ def run(params: Params, models: Sequence[str] | None = None) -> dict[str, dict[s
             extra,
         )
         print(describe(name, metrics))
-        with mlflow.start_run(run_name=f"judge-{name}", nested=True):
+        # One candidate (DVC's `judge@<name>`): the stage run, named `judge-<name>`, is its run.
+        with nullcontext() if models and len(names) == 1 else mlflow.start_run(run_name=f"judge-{name}", nested=True):
             mlflow.set_tags({**tracking.run_tags("judge", params), **tags, "candidate": name})
             mlflow.log_metrics(tracking.metrics(metrics))
         results[name] = metrics

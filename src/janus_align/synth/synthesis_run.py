@@ -52,5 +52,7 @@ def synthesis_run(params: Params) -> Iterator[Any]:
         run_id = client.create_run(active.info.experiment_id, run_name=RUN_NAME, tags=tags).info.run_id
     with mlflow.start_run(run_id=run_id, nested=True) as run:
         if created:
-            mlflow.log_params(tracking.flatten(params.model_dump(mode="json")))
+            mlflow.log_params(
+                tracking.stage_params(params, "assemble")
+            )  # seed, teacher, synth: every synthesis stage's
         yield run
