@@ -26,10 +26,8 @@ import ast
 import functools
 import re
 from pathlib import Path
-from typing import Any
 
-import yaml
-
+from janus_align.dvc_file import DVC_FILE, dvc_stages
 from janus_align.errors import JanusError
 from janus_align.stages import STAGES
 
@@ -37,7 +35,6 @@ PACKAGE = "janus_align"
 PACKAGE_DIR = Path(__file__).resolve().parent
 # Where dvc.yaml (at the project root) finds the package's source.
 SOURCE_ROOT = f"src/{PACKAGE}"
-DVC_FILE = Path("dvc.yaml")
 _INERT_NAMES = {"__all__", "__version__"}
 # They route `janus <stage>` to its module and are not followed (train.launch reads the table too).
 ROUTING = frozenset({f"{PACKAGE}.cli", f"{PACKAGE}.stages"})
@@ -163,15 +160,6 @@ def stage_code_deps(module: str) -> list[str]:
     return sorted(_dvc_path(path) for path in deps)
 
 
-def dvc_stages(dvc_file: Path = DVC_FILE) -> dict[str, dict[str, Any]]:
-    """{dvc.yaml stage name: its body} (a foreach stage's `do` template), or an error naming the file."""
-    try:
-        stages = yaml.safe_load(dvc_file.read_text(encoding="utf-8"))["stages"]
-        return {str(name): stage.get("do", stage) for name, stage in stages.items()}
-    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
-        raise JanusError(f"{dvc_file}: cannot read its stages ({exc})") from None
-
-
 def stage_modules(dvc_file: Path = DVC_FILE) -> dict[str, str]:
     """{dvc.yaml stage name: the module its `janus <stage>` command runs}, foreach stages included."""
     found = {}
@@ -187,23 +175,6 @@ def stage_modules(dvc_file: Path = DVC_FILE) -> dict[str, str]:
 def listed_deps(dvc_file: Path = DVC_FILE) -> dict[str, list[str]]:
     """{stage name: its deps as dvc.yaml lists them} (a foreach stage's template)."""
     return {name: [str(dep) for dep in body.get("deps", [])] for name, body in dvc_stages(dvc_file).items()}
-
-
-def listed_params(dvc_file: Path = DVC_FILE) -> dict[str, list[str]]:
-    """{stage name: the params.yaml keys dvc.yaml lists under its `params:`} (`judge`, `synth.min_text_chars`).
-
-    An entry `{params.yaml: [keys]}` counts its keys; one naming another params file is not ours.
-    """
-    listed: dict[str, list[str]] = {}
-    for name, body in dvc_stages(dvc_file).items():
-        keys: list[str] = []
-        for entry in body.get("params", []):
-            if isinstance(entry, dict):
-                keys += [str(key) for key in entry.get("params.yaml", [])]
-            else:
-                keys.append(str(entry))
-        listed[name] = keys
-    return listed
 
 
 def _covered(file: str, deps: list[str]) -> bool:

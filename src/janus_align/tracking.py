@@ -112,7 +112,7 @@ def stage_params(params: Params, stage: str, dvc_file: Path = Path("dvc.yaml")) 
     A stage dvc.yaml does not list (no dvc.yaml, a stage run by hand from elsewhere) logs every
     param: with no declaration to go by, what could have mattered is all of it.
     """
-    from janus_align.code_deps import listed_params
+    from janus_align.dvc_file import listed_params
 
     tree = params.model_dump(mode="json")
     listed = listed_params(dvc_file).get(stage) if dvc_file.is_file() else None
