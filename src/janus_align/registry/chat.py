@@ -12,7 +12,6 @@ stage's dtype and batch size (registry/chat_model.py `serving_config`).
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +53,9 @@ def open_chat_model(ref: str, params: Params) -> Any:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", params.mlflow.tracking_uri))
+    from janus_align.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri(params))
     try:
         return mlflow.pyfunc.load_model(ref)
     except MlflowException as exc:
