@@ -287,14 +287,14 @@ def test_external_candidates_are_called_with_the_settings_params_hold():
 
 def test_token_cost_is_one_formula_wherever_it_is_counted():
     from janus_align.llm.engine import Usage
-    from janus_align.synth.estimate import StageEstimate
+    from janus_align.synth.estimate import priced
 
     prices = Prices(input_per_mtok=10.0, output_per_mtok=30.0)
     assert prices.cost_usd(1_000_000, 100_000) == pytest.approx(13.0)
     paper = Params.model_validate(profile_params("paper", base=REPO / "params.yaml", profiles_dir=REPO / "profiles"))
     assert paper.teacher.prices == prices
     assert Usage(prompt_tokens=1_000_000, completion_tokens=100_000, prices=prices).cost_usd == pytest.approx(13.0)
-    assert StageEstimate("s", 1, 1_000_000, 100_000).cost(paper) == pytest.approx(13.0)
+    assert priced("s", 1, 1_000_000, 100_000, paper.teacher.prices, "m").cost() == pytest.approx(13.0)
     # A local backend has no prices key and costs nothing.
     assert load_params(REPO / "params.yaml").teacher.prices.cost_usd(10**9, 10**9) == 0.0
 
