@@ -277,15 +277,15 @@ def test_overlong_system_messages_are_reasked_then_rejected(synth_project: Path,
     keep_rows(project / "artifacts/synth/preference_sets.jsonl", 2)
     done = janus(project, "system_messages", check=False)
     assert done.returncode == 2 and "system_messages:" in done.stderr
-    rejects = jsonl(project / "artifacts/synth/rejects/system_messages.jsonl")
+    rejects = jsonl(project / "artifacts/synth/stages/system_messages/rejects.jsonl")
     assert rejects and all(r["reason"].startswith("overlong") and len(r["raw"]) > 5 for r in rejects)
-    stats = json.loads((project / "artifacts/synth/stats/system_messages.json").read_text())
+    stats = json.loads((project / "artifacts/synth/stages/system_messages/stats.json").read_text())
     assert stats["reasked"] == stats["units"]  # asked again with new seeds before giving up
     # Below the threshold the same rejects are only counted (answers now come from the cache).
     edit_params(project, {"synth.max_reject_rate": 1.0})
     monkeypatch.chdir(project)
     system_messages.run(load_params(project / "params.yaml"))
-    stats = json.loads((project / "artifacts/synth/stats/system_messages.json").read_text())
+    stats = json.loads((project / "artifacts/synth/stages/system_messages/stats.json").read_text())
     assert stats["rejected"] == len(rejects) and stats["engine"]["cached"] == stats["engine"]["requests"]
 
 
@@ -393,7 +393,7 @@ def test_resume_after_kill_repeats_no_paid_request(synth_project: Path, tmp_path
 
     janus(project, "responses")
     after = cache_rows(project)
-    stats = json.loads((project / "artifacts/synth/stats/responses.json").read_text())
+    stats = json.loads((project / "artifacts/synth/stages/responses/stats.json").read_text())
     fresh = stats["engine"]["requests"] - stats["engine"]["cached"]
     # Completed answers are untouched and were served from the cache, and every request the
     # re-run paid for is a new cache row: none of them repeated a completed one.
@@ -402,6 +402,6 @@ def test_resume_after_kill_repeats_no_paid_request(synth_project: Path, tmp_path
     assert len(after) == len(before) + fresh
 
     rows = jsonl(project / "artifacts/synth/responses.jsonl")
-    rejects = jsonl(project / "artifacts/synth/rejects/responses.jsonl")
+    rejects = jsonl(project / "artifacts/synth/stages/responses/rejects.jsonl")
     produced = sorted([row["id"] for row in rows] + [row["id"] for row in rejects])
     assert produced == sorted(row["id"] for row in jsonl(project / "artifacts/synth/system_messages.jsonl"))

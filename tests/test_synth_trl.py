@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import clone_project, run_janus
+from janus_align import paths
 from janus_align.inputs import DIMENSIONS
 from janus_align.synth.prompts import TEMPLATE_VERSION
 from janus_align.synth.rows import PreferenceEntry, ResponseRow, Usage
@@ -66,10 +67,11 @@ def write_synthesis_outputs(project: Path) -> None:
     """What the generating stages leave for `assemble`, without asking a teacher."""
     rows = [gold_response(i, s) for i in range(INSTRUCTIONS) for s in range(SETS)]
     synth = project / "artifacts/synth"
-    (synth / "stats").mkdir(parents=True, exist_ok=True)
+    synth.mkdir(parents=True, exist_ok=True)
     (synth / "responses.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in rows))
-    for stage in ("preferences", "system_messages", "responses"):
-        (synth / "stats" / f"{stage}.json").write_text(json.dumps(stage_stats(stage, len(rows))))
+    for stage in paths.GENERATING_STAGES:
+        (project / paths.stats(stage)).parent.mkdir(parents=True, exist_ok=True)
+        (project / paths.stats(stage)).write_text(json.dumps(stage_stats(stage, len(rows))))
     counts = {"read": INSTRUCTIONS, "removed_total": 0, "kept": INSTRUCTIONS, "sampled": INSTRUCTIONS}
     (project / "metrics").mkdir(exist_ok=True)
     (project / "metrics/instructions.json").write_text(json.dumps(counts))
