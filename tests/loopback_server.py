@@ -2,9 +2,9 @@
 
 Not a mock: the openai SDK talks HTTP to it exactly as to OpenAI, vLLM or llama.cpp. It answers
 `POST /v1/chat/completions` after `latency_s`, and a test can script faults per request:
-HTTP errors (429 with Retry-After, 500), a hang past the client's timeout, or malformed JSON
-content. It records what it received (per distinct body, with arrival times and headers) so
-a test can prove which requests were sent, re-sent or never sent.
+HTTP errors (429 with Retry-After, 500), a hang past the client's timeout, malformed JSON
+content, or a 200 whose body is not JSON. It records what it received (per distinct body, with
+arrival times and headers) so a test can prove which requests were sent, re-sent or never sent.
 
     with LoopbackServer(latency_s=0.2) as server:
         server.script(Fault.status_code(429, retry_after=1), prompt="q1")
@@ -32,13 +32,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 MALFORMED_JSON = '{"answer": "this object never closes'
+# A 200 whose body itself is cut short (a proxy or a server that died mid-write): not JSON at all.
+BROKEN_BODY = b'{"id": "chatcmpl-broken", "choices": [{"message": {"content": "Feed'
 
 
 @dataclass(frozen=True)
 class Fault:
     """What the server does to one request instead of answering it normally."""
 
-    kind: str  # "status" | "hang" | "malformed"
+    kind: str  # "status" | "hang" | "malformed" | "broken_body"
     status: int = 200
     retry_after: float | None = None
     seconds: float = 0.0
@@ -58,6 +60,11 @@ class Fault:
         """Answer 200 with content that is not JSON, whatever the response schema."""
         return cls("malformed")
 
+    @classmethod
+    def broken_body(cls) -> Fault:
+        """Answer 200 (Content-Type application/json) with a response body that is not JSON."""
+        return cls("broken_body")
+
 
 @dataclass
 class Received:
@@ -66,7 +73,7 @@ class Received:
     at: float
     body: dict[str, Any]
     authorization: str | None
-    outcome: str = "pending"  # "ok", "status 429", "hang", "malformed", "disconnected"
+    outcome: str = "pending"  # "ok", "status 429", "hang", "malformed", "broken body", "disconnected"
     usage: dict[str, int] | None = None  # what the reply billed, when it was a 200
 
     @property
@@ -267,6 +274,14 @@ def _handler_for(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
                 headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
                 error = {"message": f"scripted {fault.status}", "type": "scripted", "code": None}
                 self._send(fault.status, {"error": error}, headers)
+                return
+            if fault is not None and fault.kind == "broken_body":
+                record.outcome = "broken body"
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(BROKEN_BODY)))
+                self.end_headers()
+                self.wfile.write(BROKEN_BODY)
                 return
             if fault is not None and fault.kind == "hang":
                 record.outcome = "hang"

@@ -252,6 +252,23 @@ def test_judge_calls_answered_with_500_neither_crash_nor_score_zero(tmp_path):
     assert summary["overall"] == 4.0 and summary["failed_calls"] == 4 and summary["unscored"] == 4
 
 
+def test_one_broken_response_body_re_asks_only_that_request(tmp_path):
+    """A 200 whose body is not JSON fails that call alone: 20 verdicts cost 21 requests, not a re-asked batch."""
+    items = _items(5)
+    responses = {item.id: Response(item.id, "GOOD-RESPONSE") for item in items}
+    with LoopbackServer(answer=_scripted_answer, latency_s=0.05) as server:
+        broken = render_judge_prompt(items[2].prompt, "GOOD-RESPONSE", items[2].reference_answer, items[2].rubrics[1])
+        server.script(Fault.broken_body(), prompt=broken)
+        rows = judge_candidates(_judge_engine(server.base_url, tmp_path), items, {"m": responses}, _judge_config(), 7)[
+            "m"
+        ]
+        received = server.counts_by_prompt()
+    assert len(rows) == 20 and all(r.verdict == 4 for r in rows)
+    assert sum(received.values()) == 21 and received[broken] == 2
+    reasked = [r for r in rows if r.attempts == 2]
+    assert [(r.id, r.rubric_index) for r in reasked] == [(items[2].id, 1)]
+
+
 class _BrokenHandler(BaseHTTPRequestHandler):
     """Answers every request 200 with a body that is not JSON at all."""
 

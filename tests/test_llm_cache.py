@@ -15,7 +15,7 @@ from pathlib import Path
 from janus_align.config import OpenAISettings, Sampling
 from janus_align.llm import ChatRequest, ChatResult, open_engine
 from janus_align.llm.cache import RequestCache
-from loopback_server import LoopbackServer
+from loopback_server import Fault, LoopbackServer
 
 SAMPLING = Sampling(max_new_tokens=32, temperature=0.7, top_p=0.9)
 SCHEMA = {"type": "object", "properties": {"a": {"type": "string", "maxLength": 8}}, "required": ["a"]}
@@ -161,3 +161,130 @@ def test_resume_after_sigkill_repeats_no_completed_request(tmp_path):
     assert sorted(rows) == sorted(f"question {i}" for i in range(n))
     with contextlib.closing(sqlite3.connect(cache_path)) as db:
         assert db.execute("SELECT COUNT(DISTINCT key), COUNT(*) FROM completions").fetchone() == (n, n)
+
+
+# A stage run sharing the cache with others: it opens its engine, says so (`ready`), waits until
+# every party is ready (so the runs truly overlap), answers N requests, writes what it got.
+SHARING_CHILD = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    from janus_align.config import OpenAISettings, Sampling
+    from janus_align.llm import ChatRequest, LLMEngine
+    from janus_align.llm.cache import RequestCache
+    from janus_align.llm.openai_backend import OpenAIBackend
+
+    base_url, cache_path, out_path, n, ttl, ready_dir, parties = sys.argv[1:8]
+    config = OpenAISettings(model="loopback", base_url=base_url, max_concurrency=4, timeout_s=30, max_retries=0)
+    engine = LLMEngine(OpenAIBackend(config), RequestCache(cache_path, claim_ttl_s=float(ttl)))
+    Path(ready_dir, out_path.replace("/", "_")).touch()
+    while len(list(Path(ready_dir).iterdir())) < int(parties):
+        time.sleep(0.01)
+    started = time.time()
+    sampling = Sampling(max_new_tokens=16, temperature=0.7)
+    requests = [ChatRequest.of(f"question {i}", sampling=sampling, seed=i) for i in range(int(n))]
+    results = engine.complete(requests, desc="sharing test")
+    json.dump({"texts": [r.text for r in results], "errors": [r.error for r in results], "started": started,
+               "wall_s": time.time() - started, "usage": engine.usage.as_dict()}, open(out_path, "w"))
+    engine.close()
+    """
+)
+
+
+def _sharing_child(server: LoopbackServer, tmp_path: Path, name: str, n: int, ttl: float, parties: int) -> list[str]:
+    script = tmp_path / "sharing_child.py"
+    script.write_text(SHARING_CHILD)
+    ready = tmp_path / "ready"
+    ready.mkdir(exist_ok=True)
+    out = tmp_path / f"{name}.json"
+    return [sys.executable, str(script), server.base_url, str(tmp_path / "llm.sqlite"), str(out), str(n), str(ttl),
+            str(ready), str(parties)]  # fmt: skip
+
+
+def _claims(cache_path: Path) -> list[tuple[str, float]]:
+    if not cache_path.exists():
+        return []
+    with contextlib.closing(sqlite3.connect(cache_path, timeout=30)) as db:
+        try:
+            return db.execute("SELECT owner, expires_at FROM claims").fetchall()
+        except sqlite3.OperationalError:  # not created yet
+            return []
+
+
+def test_two_processes_over_one_cache_send_each_request_once(tmp_path):
+    n = 40
+    with LoopbackServer(latency_s=0.1) as server:
+        children = [
+            subprocess.Popen(_sharing_child(server, tmp_path, name, n, 60, 2), stderr=subprocess.PIPE, text=True)
+            for name in ("first", "second")
+        ]
+        for child in children:
+            _, stderr = child.communicate(timeout=180)
+            assert child.returncode == 0, stderr[-2000:]
+        received = server.counts_by_prompt()
+    outs = [json.loads((tmp_path / f"{name}.json").read_text()) for name in ("first", "second")]
+    expected = [f"echo: question {i}" for i in range(n)]
+    assert [out["texts"] for out in outs] == [expected, expected]  # both runs got every answer
+    assert abs(outs[0]["started"] - outs[1]["started"]) < 1.0  # they did run at the same time
+    assert received == {f"question {i}": 1 for i in range(n)}  # and paid for each request once
+    assert sum(out["usage"]["cached"] for out in outs) == n  # what one sent, the other waited for
+    assert _claims(tmp_path / "llm.sqlite") == []  # every claim released
+
+
+def _wait_for_claims(cache_path: Path, count: int, child: subprocess.Popen) -> list[tuple[str, float]]:
+    deadline = time.monotonic() + 120
+    while len(claims := _claims(cache_path)) < count:
+        assert child.poll() is None, "the first run ended before it had claimed its requests"
+        assert time.monotonic() < deadline, "the first run claimed nothing"
+        time.sleep(0.02)
+    return claims
+
+
+def test_claims_of_a_sigkilled_run_are_taken_over_at_once(tmp_path):
+    """Its process is gone (same host): the re-run need not wait for the claims to expire."""
+    n = 12
+    with LoopbackServer() as server:
+        server.script(*[Fault.hang(5)] * 4)  # the first run's first four (max_concurrency) stay in flight
+        first = subprocess.Popen(_sharing_child(server, tmp_path, "first", n, 60, 1), stderr=subprocess.DEVNULL)
+        _wait_for_claims(tmp_path / "llm.sqlite", n, first)
+        while server.count() < 4:
+            time.sleep(0.02)
+        first.send_signal(signal.SIGKILL)
+        assert first.wait(timeout=30) == -signal.SIGKILL
+        (tmp_path / "ready").rename(tmp_path / "ready-first")
+        rerun = subprocess.run(_sharing_child(server, tmp_path, "rerun", n, 60, 1), capture_output=True, text=True)
+        assert rerun.returncode == 0, rerun.stderr[-2000:]
+        received = server.counts_by_prompt()
+    out = json.loads((tmp_path / "rerun.json").read_text())
+    assert out["texts"] == [f"echo: question {i}" for i in range(n)]
+    assert out["wall_s"] < 30  # far under the claims' 60 s
+    assert sorted(received.values()) == [1] * (n - 4) + [2] * 4  # only the four in flight at the kill twice
+
+
+def test_claims_of_a_frozen_run_are_taken_over_after_they_expire(tmp_path):
+    """A SIGSTOPped process is alive but renews nothing: its claims hold until their expiry, then
+    the other run sends what they covered; it is killed before it can send anything twice."""
+    n, ttl = 12, 2.0
+    cache_path = tmp_path / "llm.sqlite"
+    with LoopbackServer() as server:
+        server.script(*[Fault.hang(10)] * 4)
+        frozen = subprocess.Popen(_sharing_child(server, tmp_path, "frozen", n, ttl, 1), stderr=subprocess.DEVNULL)
+        try:
+            _wait_for_claims(cache_path, n, frozen)
+            while server.count() < 4:
+                time.sleep(0.02)
+            frozen.send_signal(signal.SIGSTOP)
+            expiry = max(expires for _, expires in _claims(cache_path))
+            (tmp_path / "ready").rename(tmp_path / "ready-frozen")
+            other = subprocess.run(_sharing_child(server, tmp_path, "other", n, ttl, 1), capture_output=True, text=True)
+            assert other.returncode == 0, other.stderr[-2000:]
+            received = server.counts_by_prompt()
+            clock = time.time() - time.monotonic()  # server arrivals are monotonic
+            first_send = min(r.at for r in server.received[4:]) + clock
+        finally:
+            frozen.kill()
+            frozen.wait(timeout=30)
+    out = json.loads((tmp_path / "other.json").read_text())
+    assert out["texts"] == [f"echo: question {i}" for i in range(n)]
+    assert first_send >= expiry - 0.05  # nothing sent while the frozen run's claims held
+    assert sorted(received.values()) == [1] * (n - 4) + [2] * 4

@@ -324,3 +324,54 @@ def test_summary_reads_the_champion_from_the_registry_in_effect(store, capsys) -
     capsys.readouterr()
     summary.main(argparse.Namespace(params="params.yaml"))
     assert f"  registry:    models:/janus@champion -> version 1 in {uri}" in capsys.readouterr().out.splitlines()
+
+
+SERVED_PROCESS = """
+import json, os, sys
+import mlflow, pandas as pd
+
+# What the OpenMP runtime reads, once, when torch loads it (the audit event fires before the import).
+policy = []
+sys.addaudithook(lambda event, args: policy.append(os.environ.get("OMP_WAIT_POLICY"))
+                 if event == "import" and args[0] == "torch" and not policy else None)
+model = mlflow.pyfunc.load_model(sys.argv[1])
+assert "torch" in sys.modules and model.unwrap_python_model().engine.backend.model is not None
+
+import transformers  # loaded by now; every later checkpoint load goes through this classmethod
+loads = []
+real = transformers.PreTrainedModel.from_pretrained.__func__
+def counted(cls, *args, **kwargs):
+    loads.append(cls.__name__)
+    return real(cls, *args, **kwargs)
+transformers.PreTrainedModel.from_pretrained = classmethod(counted)
+for question in ("Capital of France?", "Capital of Spain?"):
+    messages = [{"role": "user", "content": question}]
+    model.predict(pd.DataFrame({"messages": [messages]}), params={"max_new_tokens": 3})
+print(json.dumps({"loads_in_requests": loads, "policy": policy[0] if policy else None}))
+"""
+
+
+def test_a_served_chat_model_loads_once_and_its_idle_openmp_threads_sleep(store) -> None:
+    """As `mlflow models serve` runs it: a fresh interpreter that never went through the `janus` CLI.
+
+    Idle OpenMP threads that spin (libgomp's default without OMP_WAIT_POLICY) made each request
+    several times slower beside a second uvicorn worker or any other busy process (BENCHMARKS.md).
+    """
+    import os
+    import subprocess
+    import sys
+
+    import mlflow
+
+    from janus_align.registry.chat_model import log_chat_model
+
+    with mlflow.start_run(run_name="log"):
+        uri = log_chat_model("artifacts/models/sft", "chat_template", store)
+    env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
+    done = subprocess.run(
+        [sys.executable, "-c", SERVED_PROCESS, uri], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["loads_in_requests"] == []  # loaded once, in load_context; two requests reuse it
+    assert seen["policy"] == "PASSIVE"

@@ -4,15 +4,18 @@
     results = engine.complete([ChatRequest.of("2+2?", sampling=Sampling())], desc="answers")
 
 Completed requests come from the request cache; the rest go to the backend, and each answer
-is committed to the cache the moment it arrives. Structured requests (with a JSON schema) are
-parsed and validated here, the same way for every backend; a malformed answer comes back with
-its error, and the caller's own loop asks again with a new seed (`synth.teacher.ask_jobs`, the
-judge's verdict loop): one re-ask loop per unit, so a unit costs at most max_reasks + 1 calls.
+is committed to the cache the moment it arrives. Several processes sharing one cache send each
+request once: the engine claims what it sends and waits for what another process has claimed
+(llm/cache.py). Structured requests (with a JSON schema) are parsed and validated here, the
+same way for every backend; a malformed answer comes back with its error, and the caller's own
+loop asks again with a new seed (`synth.teacher.ask_jobs`, the judge's verdict loop): one re-ask
+loop per unit, so a unit costs at most max_reasks + 1 calls.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import Iterator
@@ -28,6 +31,9 @@ from janus_align.errors import JanusError
 from janus_align.llm.cache import RequestCache
 from janus_align.llm.progress import RequestProgress
 from janus_align.llm.types import Backend, ChatRequest, ChatResult
+
+# How often a request another process is sending is looked for in the cache.
+WAIT_POLL_S = 0.1
 
 
 @dataclass
@@ -115,13 +121,44 @@ class LLMEngine:
         results: list[ChatResult | None] = [hits.get(k) for k in keys]
         todo = [i for i, r in enumerate(results) if r is None]
         self.usage.requests += len(requests)
-        self.usage.cached += len(requests) - len(todo)
         if todo:
             progress = RequestProgress(len(todo), desc)
+            try:
+                # Send what this engine could claim, then wait for what another process is
+                # sending; a key whose claim ends unanswered (failed, expired) is claimed again.
+                while todo:
+                    waiting = self._send_claimed(requests, keys, results, todo, progress)
+                    todo = self._wait_for_others(keys, results, waiting, progress)
+            finally:
+                progress.close()
+        self.usage.cached += sum(1 for r in results if r is not None and r.cached)
+        self.usage.wall_s += time.perf_counter() - started
+        missing = [i for i, r in enumerate(results) if r is None]
+        if missing:
+            raise RuntimeError(f"backend {self.model_id} returned no result for {len(missing)} request(s)")
+        return results  # type: ignore[return-value]
+
+    def _send_claimed(
+        self,
+        requests: list[ChatRequest],
+        keys: list[str],
+        results: list[ChatResult | None],
+        todo: list[int],
+        progress: RequestProgress,
+    ) -> list[int]:
+        """Claim the keys of `todo`, send those this engine got; return the ones held elsewhere."""
+        mine = self.cache.claim({keys[i] for i in todo})
+        claimed = [i for i in todo if keys[i] in mine]
+        # Answered by another process between the look-up and the claim: nothing to send.
+        self._take_answers(keys, results, claimed, progress)
+        send = [i for i in claimed if results[i] is None]
+        self.cache.release({keys[i] for i in claimed} - {keys[i] for i in send})
+        if send:
 
             def on_result(j: int, result: ChatResult) -> None:
-                i = todo[j]
+                i = send[j]
                 self.cache.put(keys[i], self.model_id, requests[i], result)
+                self.cache.release([keys[i]])  # answered or failed: no one need wait for it now
                 results[i] = result
                 self.usage.prompt_tokens += result.prompt_tokens
                 self.usage.completion_tokens += result.completion_tokens
@@ -129,14 +166,39 @@ class LLMEngine:
                 progress.advance(result)
 
             try:
-                self.backend.generate([requests[i] for i in todo], on_result)
+                with self.cache.keep_claims_alive():
+                    self.backend.generate([requests[i] for i in send], on_result)
             finally:
-                progress.close()
-        self.usage.wall_s += time.perf_counter() - started
-        missing = [i for i, r in enumerate(results) if r is None]
-        if missing:
-            raise RuntimeError(f"backend {self.model_id} returned no result for {len(missing)} request(s)")
-        return results  # type: ignore[return-value]
+                self.cache.release([keys[i] for i in send if results[i] is None])  # the backend raised
+        return [i for i in todo if keys[i] not in mine]
+
+    def _wait_for_others(
+        self, keys: list[str], results: list[ChatResult | None], waiting: list[int], progress: RequestProgress
+    ) -> list[int]:
+        """Poll the cache for requests another live owner is sending; return those whose claim
+        ended unanswered (that owner failed, died or froze), for this engine to claim and send."""
+        while waiting:
+            held = self.cache.held_elsewhere({keys[i] for i in waiting})
+            self._take_answers(keys, results, waiting, progress)
+            waiting = [i for i in waiting if results[i] is None]
+            if any(keys[i] not in held for i in waiting):
+                return waiting
+            if waiting:
+                time.sleep(WAIT_POLL_S)
+        return []
+
+    def _take_answers(
+        self, keys: list[str], results: list[ChatResult | None], indices: list[int], progress: RequestProgress
+    ) -> None:
+        """Fill `results` at `indices` from answers other processes committed."""
+        if not indices:
+            return
+        found = self.cache.get_many({keys[i] for i in indices})
+        for i in indices:
+            if keys[i] in found:
+                results[i] = found[keys[i]]
+                # Another process generated its tokens: this call's token rate leaves them out.
+                progress.advance(dataclasses.replace(found[keys[i]], completion_tokens=0))
 
     def close(self) -> None:
         self.backend.close()

@@ -29,6 +29,10 @@ from janus_align.llm.api_keys import api_key
 from janus_align.llm.types import ChatRequest, ChatResult, ResultCallback
 
 
+class BrokenResponseBodyError(ValueError):
+    """A server answered a request with a body that cannot be read (one request's failure)."""
+
+
 def response_format(schema: dict[str, Any], style: str = "json_schema") -> dict[str, Any]:
     """OpenAI's structured-output field; `json_object` is the older form llama-cpp-python takes."""
     if style == "json_object":
@@ -92,6 +96,11 @@ class OpenAIBackend:
             return await client.post("/chat/completions", body=body, cast_to=dict), None
         except openai.OpenAIError as exc:
             return None, exc
+        except ValueError as exc:
+            # A 200 whose body is not JSON (a proxy's error page, a body cut short): the SDK's
+            # `response.json()` raises JSONDecodeError, which is no OpenAIError. It fails this
+            # request alone; raised, it would end `gather` and fail every request of the batch.
+            return None, BrokenResponseBodyError(f"the server answered 200 with a body that is not JSON ({exc})")
 
     async def _one(self, client: openai.AsyncOpenAI, gate: asyncio.Semaphore, request: ChatRequest) -> ChatResult:
         body = self._body(request)
