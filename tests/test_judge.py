@@ -269,6 +269,26 @@ def test_one_broken_response_body_re_asks_only_that_request(tmp_path):
     assert [(r.id, r.rubric_index) for r in reasked] == [(items[2].id, 1)]
 
 
+def _ignores_response_format(body: dict) -> str:
+    """A server that ignores `response_format`: it answers the JSON output rule with prose and no
+    verdict, and the free-text rule with a `[RESULT]`."""
+    prompt = body["messages"][-1]["content"]
+    return "Looks fine to me." if '"score":' in prompt else "Feedback: fine. [RESULT] 4"
+
+
+def test_a_server_that_ignores_response_format_gets_the_free_text_verdict_and_every_request_counts(tmp_path):
+    """Constrained judging against a server that ignores the schema: after the first answers show
+    it, re-asks use the free-text protocol; each verdict costs 2 requests and its row says 2."""
+    items = _items(5)
+    responses = {item.id: Response(item.id, "GOOD-RESPONSE") for item in items}
+    with LoopbackServer(answer=_ignores_response_format) as server:
+        engine = _judge_engine(server.base_url, tmp_path)
+        rows = judge_candidates(engine, items, {"m": responses}, _judge_config(constrained=True), 7)["m"]
+        asked = server.count()
+    assert len(rows) == 20 and all(r.verdict == 4 for r in rows)
+    assert asked == 40 and all(r.attempts == 2 for r in rows)  # every request a verdict cost is recorded
+
+
 class _BrokenHandler(BaseHTTPRequestHandler):
     """Answers every request 200 with a body that is not JSON at all."""
 

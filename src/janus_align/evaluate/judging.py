@@ -5,7 +5,13 @@ stage's bench objective all call it, with an engine from `open_judge`). Every ru
 item is judged `judge.repeats` times with different seeds. A verdict that cannot be read is
 re-asked with a new seed up to `judge.max_reasks` times, then recorded unscored with its raw
 text; a failed judge call (HTTP error, crashed backend) is recorded the same way. Nothing
-unscored ever counts as 0: scoring leaves it out and counts it.
+unscored ever counts as 0: scoring leaves it out and counts it. `attempts` is every request a
+verdict cost (the engine itself never re-asks).
+
+With `judge.constrained`, a server that answers a structured request with something that is not
+JSON at all has ignored `response_format` (`ignored_schema`): the verdict is still read from its
+text, and the re-asks of that run use the free-text protocol (`[RESULT] n`) instead of asking
+again for structure it will not give.
 
 Each attempt (the first ask, then each verdict re-ask) is ONE engine call over the pending
 requests of every candidate, so the engine batches them together and prefills shared prompt
@@ -111,6 +117,7 @@ def judge_candidates(
         else:
             pending.append(task)
     names = ", ".join(candidates)
+    asking = config  # becomes the free-text protocol once the server shows it ignores the schema
     for attempt in range(config.max_reasks + 1):
         if not pending:
             break
@@ -118,12 +125,16 @@ def judge_candidates(
         for task in pending:
             task.seed = derive_seed(seed, "judge", task.item.id, task.rubric_index, task.repeat, attempt)
             answer = task.response.response if task.response else ""
-            request = judge_request(task.item, answer, task.rubric_index, config, task.seed)
-            task.hash = task.hash or prompt_hash(request)
+            request = judge_request(task.item, answer, task.rubric_index, asking, task.seed)
+            task.hash = prompt_hash(request)
             requests.append(request)
         desc = f"judge {names}" + (f" (verdict retry {attempt})" if attempt else "")
         retry: list[_Task] = []
-        for task, result in zip(pending, _complete_unique(engine, requests, desc)):
+        results = _complete_unique(engine, requests, desc)
+        if asking.constrained and any(ignored_schema(result) for result in results):
+            print(f"judge: {engine.model_id} ignores response_format; re-asks ask for the free-text verdict")
+            asking = config.model_copy(update={"constrained": False})
+        for task, result in zip(pending, results):
             task.attempts += 1
             if not result.ok and not result.text:
                 # Keep the text of an earlier, unparseable answer: it is still the best record.
@@ -140,6 +151,13 @@ def judge_candidates(
     for task in tasks:
         judgments[task.model].append(task.judgment(engine.model_id))
     return judgments
+
+
+def ignored_schema(result: ChatResult) -> bool:
+    """An answer to a structured request that is not even the start of JSON: the server ignored
+    `response_format` (constrained decoding always writes `{` first; a cut answer still does)."""
+    text = result.text.strip()
+    return result.parsed is None and bool(text) and not text.startswith(("{", "```"))
 
 
 def _complete(engine: LLMEngine, requests: list[ChatRequest], desc: str) -> list[ChatResult]:
