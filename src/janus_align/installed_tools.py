@@ -6,7 +6,7 @@ one. The tools the project installs live in the scripts folder of the interprete
 (`sysconfig`'s "scripts" path, the venv's bin/), so that folder is searched first, PATH after.
 
 >>> installed_tool("dvc")  # doctest: +SKIP
-'/work/main/.venv/bin/dvc'
+'.../.venv/bin/dvc'
 """
 
 from __future__ import annotations
