@@ -27,9 +27,9 @@ os.environ.update(OFFLINE_ENV)
 
 
 def janus_env(**extra: str) -> dict[str, str]:
-    env = {**os.environ, **OFFLINE_ENV, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **extra}
-    env.pop("MLFLOW_TRACKING_URI", None)  # each project uses its own sqlite store
-    return env
+    env = {**os.environ, **OFFLINE_ENV, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("MLFLOW_TRACKING_URI", None)  # each project uses its own sqlite store, unless a test names one
+    return env | extra
 
 
 def run_janus(project: Path, *args: str, check: bool = True, timeout: float = 600, **env: str):
