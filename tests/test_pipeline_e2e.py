@@ -72,7 +72,7 @@ def _repro_against_a_team_server(tmp_path: Path, uri: str) -> None:
     seen = run_janus(teammate, "summary", **team).stdout
     assert f"models:/janus@champion -> version {register['champion_version']} in {uri}" in seen, seen
     answer = run_janus(teammate, "chat", "--max-new-tokens", "8", "Say hello.", **team)
-    assert answer.stdout.strip(), answer.stderr[-2000:]
+    assert "chat: 1/1 req" in answer.stderr, answer.stderr[-2000:]  # the tiny random model's 8 tokens may be blank
     assert not (teammate / "mlflow.db").exists()
 
 
