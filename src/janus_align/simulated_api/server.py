@@ -52,6 +52,7 @@ class SimSettings:
     batch_failure_fraction: float = 0.0
     batch_expire_fraction: float = 0.0
     seed: int = 0
+    limit_window_s: float = 60.0  # how much of a minute's allowance the limits let through at once
 
 
 def _error(
@@ -70,7 +71,7 @@ class _Simulator:
 
     def reset(self) -> None:
         settings = self.settings
-        self.limiter = RateLimiter(settings.rpm, settings.tpm)
+        self.limiter = RateLimiter(settings.rpm, settings.tpm, settings.limit_window_s)
         self.rng = random.Random(settings.seed)
         self.store = Store(
             settings.seed,
@@ -314,6 +315,7 @@ class SimulatedAPI:
         batch_expire_fraction: float = 0.0,
         seed: int = 0,
         port: int | None = None,
+        limit_window_s: float = 60.0,
     ):
         self.settings = SimSettings(
             rpm,
@@ -324,6 +326,7 @@ class SimulatedAPI:
             batch_failure_fraction,
             batch_expire_fraction,
             seed,
+            limit_window_s,
         )
         self.app, self._sim = build_app(self.settings)
         self.port = port or free_port()
@@ -371,6 +374,7 @@ def serve_in_subprocess(settings: SimSettings) -> Iterator[str]:
         ("--batch-complete-after", settings.batch_complete_after_s),
         ("--batch-failure-fraction", settings.batch_failure_fraction),
         ("--batch-expire-fraction", settings.batch_expire_fraction),
+        ("--limit-window", settings.limit_window_s),
     ):
         if value is not None:
             argv += [flag, str(value)]
