@@ -291,6 +291,10 @@ def test_a_bad_input_file_fails_the_batch_with_line_numbers(api):
     assert batch.status == "failed" and batch.errors.data[0].code == "mismatched_model"
     with pytest.raises(openai.BadRequestError):
         client.batches.create(input_file_id="file-missing", endpoint="/v1/chat/completions", completion_window="24h")
+    with pytest.raises(openai.NotFoundError):
+        client.batches.retrieve("batch_missing")
+    with pytest.raises(openai.NotFoundError):
+        client.files.content("file-missing")
 
 
 def test_stats_endpoint_reset_and_the_command_line():
