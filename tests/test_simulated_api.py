@@ -327,13 +327,13 @@ def test_stats_endpoint_reset_and_the_command_line():
 
 
 def test_a_short_limit_window_enforces_the_rate_without_a_minute_of_burst():
-    # 600 RPM quantized to a 1 s window: 10 at once, then 10 a second (OpenAI: "60,000 RPM may be
-    # enforced as 1,000 requests per second").
-    with SimulatedAPI(rpm=600, limit_window_s=1.0, latency_median_s=0.001) as api:
+    # 60 RPM quantized to a 5 s window: 5 at once, then 1 a second (OpenAI: "60,000 RPM may be
+    # enforced as 1,000 requests per second"); a 60 s window would let 60 through at once.
+    with SimulatedAPI(rpm=60, limit_window_s=5.0, latency_median_s=0.001) as api:
         client = client_for(api)
-        for index in range(10):
+        for index in range(5):
             ask(client, f"q{index}")
         with pytest.raises(openai.RateLimitError) as caught:
-            ask(client, "eleventh")
-        assert caught.value.response.headers["x-ratelimit-limit-requests"] == "600"
-        assert int(caught.value.response.headers["retry-after-ms"]) <= 100
+            ask(client, "sixth")
+        assert caught.value.response.headers["x-ratelimit-limit-requests"] == "60"
+        assert int(caught.value.response.headers["retry-after-ms"]) <= 1000
