@@ -392,10 +392,14 @@ class _Run:
         if cid in self.delivered:
             return
         self.delivered.add(cid)
-        for n, i in enumerate(self.where[cid]):
-            self.on_result(i, result if n == 0 else dataclasses.replace(result))
+        first, *repeats = self.where[cid]
+        self.on_result(first, result)
+        for i in repeats:  # the same request again in this call: sent and billed once
+            self.on_result(i, dataclasses.replace(result, prompt_tokens=0, completion_tokens=0))
 
     def _status(self) -> str:
+        if not self.watched:
+            return "every batch ended"
         total = sum(len(f.custom_ids) for f in self.watched.values())
         return f"{sum(self.server_done.values())}/{total} requests done in {len(self.watched)} open batch(es)"
 
