@@ -73,6 +73,7 @@ def describe(model: str, metrics: Mapping[str, Any]) -> str:
         f"judge {model}: overall {shown} over {metrics['scored_items']}/{metrics['items']} items; "
         f"unscored {metrics['unscored']}/{metrics['judgments']} verdicts ({metrics['unscored_rate']:.1%}), "
         f"{metrics['failed_calls']} failed judge call(s)"
+        + ("; a re-run asks the judge again for the unscored ones" if metrics["unscored"] else "")
     )
 
 

@@ -4,7 +4,9 @@
 stage's bench objective all call it, with an engine from `open_judge`). Every rubric of every
 item is judged `judge.repeats` times with different seeds. A verdict that cannot be read is
 re-asked with a new seed up to `judge.max_reasks` times, then recorded unscored with its raw
-text; a failed judge call (HTTP error, crashed backend) is recorded the same way. Nothing
+text; a failed judge call (HTTP error, crashed backend) is recorded the same way. The answers of
+an unscored verdict are set aside in the request cache (`LLMEngine.reject`), so a re-run of the
+judge asks for it again rather than reading the same unusable answer. Nothing
 unscored ever counts as 0: scoring leaves it out and counts it. `attempts` is every request a
 verdict cost (the engine itself never re-asks).
 
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from janus_align.bench.schema import BenchItem
 from janus_align.config.schema import JudgeConfig
@@ -67,6 +69,7 @@ class _Task:
     call_failed: bool = False
     seed: int = 0
     hash: str = ""
+    asked: list[ChatRequest] = field(default_factory=list)  # every attempt's request
 
     def judgment(self, judge_model: str) -> Judgment:
         return Judgment(
@@ -128,6 +131,7 @@ def judge_candidates(
             request = judge_request(task.item, answer, task.rubric_index, asking, task.seed)
             task.hash = prompt_hash(request)
             requests.append(request)
+            task.asked.append(request)
         desc = f"judge {names}" + (f" (verdict retry {attempt})" if attempt else "")
         retry: list[_Task] = []
         results = _complete_unique(engine, requests, desc)
@@ -147,6 +151,10 @@ def judge_candidates(
             if task.verdict is None:
                 retry.append(task)
         pending = retry
+    # A verdict still unreadable after its re-asks: its answers leave the engine's look-ups (kept
+    # in the cache's `rejected` table), so a re-run of the judge asks for it afresh.
+    for task in pending:
+        engine.reject(task.asked, task.error or "no verdict")
     judgments: dict[str, list[Judgment]] = {model: [] for model in candidates}
     for task in tasks:
         judgments[task.model].append(task.judgment(engine.model_id))

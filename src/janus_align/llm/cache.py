@@ -13,6 +13,11 @@ next asker sends it again) and when the cache closes. A live owner renews its cl
 sends (`keep_claims_alive`); one that stops renewing (killed, frozen) loses them at expiry, and
 one on this host whose process is gone loses them at once (a re-run after SIGKILL waits for
 nothing).
+
+An answer the stage that asked for it gave up on (every re-ask unusable: garbage, empty, off the
+schema, cut at the length limit) is moved to `rejected` with the reason (`reject`): kept for the
+record, never served by a look-up, so the next run asks again instead of failing the same way
+on the cached answer once the API has healed.
 """
 
 from __future__ import annotations
@@ -48,6 +53,20 @@ CREATE TABLE IF NOT EXISTS claims (
     key TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
     expires_at REAL NOT NULL
+)
+""",
+    """
+CREATE TABLE IF NOT EXISTS rejected (
+    key TEXT NOT NULL,
+    model TEXT NOT NULL,
+    request TEXT NOT NULL,
+    text TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    latency_s REAL NOT NULL,
+    created_at REAL NOT NULL,
+    reason TEXT NOT NULL,
+    rejected_at REAL NOT NULL
 )
 """,
 )
@@ -132,6 +151,28 @@ class RequestCache:
                 time.time(),
             ),
         )
+
+    def reject(self, keys: Iterable[str], reason: str) -> int:
+        """Move the answers of `keys` out of the look-ups into `rejected` (with `reason`); how many moved.
+
+        A key asked again later gets a fresh call; its earlier answers stay in `rejected`, one row
+        per rejection.
+        """
+        moved = 0
+        now = time.time()
+        with self._transaction():
+            for chunk in _chunks(keys):
+                marks = ",".join("?" * len(chunk))
+                moved += self._db.execute(
+                    f"INSERT INTO rejected SELECT key, model, request, text, prompt_tokens, completion_tokens, "
+                    f"latency_s, created_at, ?, ? FROM completions WHERE key IN ({marks})",
+                    [reason, now, *chunk],
+                ).rowcount
+                self._db.execute(f"DELETE FROM completions WHERE key IN ({marks})", chunk)
+        return moved
+
+    def rejected_count(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM rejected").fetchone()[0]
 
     def claim(self, keys: Collection[str]) -> set[str]:
         """Claim `keys` for this cache; return those it now holds (the others are held elsewhere).

@@ -114,6 +114,12 @@ class LLMEngine:
                 result.error = str(exc)
         return results
 
+    def reject(self, requests: list[ChatRequest], reason: str) -> int:
+        """Take the cached answers of `requests` out of the look-ups (kept in the cache's `rejected`
+        table with `reason`): the asker gave up on them, so the next run asks afresh instead of
+        being served the same unusable answer. How many answers were taken out."""
+        return self.cache.reject({r.cache_key(self.model_id) for r in requests}, reason)
+
     def _complete_raw(self, requests: list[ChatRequest], desc: str) -> list[ChatResult]:
         started = time.perf_counter()
         keys = [r.cache_key(self.model_id) for r in requests]
