@@ -36,10 +36,14 @@ class Prices(Section):
 
     input_per_mtok: float = Field(0.0, ge=0.0)
     output_per_mtok: float = Field(0.0, ge=0.0)
+    # The share the Batch API takes off these prices (OpenAI: half).
+    batch_discount: float = Field(0.5, ge=0.0, lt=1.0)
 
-    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
-        """What `prompt_tokens` in and `completion_tokens` out cost at these prices (the one formula)."""
-        return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
+    def cost_usd(self, prompt_tokens: int, completion_tokens: int, batch: bool = False) -> float:
+        """What `prompt_tokens` in and `completion_tokens` out cost at these prices (the one formula),
+        or at the Batch API's price with `batch`."""
+        cost = (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
+        return cost * (1.0 - self.batch_discount) if batch else cost
 
 
 # A model run on our own hardware costs no tokens.
@@ -77,6 +81,13 @@ class OpenAIConnection(Section):
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(5, ge=0, le=50)
     prices: Prices = FREE
+    # Pacing: requests and tokens per minute to keep to; None: what the server's
+    # x-ratelimit-limit-* headers announce (OpenAI's do). Set them below a tier's limits to leave room.
+    rpm: int | None = Field(None, ge=1)
+    tpm: int | None = Field(None, ge=1)
+    # Spending cap in USD over every run through the request cache (None: no cap); the stage
+    # that would cross it stops before that request, keeping every answer it got.
+    max_cost_usd: float | None = Field(None, ge=0.0)
 
 
 class OpenAISettings(OpenAIConnection):

@@ -36,6 +36,7 @@ from janus_align.evaluate.responses import Response
 from janus_align.evaluate.rows import Judgment
 from janus_align.evaluate.verdicts import feedback_of, parse_verdict, verdict_text
 from janus_align.llm import ChatRequest, ChatResult, LLMEngine
+from janus_align.llm.engine import SpendingCapReached
 from janus_align.seeding import derive_seed
 
 
@@ -48,7 +49,8 @@ def open_judge(config: JudgeConfig) -> Iterator[LLMEngine]:
     """
     from janus_align.llm.engine import opened_engine
 
-    with opened_engine(config.llm, f"judge.llm ({config.llm.backend}:{config.llm.model})") as engine:
+    label = f"judge.llm ({config.llm.backend}:{config.llm.model})"
+    with opened_engine(config.llm, label, payer="judge.llm") as engine:
         yield engine
 
 
@@ -70,6 +72,7 @@ class _Task:
     seed: int = 0
     hash: str = ""
     asked: list[ChatRequest] = field(default_factory=list)  # every attempt's request
+    returned_model: str | None = None  # the model id the API returned with the answer kept
 
     def judgment(self, judge_model: str) -> Judgment:
         return Judgment(
@@ -87,6 +90,7 @@ class _Task:
             attempts=self.attempts,
             seed=self.seed,
             judge_model=judge_model,
+            judge_model_returned=self.returned_model,
             prompt_hash=self.hash,
             template_version=TEMPLATE_VERSION,
         )
@@ -145,6 +149,7 @@ def judge_candidates(
                 task.error, task.call_failed = result.error, True
             else:
                 task.raw, task.read = result.text, verdict_text(result)
+                task.returned_model = result.model or None
                 task.verdict = parse_verdict(task.read)
                 task.call_failed = False
                 task.error = None if task.verdict is not None else (result.error or "no verdict in the judge's answer")
@@ -169,9 +174,12 @@ def ignored_schema(result: ChatResult) -> bool:
 
 
 def _complete(engine: LLMEngine, requests: list[ChatRequest], desc: str) -> list[ChatResult]:
-    """Engine answers; if the engine itself raises, every request of the batch becomes a failed call."""
+    """Engine answers; if the engine itself raises, every request of the batch becomes a failed call
+    (but for the spending cap, which stops the judge)."""
     try:
         return engine.complete(requests, desc=desc)
+    except SpendingCapReached:
+        raise  # the user's own limit: the stage stops, its answers are in the cache
     except Exception as exc:  # noqa: BLE001 - a judge failure must not lose the stage's work
         reason = f"{type(exc).__name__}: {exc}"
         return [ChatResult("", error=reason) for _ in requests]

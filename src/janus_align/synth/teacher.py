@@ -164,7 +164,7 @@ def extend_row(row: Row, model: type[RowT], engine: LLMEngine, outcome: Outcome,
 
 def teacher_engine(params: Params) -> contextlib.AbstractContextManager[LLMEngine]:
     """The teacher's engine (request cache included), closed when the stage is done."""
-    return opened_engine(params.teacher, f"teacher ({params.teacher.backend}:{params.teacher.model})")
+    return opened_engine(params.teacher, f"teacher ({params.teacher.backend}:{params.teacher.model})", payer="teacher")
 
 
 def reject_row(stage: str, row_id: str, outcome: Outcome) -> RejectRow:
