@@ -36,14 +36,20 @@ class Prices(Section):
 
     input_per_mtok: float = Field(0.0, ge=0.0)
     output_per_mtok: float = Field(0.0, ge=0.0)
-    # The share the Batch API takes off these prices (OpenAI: half).
-    batch_discount: float = Field(0.5, ge=0.0, lt=1.0)
+    # The Batch API's price as a share of the prices above (OpenAI: half); used by openai_batch.
+    batch_discount: float = Field(0.5, gt=0.0, le=1.0)
 
-    def cost_usd(self, prompt_tokens: int, completion_tokens: int, batch: bool = False) -> float:
-        """What `prompt_tokens` in and `completion_tokens` out cost at these prices (the one formula),
-        or at the Batch API's price with `batch`."""
-        cost = (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
-        return cost * (1.0 - self.batch_discount) if batch else cost
+    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """What `prompt_tokens` in and `completion_tokens` out cost at these prices (the one formula)."""
+        return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
+
+    def batch(self) -> Prices:
+        """These prices as the Batch API charges them (`batch_discount` of each)."""
+        return Prices(
+            input_per_mtok=self.input_per_mtok * self.batch_discount,
+            output_per_mtok=self.output_per_mtok * self.batch_discount,
+            batch_discount=1.0,
+        )
 
 
 # A model run on our own hardware costs no tokens.

@@ -80,15 +80,15 @@ class SpendingCapReached(JanusError):
 class _Budget:
     """What may still be spent: the cap, less what was spent (cache) and what is in flight (worst case)."""
 
-    def __init__(self, cap: float, spent: float, prices: Prices, requests: list[ChatRequest], batch: bool):
-        self.cap, self.spent, self.prices, self.requests, self.batch = cap, spent, prices, requests, batch
+    def __init__(self, cap: float, spent: float, prices: Prices, requests: list[ChatRequest]):
+        self.cap, self.spent, self.prices, self.requests = cap, spent, prices, requests
         self.in_flight: dict[int, float] = {}
         self.refused: tuple[int, float] | None = None  # (index, its worst case) of the request refused
         self._lock = threading.Lock()  # a backend may admit from one thread and report from another
 
     def worst_case(self, index: int) -> float:
         request = self.requests[index]
-        return self.prices.cost_usd(request.estimated_prompt_tokens(), request.sampling.max_new_tokens, self.batch)
+        return self.prices.cost_usd(request.estimated_prompt_tokens(), request.sampling.max_new_tokens)
 
     def admit(self, index: int) -> bool:
         with self._lock:
@@ -143,12 +143,10 @@ class LLMEngine:
         self.usage = Usage(prices=prices)
         self.max_cost_usd = max_cost_usd
         self.payer = payer
-        # A backend that sends through the Batch API pays the batch price (`batch_priced = True`).
-        self._batch_priced = bool(getattr(backend, "batch_priced", False))
 
     def cost_of(self, result: ChatResult) -> float:
-        """What one answer cost at this engine's prices (the batch price on a batch backend)."""
-        return self.usage.prices.cost_usd(result.prompt_tokens, result.completion_tokens, self._batch_priced)
+        """What one answer cost at this engine's prices (those it is billed at: the batch price on a batch backend)."""
+        return self.usage.prices.cost_usd(result.prompt_tokens, result.completion_tokens)
 
     def spent_usd(self) -> float:
         """What this engine's payer has spent on its model through the cache, every run included."""
@@ -226,7 +224,7 @@ class LLMEngine:
             budget = None
             if self.max_cost_usd is not None:
                 sent = [requests[i] for i in send]
-                budget = _Budget(self.max_cost_usd, self.spent_usd(), self.usage.prices, sent, self._batch_priced)
+                budget = _Budget(self.max_cost_usd, self.spent_usd(), self.usage.prices, sent)
 
             def on_result(j: int, result: ChatResult) -> None:
                 i = send[j]
