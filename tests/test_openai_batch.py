@@ -236,9 +236,15 @@ def test_answers_cached_by_a_batch_run_are_served_to_a_sync_run(api, tmp_path):
 def test_admit_refuses_requests_before_they_go_into_a_batch_file(api, tmp_path):
     backend = open_engine(settings(api), cache_path=tmp_path / "llm.sqlite").backend
     got: dict[int, object] = {}
-    backend.generate(questions(6), lambda i, r: got.__setitem__(i, r), admit=lambda i: i < 4)
-    assert sorted(got) == list(range(6))
-    assert [got[i].ok for i in range(6)] == [True] * 4 + [False] * 2  # type: ignore[attr-defined]
+    asked: list[int] = []
+
+    def admit(i: int) -> bool:
+        asked.append(i)
+        return i < 4
+
+    backend.generate(questions(6), lambda i, r: got.__setitem__(i, r), admit=admit)
+    # Refused requests get no result, and nothing after the first refusal is asked or sent.
+    assert sorted(got) == [0, 1, 2, 3] and asked == [0, 1, 2, 3, 4]
     assert api.stats()["batch_requests"] == 4
 
 
@@ -317,3 +323,26 @@ def _recorded(cache: Path, batches: int) -> bool:
     except sqlite3.OperationalError:
         return False
     return count >= batches
+
+
+def test_the_spending_cap_stops_before_the_batch_file_takes_the_request_that_crosses_it(api, tmp_path):
+    """The cap counts each request's worst case at the batch price: 5 of 10 fit under it; the
+    rest go out only once it is raised, and the 5 already answered are not sent again."""
+    from janus_align.llm.engine import SpendingCapReached
+
+    requests = questions(10)
+    worst = billed_prices(settings(api)).cost_usd(requests[0].estimated_prompt_tokens(), GREEDY.max_new_tokens)
+    engine = open_engine(settings(api, max_cost_usd=5.5 * worst), cache_path=tmp_path / "llm.sqlite", payer="teacher")
+    try:
+        with pytest.raises(SpendingCapReached, match="teacher.max_cost_usd"):
+            engine.complete(requests)
+    finally:
+        engine.close()
+    assert api.stats()["batch_requests"] == 5
+    engine = open_engine(settings(api, max_cost_usd=None), cache_path=tmp_path / "llm.sqlite", payer="teacher")
+    try:
+        assert all(r.ok for r in engine.complete(requests))
+        assert engine.usage.cached == 5
+    finally:
+        engine.close()
+    assert api.stats()["batch_requests"] == 10

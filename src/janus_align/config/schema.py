@@ -87,6 +87,13 @@ class OpenAIConnection(Section):
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(5, ge=0, le=50)
     prices: Prices = FREE
+    # Pacing: requests and tokens per minute to keep to; None: what the server's
+    # x-ratelimit-limit-* headers announce (OpenAI's do). Set them below a tier's limits to leave room.
+    rpm: int | None = Field(None, ge=1)
+    tpm: int | None = Field(None, ge=1)
+    # Spending cap in USD over every run through the request cache (None: no cap); the stage
+    # that would cross it stops before that request, keeping every answer it got.
+    max_cost_usd: float | None = Field(None, ge=0.0)
 
 
 class OpenAISettings(OpenAIConnection):

@@ -33,7 +33,7 @@ import dataclasses
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -44,7 +44,7 @@ from janus_align.config.schema import OpenAIBatchSettings
 from janus_align.llm.api_keys import api_key
 from janus_align.llm.openai_backend import chat_body, openai_model_id, parse_completion
 from janus_align.llm.progress import RequestProgress
-from janus_align.llm.types import ChatRequest, ChatResult, ResultCallback
+from janus_align.llm.types import Admit, ChatRequest, ChatResult, ResultCallback
 
 # The Batch API's limits per input file (module constants so tests can split small batches).
 MAX_REQUESTS_PER_FILE = 50_000
@@ -246,9 +246,6 @@ def line_outcome(line: dict[str, Any], latency_s: float) -> LineOutcome:
     return LineOutcome(ChatResult("", latency_s=latency_s, error=text), retry=retry, rejected_json_schema=rejected)
 
 
-Admit = Callable[[int], bool]
-
-
 class OpenAIBatchBackend:
     """Chat completions through the Batch API; see the module docstring for the protocol."""
 
@@ -270,8 +267,8 @@ class OpenAIBatchBackend:
 
     def generate(self, requests: list[ChatRequest], on_result: ResultCallback, admit: Admit | None = None) -> None:
         """Answer `requests` (each distinct one submitted once), `on_result(i, result)` as each
-        batch ends. `admit(i)`, when given, is asked before request i goes into a batch file; a
-        request it refuses is answered with an error and never sent (the spending cap)."""
+        batch ends. `admit(i)`, when given, is asked before request i first goes into a batch
+        file (a resubmission is not asked again); from the first it refuses, nothing more is sent."""
         ids = [request.cache_key(self.model_id) for request in requests]
         where: dict[str, list[int]] = {}
         for i, cid in enumerate(ids):
@@ -279,15 +276,15 @@ class OpenAIBatchBackend:
         run = _Run(self, requests, where, on_result)
         with self._client() as client, run.progress():
             run.watch(self._adopt(client, set(where)))
-            fresh = []
+            to_send = []
             for cid, indices in where.items():
                 if cid in run.submissions:
                     continue
+                # The spending cap: a refused request is not sent and gets no result; nor does
+                # any after it (the Backend protocol), so the engine can say what was spent.
                 if admit is not None and not admit(indices[0]):
-                    run.deliver(cid, ChatResult("", error="not sent: the spending cap (max_cost_usd) was reached"))
-                    continue
-                fresh.append(cid)
-            to_send = fresh
+                    break
+                to_send.append(cid)
             while to_send or run.watched:
                 if to_send:
                     run.watch(self._submit(client, to_send, run, requests, where))

@@ -30,6 +30,7 @@ from janus_align.config.schema import Prices, billed_prices
 from janus_align.errors import JanusError
 from janus_align.evaluate.judge_prompt import JUDGE_SYSTEM, render_judge_prompt
 from janus_align.inputs import DIMENSIONS, InputError, load_taxonomy
+from janus_align.llm.types import CHARS_PER_TOKEN, estimated_tokens
 from janus_align.records import RecordError
 from janus_align.synth.filters import join_prompt
 from janus_align.synth.prompts import (
@@ -41,9 +42,6 @@ from janus_align.synth.prompts import (
 )
 from janus_align.synth.rows import PreferenceEntry
 
-CHARS_PER_TOKEN = 4.0
-# Chat-template wrapping (role markers) around every request, in tokens.
-TEMPLATE_OVERHEAD_TOKENS = 12
 _FALLBACK_INSTRUCTION = "Explain how vaccines train the immune system, and why booster doses are sometimes needed." * 2
 
 
@@ -93,8 +91,7 @@ def total(stages: list[StageEstimate], name: str = "total") -> StageEstimate:
     )
 
 
-def tokens(text: str) -> int:
-    return int(len(text) / CHARS_PER_TOKEN) + TEMPLATE_OVERHEAD_TOKENS
+tokens = estimated_tokens  # the engine's spending cap estimates a request the same way
 
 
 def typical_instruction() -> str:
