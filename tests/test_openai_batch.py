@@ -7,6 +7,7 @@ its store lets a test see exactly which custom ids each batch held.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ import pytest
 
 from janus_align.config import OpenAIBatchSettings, OpenAISettings, Prices, Sampling
 from janus_align.config.schema import billed_prices, parse_llm_settings
-from janus_align.llm import ChatRequest, open_engine, openai_batch
+from janus_align.llm import ChatRequest, ChatResult, open_engine, openai_batch
 from janus_align.llm.openai_backend import OpenAIBackend, chat_body
 from janus_align.llm.openai_batch import (
     BatchLedger,
@@ -30,6 +31,7 @@ from janus_align.llm.openai_batch import (
     read_jsonl,
     split_lines,
 )
+from janus_align.llm.progress import RequestProgress
 from janus_align.simulated_api import SimulatedAPI
 
 KEY_ENV = "JANUS_TEST_OPENAI_KEY"
@@ -162,15 +164,29 @@ def test_end_to_end_answers_are_joined_by_custom_id_and_billed_at_the_batch_pric
     assert usage.prompt_tokens == batch.usage["input_tokens"]
 
 
-def test_a_small_file_limit_gives_several_batches(api, tmp_path, monkeypatch):
+def test_a_small_file_limit_gives_several_batches_and_progress_counts_them(api, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(openai_batch, "MAX_REQUESTS_PER_FILE", 7)
     engine = open_engine(settings(api), cache_path=tmp_path / "llm.sqlite")
     try:
-        results = engine.complete(questions(20))
+        results = engine.complete(questions(20), desc="answers")
     finally:
         engine.close()
     assert all(r.ok for r in results)
     assert [len(ids) for ids in batch_ids(api)] == [7, 7, 6]
+    log = capsys.readouterr().err  # not a terminal: plain lines
+    assert f"{MODEL} batches: 3/3 batch (100%)" in log and "every batch ended" in log
+    assert "answers: 20/20 req (100%)" in log
+
+
+def test_batch_progress_shows_the_server_counts_beside_the_batches():
+    stream = io.StringIO()
+    progress = RequestProgress(0, "m batches", stream=stream, unit="batch")
+    progress.extend(2, "0/10 requests done in 2 open batch(es)")
+    progress.advance(ChatResult("", completion_tokens=7))
+    progress.extend(0, "4/5 requests done in 1 open batch(es)")
+    progress.close()
+    assert stream.getvalue().strip().startswith("m batches: 1/2 batch (50%), 7 tok")
+    assert stream.getvalue().strip().endswith("; 4/5 requests done in 1 open batch(es)")
 
 
 def test_only_failed_requests_are_resubmitted(tmp_path):
