@@ -189,32 +189,27 @@ def test_batch_progress_shows_the_server_counts_beside_the_batches():
     assert stream.getvalue().strip().endswith("; 4/5 requests done in 1 open batch(es)")
 
 
-def test_only_failed_requests_are_resubmitted(tmp_path):
-    with SimulatedAPI(batch_complete_after_s=0.4, latency_median_s=0.0, batch_failure_fraction=0.3, seed=2) as api:
-        engine = open_engine(settings(api, max_rounds=6), cache_path=tmp_path / "llm.sqlite")
-        try:
-            results = engine.complete(questions(60))
-        finally:
-            engine.close()
-        batches = list(api._sim.store.batches.values())
-    assert len(batches) >= 2 and all(r.ok for r in results)
-    for before, after in zip(batches, batches[1:]):
-        failed = {line.custom_id for line in before.lines if line.fails}
-        assert {line.custom_id for line in after.lines} == failed
-
-
-def test_after_expiry_only_the_unfinished_are_resubmitted(tmp_path):
-    with SimulatedAPI(batch_complete_after_s=0.4, latency_median_s=0.0, batch_expire_fraction=0.25, seed=3) as api:
+@pytest.mark.parametrize(
+    ("fault", "first_status", "resent"),
+    [
+        # Error-file lines (status 500): only they go into the next batch.
+        ({"batch_failure_fraction": 0.3}, "completed", lambda line: line.fails),
+        # Expiry: the output holds what finished; only the unfinished go into the next batch.
+        ({"batch_expire_fraction": 0.25}, "expired", lambda line: line.finishes_at is None),
+    ],
+    ids=["failed", "expired"],
+)
+def test_only_failed_or_unfinished_requests_are_resubmitted(tmp_path, fault, first_status, resent):
+    with SimulatedAPI(batch_complete_after_s=0.4, latency_median_s=0.0, seed=2, **fault) as api:
         engine = open_engine(settings(api, max_rounds=8), cache_path=tmp_path / "llm.sqlite")
         try:
-            results = engine.complete(questions(40))
+            results = engine.complete(questions(50))
         finally:
             engine.close()
         batches = list(api._sim.store.batches.values())
-    assert batches[0].status == "expired" and len(batches) >= 2 and all(r.ok for r in results)
+    assert batches[0].status == first_status and len(batches) >= 2 and all(r.ok for r in results)
     for before, after in zip(batches, batches[1:]):
-        unfinished = {line.custom_id for line in before.lines if line.finishes_at is None}
-        assert {line.custom_id for line in after.lines} == unfinished
+        assert {line.custom_id for line in after.lines} == {line.custom_id for line in before.lines if resent(line)}
 
 
 def test_failures_past_max_rounds_come_back_as_errors_and_are_not_cached(tmp_path):
