@@ -111,7 +111,7 @@ def test_the_ledger_lists_uncollected_files_by_member_and_model(tmp_path):
     ledger.record_file("f2", "m1", 1, ["c"])  # its batch was never created
     ledger.record_file("f3", "m2", 1, ["a"])
     assert [(f.input_file_id, f.batch_id) for f in ledger.open_files(["a", "c"], "m1")] == [("f1", "b1"), ("f2", None)]
-    ledger.mark_collected("f1", "completed", {"input_tokens": 1})
+    ledger.mark_ended("f1", "completed", {"input_tokens": 1}, collected=True)
     ledger.forget("f2")
     assert ledger.open_files(["a", "b", "c"], "m1") == []
     ledger.close()
@@ -259,18 +259,26 @@ def test_admit_refuses_requests_before_they_go_into_a_batch_file(api, tmp_path):
     assert api.stats()["batch_requests"] == 4
 
 
+def submit_as_a_killed_run_did(engine, requests: list[ChatRequest], record_batch: bool) -> None:
+    """Upload and create a batch of `requests` as the backend does, the ledger recording the file,
+    and the batch id when `record_batch` (else: killed between the create and its record)."""
+    backend = engine.backend
+    ids = [r.cache_key(engine.model_id) for r in requests]
+    client = backend._client()
+    data = b"".join(batch_line(cid, chat_body(r, MODEL)) for cid, r in zip(ids, requests))
+    uploaded = client.files.create(file=("x.jsonl", data), purpose="batch")
+    backend.ledger.record_file(uploaded.id, engine.model_id, 1, ids)
+    batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+    if record_batch:
+        backend.ledger.record_batch(uploaded.id, batch.id)
+
+
 def test_a_file_uploaded_but_not_recorded_as_a_batch_is_found_by_listing(api, tmp_path):
     """Killed between `POST /v1/batches` and recording its id: the next run finds the batch by
     its input file instead of submitting the requests again."""
-    config = settings(api)
     requests = questions(5)
-    engine = open_engine(config, cache_path=tmp_path / "llm.sqlite")
-    ids = [r.cache_key(engine.model_id) for r in requests]
-    client = engine.backend._client()  # type: ignore[attr-defined]
-    data = b"".join(batch_line(cid, chat_body(r, MODEL)) for cid, r in zip(ids, requests))
-    uploaded = client.files.create(file=("x.jsonl", data), purpose="batch")
-    engine.backend.ledger.record_file(uploaded.id, engine.model_id, 1, ids)  # type: ignore[attr-defined]
-    client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+    engine = open_engine(settings(api), cache_path=tmp_path / "llm.sqlite")
+    submit_as_a_killed_run_did(engine, requests, record_batch=False)
     try:
         results = engine.complete(requests)
     finally:
@@ -357,3 +365,31 @@ def test_the_spending_cap_stops_before_the_batch_file_takes_the_request_that_cro
     finally:
         engine.close()
     assert api.stats()["batch_requests"] == 10
+
+
+def test_a_batch_the_server_no_longer_knows_is_resubmitted_not_waited_for(api, tmp_path):
+    """The ledger names a batch of another server or account (here: the simulator was reset)."""
+    config = settings(api)
+    engine = open_engine(config, cache_path=tmp_path / "llm.sqlite")
+    ids = [r.cache_key(engine.model_id) for r in questions(4)]
+    engine.backend.ledger.record_file("file-gone", engine.model_id, 1, ids)  # type: ignore[attr-defined]
+    engine.backend.ledger.record_batch("file-gone", "batch-gone")  # type: ignore[attr-defined]
+    try:
+        assert all(r.ok for r in engine.complete(questions(4)))
+    finally:
+        engine.close()
+    assert api.stats()["batch_requests"] == 4
+
+
+def test_an_ended_batch_keeps_the_answers_of_ids_not_yet_asked_for_the_run_that_asks(api, tmp_path):
+    """A killed run submitted 6 requests; its re-run asks only 3 of them at first (a stage's
+    first pass): the other 3 are taken from the same batch later, not submitted again."""
+    requests = questions(6)
+    engine = open_engine(settings(api), cache_path=tmp_path / "llm.sqlite")
+    submit_as_a_killed_run_did(engine, requests, record_batch=True)
+    try:
+        assert all(r.ok for r in engine.complete(requests[:3]))
+        assert all(r.ok for r in engine.complete(requests[3:]))
+    finally:
+        engine.close()
+    assert api.stats()["batches"] == 1 and api.stats()["batch_requests"] == 6

@@ -140,11 +140,13 @@ class BatchLedger:
         self._db.execute("DELETE FROM batch_members WHERE input_file_id = ?", (input_file_id,))
         self._db.execute("DELETE FROM batch_files WHERE input_file_id = ?", (input_file_id,))
 
-    def mark_collected(self, input_file_id: str, status: str, usage: dict[str, Any] | None) -> None:
-        """The batch ended and its results went to the caller (successes into the request cache)."""
+    def mark_ended(self, input_file_id: str, status: str, usage: dict[str, Any] | None, collected: bool) -> None:
+        """The batch ended; `collected` once every one of its results went to a caller (successes
+        into the request cache). One that also holds ids no caller asked for yet stays open, so
+        the run that asks for them takes their answers from it instead of paying again."""
         self._db.execute(
-            "UPDATE batch_files SET collected = 1, status = ?, usage = ? WHERE input_file_id = ?",
-            (status, None if usage is None else json.dumps(usage), input_file_id),
+            "UPDATE batch_files SET collected = ?, status = ?, usage = ? WHERE input_file_id = ?",
+            (int(collected), status, None if usage is None else json.dumps(usage), input_file_id),
         )
 
     def open_files(self, custom_ids: Iterable[str], model_id: str) -> list[SubmittedFile]:
@@ -405,30 +407,39 @@ class _Run:
         resubmit: list[str] = []
         for fid, submitted in list(self.watched.items()):
             assert submitted.batch_id is not None
-            batch = client.batches.retrieve(submitted.batch_id)
-            counts = batch.request_counts
+            try:
+                batch = client.batches.retrieve(submitted.batch_id)
+            except openai.NotFoundError:
+                batch = None  # another account's, or deleted: nothing to wait for, all to resubmit
+            counts = batch.request_counts if batch is not None else None
             self.server_done[fid] = (counts.completed + counts.failed) if counts else 0
-            if batch.status not in TERMINAL:
+            if batch is not None and batch.status not in TERMINAL:
                 continue
             resubmit += self._collect(client, submitted, batch)
             del self.watched[fid]
             self.server_done.pop(fid, None)
-            usage = batch.usage.model_dump() if batch.usage is not None else None
-            self.backend.ledger.mark_collected(fid, batch.status, usage)
-            self._bar.advance(ChatResult("", completion_tokens=batch.usage.output_tokens if batch.usage else 0))
+            usage = batch.usage.model_dump() if batch is not None and batch.usage is not None else None
+            everyone = batch is None or submitted.custom_ids <= self.where.keys()
+            self.backend.ledger.mark_ended(fid, batch.status if batch else "not_found", usage, everyone)
+            self._bar.advance(ChatResult("", completion_tokens=usage["output_tokens"] if usage else 0))
         self._bar.extend(0, self._status())
         return resubmit
 
-    def _collect(self, client: openai.OpenAI, submitted: SubmittedFile, batch: Any) -> list[str]:
-        """Deliver a finished batch's results by custom_id; return the ids worth resubmitting."""
+    def _collect(self, client: openai.OpenAI, submitted: SubmittedFile, batch: Any | None) -> list[str]:
+        """Deliver an ended batch's results by custom_id (None: a batch the server does not
+        know); return the ids worth resubmitting."""
         lines: dict[str, dict[str, Any]] = {}
-        for file_id in (batch.error_file_id, batch.output_file_id):  # an output line wins over an error line
-            if file_id:
-                lines.update(read_jsonl(client.files.content(file_id).text))
-        latency = max(0.0, time.time() - float(batch.created_at))
-        why = f"batch {batch.id} ended {batch.status}"
-        if batch.errors is not None and batch.errors.data:
-            why += ": " + "; ".join(str(e.message) for e in batch.errors.data[:3])
+        if batch is None:
+            latency, why = 0.0, f"batch {submitted.batch_id} is unknown to the server"
+        else:
+            for file_id in (batch.error_file_id, batch.output_file_id):  # an output line wins over an error line
+                if file_id:
+                    with contextlib.suppress(openai.NotFoundError):  # deleted: its requests count as unfinished
+                        lines.update(read_jsonl(client.files.content(file_id).text))
+            latency = max(0.0, time.time() - float(batch.created_at))
+            why = f"batch {batch.id} ended {batch.status}"
+            if batch.errors is not None and batch.errors.data:
+                why += ": " + "; ".join(str(e.message) for e in batch.errors.data[:3])
         resubmit = []
         for cid in sorted(submitted.custom_ids & self.where.keys()):
             if cid in self.delivered:
