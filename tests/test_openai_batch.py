@@ -395,3 +395,42 @@ def test_an_ended_batch_keeps_the_answers_of_ids_not_yet_asked_for_the_run_that_
     finally:
         engine.close()
     assert api.stats()["batches"] == 1 and api.stats()["batch_requests"] == 6
+
+
+def test_a_batch_refused_for_the_enqueued_token_limit_waits_for_the_queue_and_costs_no_round(
+    api, tmp_path, monkeypatch
+):
+    """OpenAI fails a batch at validation when the model's enqueued prompt tokens would pass the
+    organization's limit. The simulator has no such limit, so its answer for the second of two
+    batches is rewritten to that failure (a double of a fault we cannot cause on it): those
+    requests go out again once the first batch ended, and max_rounds 1 still answers all."""
+    from openai.types.batch import Errors
+    from openai.types.batch_error import BatchError
+
+    monkeypatch.setattr(openai_batch, "MAX_REQUESTS_PER_FILE", 5)
+    make_client = openai_batch.OpenAIBatchBackend._client
+
+    def client_with_a_full_queue(backend):
+        client = make_client(backend)
+        retrieve = client.batches.retrieve
+
+        def refused_second(batch_id, **options):
+            batch = retrieve(batch_id, **options)
+            if batch_id != list(api._sim.store.batches)[1]:
+                return batch
+            full = Errors(data=[BatchError(code="token_limit_exceeded", message="Enqueued token limit reached.")])
+            return batch.model_copy(update={"status": "failed", "errors": full, "output_file_id": None})
+
+        client.batches.retrieve = refused_second  # type: ignore[method-assign]
+        return client
+
+    monkeypatch.setattr(openai_batch.OpenAIBatchBackend, "_client", client_with_a_full_queue)
+    engine = open_engine(settings(api, max_rounds=1), cache_path=tmp_path / "llm.sqlite")
+    try:
+        results = engine.complete(questions(10))
+    finally:
+        engine.close()
+    assert all(r.ok for r in results)
+    first, second, again = api._sim.store.batches.values()
+    assert {line.custom_id for line in again.lines} == {line.custom_id for line in second.lines}
+    assert again.started >= first.started + api.settings.batch_complete_after_s  # after the queue drained

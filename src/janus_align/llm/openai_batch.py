@@ -14,7 +14,10 @@ of seconds. One `generate` call:
 4. polls every `poll_interval_s` until each batch ends (completed, failed, expired, cancelled),
    then reads its output and error files: each success goes to `on_result` (the engine commits
    it to the request cache), and only what failed retryably (429, 5xx, expired, never run) is
-   resubmitted, for at most `max_rounds` submissions in all.
+   resubmitted, for at most `max_rounds` submissions in all. A batch refused for the model's
+   enqueued-token limit (`token_limit_exceeded`) while others are queued is submitted again
+   once they have ended, at no cost of a round (so a large stage drains through a small tier's
+   queue instead of failing).
 
 The ledger is a small SQLite file beside the request cache (`<cache>.batches.sqlite`): which
 file ids and batch ids hold which custom ids, and whether their results were taken. A file id
@@ -53,6 +56,8 @@ ENDPOINT: Final = "/v1/chat/completions"
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 # Per-request statuses worth another submission (the SDK's own retry rule for sync calls).
 RETRYABLE_STATUS = frozenset({408, 409, 429})
+# A batch's error code when the model's enqueued prompt tokens would pass the organization's limit.
+TOKEN_LIMIT_EXCEEDED = "token_limit_exceeded"
 
 _SCHEMA = (
     """
@@ -287,7 +292,9 @@ class OpenAIBatchBackend:
                 if admit is not None and not admit(indices[0]):
                     break
                 to_send.append(cid)
-            while to_send or run.watched:
+            while to_send or run.watched or run.deferred:
+                if not to_send and not run.watched:  # the queue has drained: now they fit
+                    to_send, run.deferred = run.deferred, []
                 if to_send:
                     run.watch(self._submit(client, to_send, run, requests, where))
                     to_send = []
@@ -366,6 +373,9 @@ class _Run:
         self.submissions: dict[str, int] = {}
         self.styles: dict[str, str] = {}
         self.delivered: set[str] = set()
+        # Ids of batches refused for the model's enqueued-token limit while others were queued:
+        # submitted again once those have ended (the refusal costs no round).
+        self.deferred: list[str] = []
         self.server_done: dict[str, int] = {}
         self._progress: RequestProgress | None = None
 
@@ -441,8 +451,16 @@ class _Run:
             if batch.errors is not None and batch.errors.data:
                 why += ": " + "; ".join(str(e.message) for e in batch.errors.data[:3])
         resubmit = []
+        codes = (
+            {e.code for e in batch.errors.data} if batch is not None and batch.errors and batch.errors.data else set()
+        )
+        queue_full = batch is not None and batch.status == "failed" and TOKEN_LIMIT_EXCEEDED in codes
         for cid in sorted(submitted.custom_ids & self.where.keys()):
             if cid in self.delivered:
+                continue
+            if queue_full and len(self.watched) > 1:
+                self.deferred.append(cid)
+                self.submissions[cid] -= 1
                 continue
             line = lines.get(cid)
             outcome = (
