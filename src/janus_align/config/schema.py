@@ -104,6 +104,18 @@ class OpenAISettings(OpenAIConnection):
     sampling: Sampling = Sampling()
 
 
+class OpenAIBatchSettings(OpenAISettings):
+    """The same model over OpenAI's Batch API (llm/openai_batch.py): at `prices.batch_discount`
+    of the price, answered within `completion_window`, no rate-limit pressure. It shares the
+    openai backend's cached answers (same model id for the same model and base_url)."""
+
+    backend: Literal["openai_batch"] = "openai_batch"  # type: ignore[assignment]
+    poll_interval_s: float = Field(30.0, gt=0.0, le=3600.0)  # how often submitted batches are polled
+    completion_window: Literal["24h"] = "24h"  # the only window the API accepts
+    # Submissions of one request: the first and resubmissions of those failed or expired.
+    max_rounds: int = Field(3, ge=1, le=20)
+
+
 class LlamaCppSettings(Section):
     """A GGUF (`embedded:<name>` or a .gguf path) that a llama-server of our own serves on loopback."""
 
@@ -131,8 +143,15 @@ class LlamaCppSettings(Section):
 
 
 # Which model answers and how it is called: each backend its own settings, so a key the chosen
-# backend would ignore is an error naming it. (Room for openai_batch and vllm: one class each.)
-LLMSettings = Annotated[TransformersSettings | OpenAISettings | LlamaCppSettings, Field(discriminator="backend")]
+# backend would ignore is an error naming it. (Room for vllm: one class.)
+LLMSettings = Annotated[
+    TransformersSettings | OpenAISettings | OpenAIBatchSettings | LlamaCppSettings, Field(discriminator="backend")
+]
+
+
+def billed_prices(config: LLMSettings) -> Prices:
+    """The prices a backend is billed at: the batch price for openai_batch (the one rule)."""
+    return config.prices.batch() if isinstance(config, OpenAIBatchSettings) else config.prices
 
 
 class _Reasks(Section):
@@ -153,8 +172,14 @@ class TeacherLlamaCpp(LlamaCppSettings, _Reasks):
     pass
 
 
+class TeacherOpenAIBatch(OpenAIBatchSettings, _Reasks):
+    pass
+
+
 # The teacher: an LLM plus how often a synthesis stage asks again.
-TeacherSettings = Annotated[TeacherTransformers | TeacherOpenAI | TeacherLlamaCpp, Field(discriminator="backend")]
+TeacherSettings = Annotated[
+    TeacherTransformers | TeacherOpenAI | TeacherOpenAIBatch | TeacherLlamaCpp, Field(discriminator="backend")
+]
 
 
 def parse_llm_settings(raw: dict[str, Any]) -> LLMSettings:

@@ -34,7 +34,15 @@ from typing import Any
 import jsonschema
 
 from janus_align import paths
-from janus_align.config.schema import FREE, LlamaCppSettings, LLMSettings, Prices, TransformersSettings
+from janus_align.config.schema import (
+    FREE,
+    LlamaCppSettings,
+    LLMSettings,
+    OpenAIBatchSettings,
+    Prices,
+    TransformersSettings,
+    billed_prices,
+)
 from janus_align.errors import JanusError
 from janus_align.llm.cache import RequestCache
 from janus_align.llm.progress import RequestProgress
@@ -329,12 +337,17 @@ def open_engine(
         from janus_align.llm.llama_server import LlamaServerBackend
 
         backend = LlamaServerBackend(config, model or config.model)
+    elif isinstance(config, OpenAIBatchSettings):
+        from janus_align.llm.openai_batch import OpenAIBatchBackend, ledger_path
+
+        backend = OpenAIBatchBackend(config, ledger_path(cache_path), model=model)
     else:
         from janus_align.llm.openai_backend import OpenAIBackend
 
         backend = OpenAIBackend(config, model=model)
     cap = getattr(config, "max_cost_usd", None)  # the sections of paid backends have one
-    return LLMEngine(backend, RequestCache(cache_path), config.prices, cap, payer)
+    # The batch backend's answers are billed at the batch price.
+    return LLMEngine(backend, RequestCache(cache_path), billed_prices(config), cap, payer)
 
 
 @contextlib.contextmanager

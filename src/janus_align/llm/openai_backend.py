@@ -39,7 +39,7 @@ from typing import Any
 import openai
 from aiolimiter import AsyncLimiter
 
-from janus_align.config.schema import OpenAISettings
+from janus_align.config.schema import OpenAIConnection, OpenAISettings
 from janus_align.llm.api_keys import api_key
 from janus_align.llm.types import Admit, ChatRequest, ChatResult, ResultCallback
 
@@ -190,6 +190,30 @@ def parse_completion(data: Any, latency_s: float) -> ChatResult:
     )
 
 
+def openai_model_id(config: OpenAIConnection, model: str) -> str:
+    """The model id (part of every request cache key) of `model` behind `config`'s server: the
+    sync and batch backends share it, so each serves the answers the other cached."""
+    return f"openai:{config.base_url or 'api.openai.com'}:{model}"
+
+
+def chat_body(request: ChatRequest, model: str, schema_style: str = "json_schema") -> dict[str, Any]:
+    """The JSON body of one chat-completions call (the sync call's body, and a batch line's)."""
+    sampling = request.sampling
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": list(request.messages),
+        "max_tokens": sampling.max_new_tokens,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "seed": request.seed,
+    }
+    if sampling.repetition_penalty != 1.0:
+        body["repetition_penalty"] = sampling.repetition_penalty  # vLLM / llama.cpp extension
+    if request.response_schema is not None:
+        body["response_format"] = response_format(request.response_schema, schema_style)
+    return body
+
+
 def _rejected_json_schema(error: Exception | None, body: dict[str, Any]) -> bool:
     rejected = isinstance(error, (openai.BadRequestError, openai.UnprocessableEntityError))
     return rejected and body.get("response_format", {}).get("type") == "json_schema"
@@ -200,27 +224,13 @@ class OpenAIBackend:
         self.config = config
         self.model = model or config.model
         self._api_key = api_key(config, self.model)
-        self.model_id = f"openai:{config.base_url or 'api.openai.com'}:{self.model}"
+        self.model_id = openai_model_id(config, self.model)
         # Switches to json_object the first time the server rejects a json_schema request.
         self._schema_style = "json_schema"
         self.pacer: Pacer | None = None  # the last generate's (what a test or benchmark reads)
 
     def _body(self, request: ChatRequest) -> dict[str, Any]:
-        """The JSON body of one chat-completions call."""
-        sampling = request.sampling
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": list(request.messages),
-            "max_tokens": sampling.max_new_tokens,
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
-            "seed": request.seed,
-        }
-        if sampling.repetition_penalty != 1.0:
-            body["repetition_penalty"] = sampling.repetition_penalty  # vLLM / llama.cpp extension
-        if request.response_schema is not None:
-            body["response_format"] = response_format(request.response_schema, self._schema_style)
-        return body
+        return chat_body(request, self.model, self._schema_style)
 
     async def _post(self, client: openai.AsyncOpenAI, body: dict[str, Any]) -> tuple[Any, Exception | None]:
         """One call (the SDK's retries included): (response body, None) or (None, why it failed).

@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar
 
 from janus_align import paths
 from janus_align.config import Params
+from janus_align.config.schema import billed_prices
 from janus_align.errors import JanusError
 from janus_align.llm import ChatRequest, ChatResult, LLMEngine
 from janus_align.llm.engine import opened_engine
@@ -236,7 +237,7 @@ def finish_stage(
         # What producing these rows took, re-asks and rejects included, however many runs it took.
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
-        "cost_usd": round(params.teacher.prices.cost_usd(prompt_tokens, completion_tokens), 6),
+        "cost_usd": round(billed_prices(params.teacher).cost_usd(prompt_tokens, completion_tokens), 6),
         "wall_s": round(time.perf_counter() - started, 3),
         # What this run itself asked the engine (cached answers cost nothing again).
         "engine": engine.usage.as_dict(),
