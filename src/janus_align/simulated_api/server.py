@@ -19,9 +19,13 @@ import json
 import math
 import random
 import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -352,3 +356,41 @@ class SimulatedAPI:
         self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def serve_in_subprocess(settings: SimSettings) -> Iterator[str]:
+    """The simulator in a process of its own (so a benchmark measures the client, not a server
+    sharing its interpreter lock); yields its base_url, reads `/_sim/stats` for the counts."""
+    argv = [sys.executable, "-m", "janus_align.simulated_api", "--seed", str(settings.seed)]
+    for flag, value in (
+        ("--rpm", settings.rpm),
+        ("--tpm", settings.tpm),
+        ("--latency-median", settings.latency_median_s),
+        ("--latency-sigma", settings.latency_sigma),
+        ("--batch-complete-after", settings.batch_complete_after_s),
+        ("--batch-failure-fraction", settings.batch_failure_fraction),
+        ("--batch-expire-fraction", settings.batch_expire_fraction),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline() if process.stdout else ""
+        if "http://" not in line:
+            raise RuntimeError(f"the simulated API did not start: {line!r}")
+        yield line.split()[-1]
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def remote_stats(base_url: str) -> dict[str, Any]:
+    """`/_sim/stats` of a simulator at `base_url` (one in another process)."""
+    with urllib.request.urlopen(base_url.removesuffix("/v1") + "/_sim/stats", timeout=10) as response:
+        stats: dict[str, Any] = json.loads(response.read())
+    return stats
