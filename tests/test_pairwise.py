@@ -281,6 +281,7 @@ def _loopback_project(tmp_path: Path, base_url: str, external: list[str]) -> Pat
     return project
 
 
+@pytest.mark.slow
 def test_the_pairwise_stage_writes_fig3_outcomes_with_position_consistency(tmp_path):
     with LoopbackServer(answer=fair_judge) as server:
         project = _loopback_project(tmp_path, server.base_url, [])
@@ -300,6 +301,7 @@ def test_the_pairwise_stage_writes_fig3_outcomes_with_position_consistency(tmp_p
     assert len(games) == 8 and {json.loads(g)["order"] for g in games} == {"candidate_first", "opponent_first"}
 
 
+@pytest.mark.slow
 def test_alpaca_eval_writes_outputs_alpaca_eval_reads_and_both_win_rates(tmp_path):
     with LoopbackServer(answer=fair_judge) as server:
         project = _loopback_project(tmp_path, server.base_url, ["gpt-x"])
@@ -315,6 +317,7 @@ def test_alpaca_eval_writes_outputs_alpaca_eval_reads_and_both_win_rates(tmp_pat
     assert metrics["reference"] == ["janus_sample_reference"]
 
 
+@pytest.mark.slow
 def test_arena_hard_judges_both_orders_and_reports_bradley_terry_with_style_control(tmp_path):
     with LoopbackServer(answer=fair_judge) as server:
         project = _loopback_project(tmp_path, server.base_url, ["gpt-x"])
@@ -327,3 +330,24 @@ def test_arena_hard_judges_both_orders_and_reports_bradley_terry_with_style_cont
     assert metrics["games"] == 10 and metrics["position_consistency"]["pairs"] == 5
     assert metrics["score"] == pytest.approx(50.0, abs=1e-3)  # every game a tie: no answer says STRONG
     assert metrics["style_controlled"]["score"] == pytest.approx(50.0, abs=1e-3)
+
+
+def test_the_report_has_a_table_per_pairwise_evaluation_whose_metrics_exist(tmp_path, monkeypatch):
+    from janus_align.evaluate import pairwise_report
+
+    monkeypatch.chdir(tmp_path)
+    assert pairwise_report.tables() == {}
+    games = [_game("A>B", "q0", o) for o in ("candidate_first", "opponent_first")] + [
+        _game("BOTH BAD", "q1", "candidate_first"),
+        _game("B>A", "q1", "opponent_first"),
+    ]
+    from janus_align.evaluate.pairwise import fig3_metrics
+    from janus_align.records import write_json
+
+    metrics = fig3_metrics(games, 50, 0.95, 1)
+    assert (metrics["win"], metrics["both_bad"], metrics["loss"], metrics["tie_plus_win"]) == (50.0, 25.0, 25.0, 50.0)
+    assert metrics["position_consistency"] == {"pairs": 2, "consistent": 1, "rate": 0.5}
+    write_json(Path("metrics/pairwise.json"), {"pairs": {"sft_vs_base": metrics}})
+    [(title, (header, rows))] = pairwise_report.tables().items()
+    assert title.startswith("Pairwise, Fig. 3") and header[1:5] == ["win", "both good", "both bad", "loss"]
+    assert rows[0][0] == "sft vs base" and rows[0][5] == "50.0" and rows[0][6] == "50.0% of 2"
