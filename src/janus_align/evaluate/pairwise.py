@@ -22,7 +22,6 @@ from typing import Any
 from janus_align import paths
 from janus_align.bench.schema import BenchItem, load_bench
 from janus_align.config import Params
-from janus_align.errors import JanusError
 from janus_align.evaluate import pairwise_scores as ps
 from janus_align.evaluate.judge_prompt import judge_instruction
 from janus_align.evaluate.pairwise_judge import (
@@ -34,7 +33,7 @@ from janus_align.evaluate.pairwise_judge import (
     position_consistency,
     unscored,
 )
-from janus_align.evaluate.responses import Response, load_responses
+from janus_align.evaluate.responses import Response, load_candidate_responses
 from janus_align.records import write_json, write_jsonl
 
 # Fig. 3's names for the four outcome labels, from the candidate's side.
@@ -95,14 +94,8 @@ def run(params: Params) -> dict[str, Any]:
     if not pairs:
         print("pairwise: evals.pairwise.pairs is empty; nothing compared")
     models = list(dict.fromkeys(name for pair in pairs for name in pair))
-    missing = [name for name in models if not paths.responses_file(name).is_file()]
-    if missing:
-        raise JanusError(
-            f"evals.pairwise.pairs: {paths.responses_file(missing[0])} missing "
-            f"(run `janus generate --model {missing[0]}` first, or add it to generate.candidates)"
-        )
+    responses = load_candidate_responses(models, "pairwise")
     items = load_bench(paths.BENCH_FILE)
-    responses = {name: load_responses(paths.responses_file(name)) for name in models}
     tasks = {pair_name(a, b): pair_tasks(items, a, b, responses, params.evals.pairwise.show_system) for a, b in pairs}
     games: list[Game] = []
     results: dict[str, Any] = {"protocol": OUTCOMES.name, "template_version": TEMPLATE_VERSION, "pairs": {}}
