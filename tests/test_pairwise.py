@@ -300,6 +300,19 @@ def test_the_pairwise_stage_writes_fig3_outcomes_with_position_consistency(tmp_p
     games = (project / "artifacts" / "eval" / "pairwise" / "sft_vs_base.jsonl").read_text().splitlines()
     assert len(games) == 8 and {json.loads(g)["order"] for g in games} == {"candidate_first", "opponent_first"}
 
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    [run] = [
+        r for r in mlflow.search_runs(experiment_names=["janus"], output_format="list") if r.info.run_name == "pairwise"
+    ]
+    assert (
+        run.data.metrics["sft_vs_base.win"] == 75.0 and run.data.metrics["sft_vs_base.position_consistency.rate"] == 1.0
+    )
+    assert run.data.params["evals.pairwise.show_system"] == "True"
+    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "pairwise")}
+    assert logged == {"pairwise/pairwise.json", "pairwise/sft_vs_base.jsonl"}
+
 
 @pytest.mark.slow
 def test_alpaca_eval_writes_outputs_alpaca_eval_reads_and_both_win_rates(tmp_path):

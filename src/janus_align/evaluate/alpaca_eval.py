@@ -90,6 +90,8 @@ def run(params: Params, model: str) -> dict[str, Any]:
     )
     mlflow.set_tags({"candidate": model, "judge_model": judge_model, "judge_template": TEMPLATE_VERSION})
     mlflow.log_metrics(tracking.metrics(metrics))
+    for path in (paths.alpaca_eval_outputs(model), paths.alpaca_eval_games(model), paths.alpaca_eval_metrics(model)):
+        mlflow.log_artifact(str(path), artifact_path="alpaca_eval")
     return metrics
 
 

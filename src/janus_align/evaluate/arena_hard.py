@@ -115,4 +115,6 @@ def run(params: Params, model: str) -> dict[str, Any]:
     print(f"arena_hard {model}: score {shown} against {settings.baseline} -> {paths.arena_hard_metrics(model)}")
     mlflow.set_tags({"candidate": model, "judge_model": judge_model, "judge_template": TEMPLATE_VERSION})
     mlflow.log_metrics(tracking.metrics(metrics))
+    for path in (paths.arena_hard_answers(model), paths.arena_hard_games(model), paths.arena_hard_metrics(model)):
+        mlflow.log_artifact(str(path), artifact_path="arena_hard")
     return metrics

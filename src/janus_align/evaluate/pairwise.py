@@ -120,6 +120,8 @@ def run(params: Params) -> dict[str, Any]:
         )
         mlflow.log_metrics(tracking.metrics(metrics, f"{name}."))
     write_json(paths.PAIRWISE_METRICS, results)
+    for path in [paths.PAIRWISE_METRICS, *(paths.pairwise_file(name) for name in tasks)]:
+        mlflow.log_artifact(str(path), artifact_path="pairwise")
     mlflow.set_tags({"judge_template": TEMPLATE_VERSION, "pairs": ",".join(tasks)})
     return results
 
