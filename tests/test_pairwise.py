@@ -360,6 +360,7 @@ def test_the_report_has_a_table_per_pairwise_evaluation_whose_metrics_exist(tmp_
     metrics = fig3_metrics(games, 50, 0.95, 1)
     assert (metrics["win"], metrics["both_bad"], metrics["loss"], metrics["tie_plus_win"]) == (50.0, 25.0, 25.0, 50.0)
     assert metrics["position_consistency"] == {"pairs": 2, "consistent": 1, "rate": 0.5}
+    assert metrics["per_item"] == {"win": 1, "both_good": 0, "both_bad": 0, "loss": 0, "inconsistent": 1}
     write_json(Path("metrics/pairwise.json"), {"pairs": {"sft_vs_base": metrics}})
     [(title, (header, rows))] = pairwise_report.tables().items()
     assert title.startswith("Pairwise, Fig. 3") and header[1:5] == ["win", "both good", "both bad", "loss"]

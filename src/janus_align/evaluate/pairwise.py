@@ -11,7 +11,9 @@ orders, and `position_consistency` says how often the two orders of an item agre
 Writes artifacts/eval/pairwise/<candidate>_vs_<opponent>.jsonl (one `Game` per item and order)
 and metrics/pairwise.json: per pair the shares (percent) of `win`, `both_good`, `both_bad`,
 `loss`, `tie_plus_win` (win + both good, the abstract's number) with bootstrap intervals, the
-position consistency and the unscored games.
+position consistency, `per_item` (items counted once: the outcome both orders agree on, or
+`inconsistent`) and the unscored games. `judge.repeats` does not apply: the two orders are the
+two verdicts per item.
 """
 
 from __future__ import annotations
@@ -81,7 +83,21 @@ def fig3_metrics(games: Sequence[Game], samples: int, confidence: float, seed: i
         metrics[f"{name}_ci"] = ps.interval(ps.bootstrap(games, share, samples, confidence, seed))
     metrics["tie_plus_win"] = None if shares["A>B"] is None else shares["A>B"] + (shares["BOTH GOOD"] or 0.0)
     metrics["position_consistency"] = position_consistency(games)
+    metrics["per_item"] = item_outcomes(games)
     return {**metrics, **unscored(games)}
+
+
+def item_outcomes(games: Sequence[Game]) -> dict[str, int]:
+    """Items counted once, as an annotator gives one outcome per pair: the outcome both orders
+    agree on, else `inconsistent` (items with an unscored order are left out)."""
+    by_item: dict[str, list[str | None]] = {}
+    for game in games:
+        by_item.setdefault(game.id, []).append(game.outcome)
+    counts = dict.fromkeys([*OUTCOME_NAMES.values(), "inconsistent"], 0)
+    for outcomes in by_item.values():
+        if len(outcomes) == 2 and None not in outcomes:
+            counts[OUTCOME_NAMES[outcomes[0] or ""] if outcomes[0] == outcomes[1] else "inconsistent"] += 1
+    return counts
 
 
 def run(params: Params) -> dict[str, Any]:
