@@ -365,3 +365,4 @@ def test_the_report_has_a_table_per_pairwise_evaluation_whose_metrics_exist(tmp_
     [(title, (header, rows))] = pairwise_report.tables().items()
     assert title.startswith("Pairwise, Fig. 3") and header[1:5] == ["win", "both good", "both bad", "loss"]
     assert rows[0][0] == "sft vs base" and rows[0][5] == "50.0" and rows[0][6] == "50.0% of 2"
+    assert header[-1] == "items: win/good/bad/loss/inconsistent" and rows[0][-1] == "1/0/0/0/1"

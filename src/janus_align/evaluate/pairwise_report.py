@@ -53,6 +53,7 @@ def tables() -> dict[str, Table]:
                 "tie+win",
                 "position consistency",
                 "unscored",
+                "items: win/good/bad/loss/inconsistent",
             ],
             [
                 [
@@ -61,6 +62,7 @@ def tables() -> dict[str, Table]:
                     _num(e["tie_plus_win"]),
                     _consistency(e),
                     f"{e['unscored']}/{e['games']}",
+                    "/".join(str(n) for n in (e.get("per_item") or {}).values()),
                 ]
                 for name, e in pairs.items()
             ],
