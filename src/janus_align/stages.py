@@ -41,7 +41,11 @@ STAGES: dict[str, Stage] = {
         "janus_align.evaluate.judge", {}, "judge candidates' answers per rubric (--model NAME; default: all)"
     ),
     "report": Stage("janus_align.evaluate.report", {}, "leaderboard, CIs, win/tie matrix, plots, HTML report"),
+    "mt_bench": Stage("janus_align.evaluate.mt_bench", {}, "MT-Bench: both turns answered, judged 1-10 (--model)"),
+    "realtoxicity": Stage(
+        "janus_align.evaluate.realtoxicity", {}, "RealToxicityPrompts: toxicity, perplexity, dist-n (--model)"
+    ),
     "register": Stage("janus_align.registry.register", {}, "register the best model; move alias champion"),
 }
 # `--model NAME`, required; `judge` takes `--model` repeatable and optional (the CLI adds it).
-STAGES_WITH_MODEL = {"generate"}
+STAGES_WITH_MODEL = {"generate", "mt_bench", "realtoxicity"}
