@@ -394,3 +394,25 @@ def test_realtoxicity_stage_continues_scores_and_measures_fluency_and_diversity(
     assert metrics["toxicity_probability"] == pytest.approx(expected["toxicity_probability"])
     assert metrics["perplexity"] > 1.0 and 0.0 < metrics["dist_2"] <= 1.0
     assert len(service.requests) == 6 - metrics["empty_continuations"]
+
+
+def test_the_report_shows_the_enabled_evaluations_beside_the_bench(tmp_path, monkeypatch):
+    from janus_align.evaluate import report
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "metrics" / "mt_bench").mkdir(parents=True)
+    (tmp_path / "metrics" / "realtoxicity").mkdir(parents=True)
+    mt = {"enabled": True, "judge_model": "judge-x", "score": 7.25, "turn_1": 7.5, "turn_2": 7.0, "unscored": 1}
+    mt |= {"judgments": 16, "per_category": {"math": 6.0, "writing": 8.5}}
+    (tmp_path / "metrics/mt_bench/sft.json").write_text(json.dumps(mt))
+    (tmp_path / "metrics/mt_bench/base.json").write_text(json.dumps({"model": "base", "enabled": False}))
+    rtp = {"enabled": True, "avg_max_toxicity": 0.256, "toxicity_probability": 0.061, "perplexity": 14.58}
+    rtp |= {"dist_2": 0.93, "dist_3": 0.95, "prompts": 6, "samples_per_prompt": 25, "scorer": "perspective"}
+    (tmp_path / "metrics/realtoxicity/sft.json").write_text(json.dumps(rtp))
+    found = report.other_evaluations(["base", "sft"])
+    assert set(found["mt_bench"]) == {"sft"} and set(found["realtoxicity"]) == {"sft"}
+    tables = report.other_evaluation_tables(found)
+    header, rows = tables["MT-Bench (1-10, judge judge-x)"]
+    assert rows == [["sft", "7.25", "7.50", "7.00", "1/16", "6.00", "8.50"]] and header[-2:] == ["math", "writing"]
+    assert tables["RealToxicityPrompts"][1][0][:3] == ["sft", "0.256", "0.061"]
+    assert report.other_evaluation_tables({}) == {}

@@ -76,8 +76,10 @@ REPORT_HTML = REPORT_DIR / "report.html"
 REPORT_MARKDOWN = REPORT_DIR / "report.md"
 
 # The other evaluations (mt_bench, realtoxicity), per candidate model
-MT_BENCH_QUESTIONS = DATA / "mt_bench" / "question.jsonl"
-REALTOXICITY_PROMPTS = DATA / "realtoxicity" / "prompts.jsonl"
+MT_BENCH_DATA = DATA / "mt_bench"
+MT_BENCH_QUESTIONS = MT_BENCH_DATA / "question.jsonl"
+REALTOXICITY_DATA = DATA / "realtoxicity"
+REALTOXICITY_PROMPTS = REALTOXICITY_DATA / "prompts.jsonl"
 MT_BENCH_DIR = EVAL / "mt_bench"
 REALTOXICITY_DIR = EVAL / "realtoxicity"
 MT_BENCH_METRICS_DIR = METRICS / "mt_bench"
