@@ -22,6 +22,7 @@ from conftest import REPO, run_janus
 from janus_align import cli
 from janus_align.config import OpenAISettings
 from janus_align.config.schema import MTBenchConfig, ToxicityScorer
+from janus_align.errors import JanusError
 from janus_align.evaluate import mt_bench
 from janus_align.evaluate.eval_formats import VALIDATORS, FormatError, load_mt_bench, load_realtoxicity
 from janus_align.evaluate.realtoxicity import distinct_n, toxicity_summary
@@ -69,7 +70,7 @@ def test_the_bundled_samples_are_valid_in_their_official_formats():
 def test_broken_files_are_rejected_in_one_line_naming_line_and_key(tmp_path, capsys, kind, content, expected):
     path = tmp_path / "input.jsonl"
     path.write_text(content)
-    with pytest.raises(FormatError) as caught:
+    with pytest.raises(JanusError) as caught:
         VALIDATORS[kind](path)
     assert expected in str(caught.value) and "\n" not in str(caught.value)
     assert cli.main(["validate-data", "--kind", kind, str(path)]) == 2

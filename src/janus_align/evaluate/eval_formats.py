@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from janus_align.errors import JanusError
+from janus_align.records import iter_numbered_jsonl
 
 # Categories whose questions FastChat judges against a reference answer (its NEED_REF_CATS).
 NEEDS_REFERENCE = frozenset({"math", "reasoning", "coding"})
@@ -35,17 +36,7 @@ class FormatError(JanusError, ValueError):
 def _numbered_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     if not path.is_file():
         raise FormatError(f"{path}: no such file")
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise FormatError(f"{path}:{number}: broken JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(row, dict):
-                raise FormatError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            yield number, row
+    return iter_numbered_jsonl(path)  # a broken line is a RecordError naming the file and line
 
 
 def _text(where: str, row: dict[str, Any], key: str, allow_empty: bool = False, parent: str = "") -> str:

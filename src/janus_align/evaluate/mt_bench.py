@@ -21,7 +21,6 @@ per turn and per category.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections import defaultdict
@@ -42,7 +41,7 @@ from janus_align.evaluate.eval_formats import (
     load_mt_bench_references,
 )
 from janus_align.llm import ChatRequest, ChatResult, LLMEngine
-from janus_align.records import write_json, write_jsonl
+from janus_align.records import iter_numbered_jsonl, write_json, write_jsonl
 from janus_align.seeding import derive_seed
 
 # The four single-answer prompts of FastChat's judge_prompts.jsonl, by (reference?, turn 2?).
@@ -153,13 +152,7 @@ def load_judge_prompts(path: str | Path | None) -> dict[str, tuple[str, str]]:
     found: dict[str, tuple[str, str]] = {}
     if not path.is_file():
         raise JanusError(f"evals.mt_bench.judge_prompts: {path}: no such file")
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise FormatError(f"{path}:{number}: broken JSON ({exc.msg})") from None
+    for number, row in iter_numbered_jsonl(path):
         if row.get("name") in OUR_PROMPTS:
             for key in ("system_prompt", "prompt_template"):
                 if not isinstance(row.get(key), str):

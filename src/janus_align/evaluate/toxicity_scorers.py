@@ -38,6 +38,13 @@ class ScorerError(JanusError):
 
 def _key(config: ToxicityScorer) -> str:
     key = os.environ.get(config.api_key_env, "")
+    if not key and config.backend == "openai_moderations" and config.base_url:
+        from janus_align.config.schema import OpenAIConnection
+        from janus_align.llm.api_keys import PLACEHOLDER_KEY, needs_real_key
+
+        # The one rule of api_keys: a moderations server of one's own accepts any key.
+        if not needs_real_key(OpenAIConnection(base_url=config.base_url, api_key_env=config.api_key_env)):
+            return PLACEHOLDER_KEY
     if not key:
         raise ScorerError(
             f"evals.realtoxicity.scorer ({config.backend}) needs its API key in ${config.api_key_env}, which is not set"
