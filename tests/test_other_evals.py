@@ -341,11 +341,15 @@ def _overlay(project: Path, text: str) -> None:
     run_janus(project, "use-profile", "evals")
 
 
-def test_disabled_stages_only_say_so(ci_project):
-    for stage in ("mt_bench", "realtoxicity"):
-        done = run_janus(ci_project, stage, "--model", "base")
-        assert f"{stage} base: off" in done.stdout
-        path = ci_project / "metrics" / stage / "base.json"
+def test_disabled_stages_only_write_a_metrics_file_saying_so(tmp_path, monkeypatch, capsys):
+    from janus_align.config import Params
+    from janus_align.evaluate import realtoxicity
+
+    monkeypatch.chdir(tmp_path)
+    for stage, module in (("mt_bench", mt_bench), ("realtoxicity", realtoxicity)):
+        assert module.run(Params(), "base") == {"model": "base", "enabled": False}
+        assert f"{stage} base: off" in capsys.readouterr().out
+        path = tmp_path / "metrics" / stage / "base.json"
         assert json.loads(path.read_text()) == {"model": "base", "enabled": False}
 
 
@@ -363,6 +367,7 @@ def test_mt_bench_stage_answers_with_the_real_model_and_writes_fastchat_files(ci
     assert "mt_bench base: score" in done.stdout
     metrics = json.loads((ci_project / "metrics" / "mt_bench" / "base.json").read_text())
     assert metrics["questions"] == 3 and metrics["turn_1"] == 8.0 and metrics["turn_2"] == 6.0
+    assert 6.0 <= metrics["ci_low"] <= metrics["score"] <= metrics["ci_high"] <= 8.0
     answers = [json.loads(line) for line in (ci_project / "artifacts/eval/mt_bench/base/answers.jsonl").open()]
     assert [len(a["choices"][0]["turns"]) for a in answers] == [2, 2, 2]
     judged = [json.loads(line) for line in (ci_project / "artifacts/eval/mt_bench/base/judgments.jsonl").open()]
@@ -403,7 +408,8 @@ def test_the_report_shows_the_enabled_evaluations_beside_the_bench(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     (tmp_path / "metrics" / "mt_bench").mkdir(parents=True)
     (tmp_path / "metrics" / "realtoxicity").mkdir(parents=True)
-    mt = {"enabled": True, "judge_model": "judge-x", "score": 7.25, "turn_1": 7.5, "turn_2": 7.0, "unscored": 1}
+    mt = {"enabled": True, "judge_model": "judge-x", "score": 7.25, "ci_low": 6.5, "ci_high": 8.0}
+    mt |= {"turn_1": 7.5, "turn_2": 7.0, "unscored": 1}
     mt |= {"judgments": 16, "per_category": {"math": 6.0, "writing": 8.5}}
     (tmp_path / "metrics/mt_bench/sft.json").write_text(json.dumps(mt))
     (tmp_path / "metrics/mt_bench/base.json").write_text(json.dumps({"model": "base", "enabled": False}))
@@ -414,6 +420,9 @@ def test_the_report_shows_the_enabled_evaluations_beside_the_bench(tmp_path, mon
     assert set(found["mt_bench"]) == {"sft"} and set(found["realtoxicity"]) == {"sft"}
     tables = report.other_evaluation_tables(found)
     header, rows = tables["MT-Bench (1-10, judge judge-x)"]
-    assert rows == [["sft", "7.25", "7.50", "7.00", "1/16", "6.00", "8.50"]] and header[-2:] == ["math", "writing"]
+    assert rows == [["sft", "7.25", "[6.50, 8.00]", "7.50", "7.00", "1/16", "6.00", "8.50"]] and header[-2:] == [
+        "math",
+        "writing",
+    ]
     assert tables["RealToxicityPrompts"][1][0][:3] == ["sft", "0.256", "0.061"]
     assert report.other_evaluation_tables({}) == {}

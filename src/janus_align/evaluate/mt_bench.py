@@ -389,6 +389,7 @@ def run(params: Params, model: str) -> dict[str, Any]:
     from janus_align import tracking
     from janus_align.evaluate.generate import candidate_config, resolve_prompt_format
     from janus_align.evaluate.judging import open_judge
+    from janus_align.evaluate.scoring import cluster_bootstrap_ci
     from janus_align.llm.engine import opened_engine
 
     config = params.evals.mt_bench
@@ -413,18 +414,28 @@ def run(params: Params, model: str) -> dict[str, Any]:
         judge_usage, judge_model = judge.usage.as_dict(), judge.model_id
     write_jsonl(out_dir / "answers.jsonl", answer_rows(questions, answers, model, model_id))
     write_jsonl(out_dir / "judgments.jsonl", judgment_rows(judgments, model, judge_model))
+    # A question's two turns are resampled together (they share a question and a conversation).
+    clusters = [
+        [r.score for r in judgments if r.question_id == q.question_id and r.score is not None] for q in questions
+    ]
+    low, high = cluster_bootstrap_ci(
+        clusters, params.report.bootstrap_samples, params.report.confidence, derive_seed(params.seed, "mt_bench_ci")
+    )
     metrics = {
         "model": model,
         "enabled": True,
         "judge_model": judge_model,
         "judge_prompts": "fastchat" if config.judge_prompts else "ours",
         **summarize(questions, judgments),
+        "ci_low": low,
+        "ci_high": high,
+        "confidence": params.report.confidence,
         "failed_answers": sum(1 for e in errors if e),
         "answer_usage": answer_usage,
         "judge_usage": judge_usage,
     }
     write_json(metrics_path, metrics)
-    shown = f"{metrics['score']:.2f}" if metrics["score"] is not None else "n/a"
+    shown = f"{metrics['score']:.2f} [{low or 0:.2f}, {high or 0:.2f}]" if metrics["score"] is not None else "n/a"
     print(
         f"mt_bench {model}: score {shown} over {metrics['scored']}/{metrics['judgments']} turns "
         f"({metrics['unscored']} unscored) -> {metrics_path}"

@@ -266,9 +266,10 @@ def other_evaluation_tables(evals: Mapping[str, Mapping[str, Any]]) -> dict[str,
         categories = sorted({c for m in mt.values() for c in m["per_category"]})
         judges = ", ".join(sorted({m["judge_model"] for m in mt.values()}))
         tables[f"MT-Bench (1-10, judge {judges})"] = (
-            ["model", "score", "turn 1", "turn 2", "unscored turns", *categories],
+            ["model", "score", "CI", "turn 1", "turn 2", "unscored turns", *categories],
             [
-                [name, _fmt(m["score"]), _fmt(m["turn_1"]), _fmt(m["turn_2"]), f"{m['unscored']}/{m['judgments']}"]
+                [name, _fmt(m["score"]), f"[{_fmt(m.get('ci_low'))}, {_fmt(m.get('ci_high'))}]"]
+                + [_fmt(m["turn_1"]), _fmt(m["turn_2"]), f"{m['unscored']}/{m['judgments']}"]
                 + [_fmt(m["per_category"].get(c)) for c in categories]
                 for name, m in mt.items()
             ],
