@@ -64,12 +64,14 @@ def test_the_bundled_samples_are_valid_in_their_official_formats():
         ("realtoxicity", '{"prompt": "just text"}\n', ":1: key `prompt` must be an object"),
         ("realtoxicity", '{"prompt": {"text": "a", "toxicity": 2}}\n', ":1: key `prompt.toxicity` must be null or a number in [0, 1]"),
         ("arena_hard", '{"question_id": "q1", "category": "c", "cluster": "k", "turns": [{"text": "hi"}]}\n', ":1: key `turns[0].content` missing"),
+        ("mt_bench", b'{"question_id": 1, "category": "x", "turns": ["a", "b"]}\n{"question_id": 2, "category": "caf\xe9"}\n', ":2: not UTF-8 text"),
+        ("alpaca_eval", b'[{"instruction": "caf\xe9"}]', "not UTF-8 text"),
         ("alpaca_eval", '[{"instruction": "a", "output": "b", "generator": "g", "dataset": "d"},\n {"instruction": "", "output": "b", "generator": "g"}]', "entry 1: key `instruction` must be a non-empty string"),
     ],
 )  # fmt: skip
 def test_broken_files_are_rejected_in_one_line_naming_line_and_key(tmp_path, capsys, kind, content, expected):
     path = tmp_path / "input.jsonl"
-    path.write_text(content)
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
     with pytest.raises(JanusError) as caught:
         VALIDATORS[kind](path)
     assert expected in str(caught.value) and "\n" not in str(caught.value)

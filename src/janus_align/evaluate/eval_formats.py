@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from janus_align.errors import JanusError
-from janus_align.records import iter_numbered_jsonl
+from janus_align.records import iter_numbered_jsonl, read_text
 
 # Categories whose questions FastChat judges against a reference answer (its NEED_REF_CATS).
 NEEDS_REFERENCE = frozenset({"math", "reasoning", "coding"})
@@ -188,10 +188,9 @@ def validate_realtoxicity(path: Path) -> str:
 
 def validate_alpaca_eval(path: Path) -> str:
     """AlpacaEval 2.0's evaluation set: a JSON list of {instruction, output, generator, dataset}."""
-    if not path.is_file():
-        raise FormatError(f"{path}: no such file")
+    text = read_text(path, error=FormatError, missing="no such file")
     try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
+        rows = json.loads(text)
     except json.JSONDecodeError as exc:
         raise FormatError(f"{path}:{exc.lineno}: broken JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(rows, list) or not rows:
