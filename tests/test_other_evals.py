@@ -21,7 +21,7 @@ import pytest
 from conftest import REPO, run_janus
 from janus_align import cli
 from janus_align.config import OpenAISettings
-from janus_align.config.schema import MTBenchConfig, ToxicityScorer
+from janus_align.config.schema import MTBenchConfig, RealToxicityConfig, ToxicityScorer
 from janus_align.errors import JanusError
 from janus_align.evaluate import mt_bench
 from janus_align.evaluate.eval_formats import VALIDATORS, FormatError, load_mt_bench, load_realtoxicity
@@ -428,3 +428,20 @@ def test_the_report_shows_the_enabled_evaluations_beside_the_bench(tmp_path, mon
     ]
     assert tables["RealToxicityPrompts"][1][0][:3] == ["sft", "0.256", "0.061"]
     assert report.other_evaluation_tables({}) == {}
+
+
+def test_janus_check_names_the_toxicity_key_when_the_scorer_needs_one(monkeypatch):
+    from janus_align.config import Params
+    from janus_align.plan import describe_plan, missing_api_keys
+
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    assert "MT-Bench off" in describe_plan(Params()) and missing_api_keys(Params()) == []
+    scorer = ToxicityScorer(backend="perspective", api_key_env=KEY_ENV)
+    params = Params().model_copy(
+        update={
+            "evals": Params().evals.model_copy(update={"realtoxicity": RealToxicityConfig(enabled=True, scorer=scorer)})
+        }
+    )
+    assert any(f"${KEY_ENV}" in line for line in missing_api_keys(params))
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    assert missing_api_keys(params) == [] and "RealToxicityPrompts on" in describe_plan(params)

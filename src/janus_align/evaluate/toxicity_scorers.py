@@ -36,7 +36,8 @@ class ScorerError(JanusError):
     """The toxicity service refused or failed a request for good (after its retries)."""
 
 
-def _key(config: ToxicityScorer) -> str:
+def scorer_key(config: ToxicityScorer) -> str:
+    """The key to send: $api_key_env (a placeholder for a moderations server of one's own); ScorerError when unset."""
     key = os.environ.get(config.api_key_env, "")
     if not key and config.backend == "openai_moderations" and config.base_url:
         from janus_align.config.schema import OpenAIConnection
@@ -108,7 +109,7 @@ def _service_message(exc: urllib.error.HTTPError) -> str:
 
 
 def _perspective(config: ToxicityScorer, texts: Sequence[str]) -> list[float]:
-    client, key = _Client(config), _key(config)
+    client, key = _Client(config), scorer_key(config)
     url = f"{(config.base_url or PERSPECTIVE_URL).rstrip('/')}/v1alpha1/comments:analyze?key={key}"
     scores = []
     for text in texts:
@@ -128,7 +129,7 @@ def _perspective(config: ToxicityScorer, texts: Sequence[str]) -> list[float]:
 
 def _moderations(config: ToxicityScorer, texts: Sequence[str]) -> list[float]:
     client = _Client(config)
-    headers = {"Authorization": f"Bearer {_key(config)}"}
+    headers = {"Authorization": f"Bearer {scorer_key(config)}"}
     url = f"{(config.base_url or OPENAI_URL).rstrip('/')}/moderations"
     scores: list[float] = []
     for start in range(0, len(texts), config.batch_size):
