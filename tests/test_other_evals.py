@@ -20,7 +20,7 @@ import pytest
 
 from conftest import REPO, run_janus
 from janus_align import cli
-from janus_align.config import OpenAISettings
+from janus_align.config import OpenAISettings, Sampling
 from janus_align.config.schema import MTBenchConfig, RealToxicityConfig, ToxicityScorer
 from janus_align.errors import JanusError
 from janus_align.evaluate import mt_bench
@@ -445,3 +445,35 @@ def test_janus_check_names_the_toxicity_key_when_the_scorer_needs_one(monkeypatc
     assert any(f"${KEY_ENV}" in line for line in missing_api_keys(params))
     monkeypatch.setenv(KEY_ENV, SECRET)
     assert missing_api_keys(params) == [] and "RealToxicityPrompts on" in describe_plan(params)
+
+
+@pytest.mark.slow
+def test_a_local_judge_under_constrained_decoding_always_gives_a_readable_rating(ci_base_project, tmp_path):
+    """The default setup: judge.llm a local checkpoint, the verdict JSON {explanation, rating}."""
+    from janus_align.config import TransformersSettings
+
+    checkpoint = str(ci_base_project / "artifacts" / "models" / "base")
+    settings = TransformersSettings(model=checkpoint, batch_size=8)
+    questions = load_mt_bench(MT_SAMPLE)[:2]
+    config = MTBenchConfig(
+        enabled=True,
+        sampling=Sampling(max_new_tokens=6, temperature=0.7, top_p=1.0),
+        judge_sampling=Sampling(max_new_tokens=40, temperature=0.0, top_p=1.0),
+    )
+    engine = open_engine(settings, cache_path=tmp_path / "llm.sqlite")
+    try:
+        answers, errors = mt_bench.answer_questions(engine, questions, config, seed=3)
+        rows = mt_bench.judge_answers(
+            engine,
+            questions,
+            answers,
+            errors,
+            mt_bench.references_for(questions, config),
+            mt_bench.OUR_PROMPTS,
+            config,
+            3,
+        )
+    finally:
+        engine.close()
+    assert errors == [None, None] and len(rows) == 4
+    assert all(row.score in {float(n) for n in range(1, 11)} and "Rating: [[" in row.judgment for row in rows)
