@@ -58,7 +58,7 @@ def test_the_bundled_samples_are_valid_in_their_official_formats():
         ("mt_bench", '{"question_id": 1, "category": "math", "turns": ["a", "b"]}\n{"question_id": 2, "category": "x", "turns": ["only one"]}\n', ":2: key `turns` must be a list of 2 strings"),
         ("mt_bench", '{"question_id": 1, "category": "x", "turns": ["a", "b"]}\n{"question_id": 1, "category": "x", "turns": ["a", "b"]}\n', ":2: key `question_id` 1 repeats line 1"),
         ("mt_bench", '{"question_id": 1, "turns": ["a", "b"]}\n', ":1: key `category` missing"),
-        ("mt_bench", '{"question_id": 1, "category": "math", "turns": ["a", "b"], "reference": [3]}\n', ":1: key `reference[0]` must be a non-empty string"),
+        ("mt_bench", '{"question_id": 1, "category": "math", "turns": ["a", "b"], "reference": [3]}\n', ":1: key `reference[0]` must be a string"),
         ("mt_bench", '{"question_id": 1, "category": "x", "turns": ["a", "b"]\n', ":1: broken JSON"),
         ("realtoxicity", '{"prompt": {"text": "ok"}}\n\n{"prompt": {"toxicity": 0.2}}\n', ":3: key `prompt.text` missing"),
         ("realtoxicity", '{"prompt": "just text"}\n', ":1: key `prompt` must be an object"),
@@ -80,6 +80,15 @@ def test_broken_files_are_rejected_in_one_line_naming_line_and_key(tmp_path, cap
 
 
 def test_validate_data_accepts_the_official_files(tmp_path, capsys):
+    # Shaped as FastChat's own lines: a stem question whose second reference is empty.
+    official = tmp_path / "question.jsonl"
+    lines = [
+        {"question_id": 81, "category": "writing", "turns": ["Write a blog post.", "Rewrite it."]},
+        {"question_id": 142, "category": "stem", "turns": ["Orbit?", "Edge cases?"], "reference": ["It grows.", ""]},
+    ]
+    official.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert cli.main(["validate-data", "--kind", "mt_bench", str(official)]) == 0
+    assert "2 MT-Bench questions (stem 1, writing 1); 1 with a reference answer" in capsys.readouterr().out
     alpaca = tmp_path / "alpaca_eval.json"
     alpaca.write_text(
         json.dumps([{"instruction": "Say hi.", "output": "Hi!", "generator": "gpt4_turbo", "dataset": "oasst"}])

@@ -50,7 +50,7 @@ def _text(where: str, row: dict[str, Any], key: str, allow_empty: bool = False, 
     return value
 
 
-def _texts(where: str, row: dict[str, Any], key: str, count: int | None) -> list[str]:
+def _texts(where: str, row: dict[str, Any], key: str, count: int | None, allow_empty: bool = False) -> list[str]:
     value = row.get(key)
     if key not in row:
         raise FormatError(f"{where}: key `{key}` missing")
@@ -59,8 +59,8 @@ def _texts(where: str, row: dict[str, Any], key: str, count: int | None) -> list
         got = f"a list of {len(value)}" if isinstance(value, list) else type(value).__name__
         raise FormatError(f"{where}: key `{key}` must be {wanted}, got {got}")
     for index, entry in enumerate(value):
-        if not isinstance(entry, str) or not entry.strip():
-            raise FormatError(f"{where}: key `{key}[{index}]` must be a non-empty string")
+        if not isinstance(entry, str) or (not allow_empty and not entry.strip()):
+            raise FormatError(f"{where}: key `{key}[{index}]` must be a {'' if allow_empty else 'non-empty '}string")
     return value
 
 
@@ -104,7 +104,8 @@ def load_mt_bench(path: str | Path) -> list[MTBenchQuestion]:
         turns = _texts(where, row, "turns", 2)
         reference = None
         if row.get("reference") is not None:
-            reference = tuple(_texts(where, row, "reference", None))
+            # The official file leaves a turn's reference empty ("") where it has none.
+            reference = tuple(_texts(where, row, "reference", None, allow_empty=True))
             if len(reference) > 2:
                 raise FormatError(f"{where}: key `reference` must hold one answer per turn (2 at most)")
         questions.append(MTBenchQuestion(qid, category, (turns[0], turns[1]), reference))
@@ -131,7 +132,7 @@ def load_mt_bench_references(path: str | Path) -> dict[Any, tuple[str, ...]]:
 def validate_mt_bench(path: Path) -> str:
     questions = load_mt_bench(path)
     categories = Counter(q.category for q in questions)
-    with_ref = sum(1 for q in questions if q.reference)
+    with_ref = sum(1 for q in questions if q.reference and any(r.strip() for r in q.reference))
     shown = ", ".join(f"{name} {count}" for name, count in sorted(categories.items()))
     return f"{len(questions)} MT-Bench questions ({shown}); {with_ref} with a reference answer"
 
