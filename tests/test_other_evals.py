@@ -182,6 +182,12 @@ def _engine(server: LoopbackServer, tmp_path: Path, name: str):
     return open_engine(config, cache_path=tmp_path / f"{name}.sqlite")
 
 
+def _judge_all(engine, questions, answers, errors, config, seed):
+    """Every turn judged with our prompts and the questions' own references."""
+    references = mt_bench.references_for(questions, config)
+    return mt_bench.judge_answers(engine, questions, answers, errors, references, mt_bench.OUR_PROMPTS, config, seed)
+
+
 def test_both_turns_are_answered_in_context_and_judged_per_turn_and_category(tmp_path):
     questions = load_mt_bench(MT_SAMPLE)[:4]
     config = MTBenchConfig(enabled=True, constrained=False, max_reasks=1)
@@ -198,16 +204,7 @@ def test_both_turns_are_answered_in_context_and_judged_per_turn_and_category(tmp
     answers[1][0] = "UNREADABLE"
     with LoopbackServer(answer=_judge) as server:
         judge = _engine(server, tmp_path, "judge")
-        rows = mt_bench.judge_answers(
-            judge,
-            questions,
-            answers,
-            errors,
-            mt_bench.references_for(questions, config),
-            mt_bench.OUR_PROMPTS,
-            config,
-            1,
-        )
+        rows = _judge_all(judge, questions, answers, errors, config, 1)
         judge.close()
     by_turn = {(r.question_id, r.turn): r for r in rows}
     unreadable = by_turn[(questions[1].question_id, 1)]
@@ -472,16 +469,7 @@ def test_a_local_judge_under_constrained_decoding_always_gives_a_readable_rating
     engine = open_engine(settings, cache_path=tmp_path / "llm.sqlite")
     try:
         answers, errors = mt_bench.answer_questions(engine, questions, config, seed=3)
-        rows = mt_bench.judge_answers(
-            engine,
-            questions,
-            answers,
-            errors,
-            mt_bench.references_for(questions, config),
-            mt_bench.OUR_PROMPTS,
-            config,
-            3,
-        )
+        rows = _judge_all(engine, questions, answers, errors, config, 3)
     finally:
         engine.close()
     assert errors == [None, None] and len(rows) == 4
