@@ -86,6 +86,34 @@ ALPACA_EVAL_DIR = EVAL / "alpaca_eval"
 ALPACA_EVAL_METRICS_DIR = METRICS / "alpaca_eval"
 ARENA_HARD_DIR = EVAL / "arena_hard"
 ARENA_HARD_METRICS_DIR = METRICS / "arena_hard"
+# The other evaluations (mt_bench, realtoxicity), per candidate model
+MT_BENCH_DATA = DATA / "mt_bench"
+MT_BENCH_QUESTIONS = MT_BENCH_DATA / "question.jsonl"
+REALTOXICITY_DATA = DATA / "realtoxicity"
+REALTOXICITY_PROMPTS = REALTOXICITY_DATA / "prompts.jsonl"
+MT_BENCH_DIR = EVAL / "mt_bench"
+REALTOXICITY_DIR = EVAL / "realtoxicity"
+MT_BENCH_METRICS_DIR = METRICS / "mt_bench"
+REALTOXICITY_METRICS_DIR = METRICS / "realtoxicity"
+
+
+def mt_bench_dir(model: str) -> Path:
+    """One candidate's MT-Bench answers.jsonl (FastChat's model_answer format) and judgments.jsonl."""
+    return MT_BENCH_DIR / model
+
+
+def realtoxicity_file(model: str) -> Path:
+    """One candidate's continuations with their toxicity and perplexity (one row per prompt)."""
+    return REALTOXICITY_DIR / f"{model}.jsonl"
+
+
+def mt_bench_metrics(model: str) -> Path:
+    return MT_BENCH_METRICS_DIR / f"{model}.json"
+
+
+def realtoxicity_metrics(model: str) -> Path:
+    return REALTOXICITY_METRICS_DIR / f"{model}.json"
+
 
 # The registry (register)
 REGISTER_METRICS = METRICS / "register.json"

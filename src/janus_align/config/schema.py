@@ -385,14 +385,6 @@ class ArenaHardConfig(Section):
     style_control: bool = True
 
 
-class EvalsConfig(Section):
-    """The pairwise evaluations (evaluate/pairwise_judge.py): Fig. 3, AlpacaEval 2.0, Arena-Hard-Auto."""
-
-    pairwise: PairwiseConfig = PairwiseConfig()
-    alpaca_eval: AlpacaEvalConfig = AlpacaEvalConfig()
-    arena_hard: ArenaHardConfig = ArenaHardConfig()
-
-
 class MlflowConfig(Section):
     tracking_uri: str = "sqlite:///mlflow.db"
     artifact_location: str = "./mlruns"
@@ -402,6 +394,77 @@ class MlflowConfig(Section):
     # Each training run logs its model (what the registry registers). Off at paper scale, where a
     # copy is 14 GB: `register` then logs only the winner.
     log_trained_models: bool = True
+
+
+# --- Other evaluations (issue 16): MT-Bench and RealToxicityPrompts (README "Other evaluations").
+# Both are off on the default profile (the default run must stay within 20 minutes): one param away,
+# `dvc exp run -S evals.mt_bench.enabled=true`.
+
+
+class MTBenchConfig(Section):
+    """MT-Bench (FastChat llm_judge): both turns answered, each judged 1-10 by `judge.llm`."""
+
+    enabled: bool = False
+    questions: str | None = None  # a question.jsonl; None: data/mt_bench/question.jsonl (our sample)
+    reference_answers: str | None = None  # FastChat's reference_answer/<judge>.jsonl; else each question's `reference`
+    judge_prompts: str | None = None  # FastChat's judge_prompts.jsonl (its wording); None: ours, same protocol
+    max_questions: int | None = Field(None, ge=1)
+    system: str | None = None  # the candidate's system message (None: none)
+    sampling: Sampling = Sampling(max_new_tokens=96, temperature=0.7, top_p=1.0, repetition_penalty=1.0)
+    # FastChat's per-category temperatures (deterministic where an answer is right or wrong).
+    category_temperature: dict[str, float] = {
+        "writing": 0.7,
+        "roleplay": 0.7,
+        "extraction": 0.0,
+        "math": 0.0,
+        "coding": 0.0,
+        "reasoning": 0.0,
+        "stem": 0.1,
+        "humanities": 0.1,
+    }
+    judge_sampling: Sampling = Sampling(max_new_tokens=128, temperature=0.0, top_p=1.0, repetition_penalty=1.0)
+    max_reasks: int = Field(2, ge=0, le=20)
+    # JSON {explanation, rating} under constrained decoding (small local judges), read as `Rating: [[n]]`.
+    constrained: bool = True
+
+
+class ToxicityScorer(Section):
+    """Who scores toxicity: Google's Perspective API, any OpenAI-compatible /v1/moderations, or nobody."""
+
+    backend: Literal["none", "perspective", "openai_moderations"] = "none"
+    base_url: str | None = None  # None: the service's public address
+    api_key_env: str = "PERSPECTIVE_API_KEY"  # the key is read from this variable, never stored or logged
+    model: str = "omni-moderation-latest"  # openai_moderations only
+    category: str | None = None  # openai_moderations: the category score used as toxicity; None: the highest
+    requests_per_s: float = Field(1.0, gt=0)  # Perspective's default quota is 1 QPS
+    batch_size: int = Field(32, ge=1, le=1024)  # texts per moderations request
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(5, ge=0, le=50)
+
+
+class RealToxicityConfig(Section):
+    """RealToxicityPrompts in Quark's setup: `samples_per_prompt` continuations of up to 20 tokens, nucleus 0.9."""
+
+    enabled: bool = False
+    prompts: str | None = None  # a prompts.jsonl; None: data/realtoxicity/prompts.jsonl (our sample)
+    max_prompts: int | None = Field(None, ge=1)
+    samples_per_prompt: int = Field(25, ge=1, le=1000)
+    sampling: Sampling = Sampling(max_new_tokens=20, temperature=1.0, top_p=0.9, repetition_penalty=1.0)
+    batch_size: int = Field(25, ge=1, le=1024)  # continuations decoded together
+    toxic_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    scorer: ToxicityScorer = ToxicityScorer()
+    perplexity_model: str = "base"  # fluency: a pipeline model's name or a checkpoint dir (the paper: a larger LM)
+
+
+class EvalsConfig(Section):
+    """The paper's other evaluations: the pairwise ones (evaluate/pairwise_judge.py: Fig. 3,
+    AlpacaEval 2.0, Arena-Hard-Auto), MT-Bench and RealToxicityPrompts."""
+
+    pairwise: PairwiseConfig = PairwiseConfig()
+    alpaca_eval: AlpacaEvalConfig = AlpacaEvalConfig()
+    arena_hard: ArenaHardConfig = ArenaHardConfig()
+    mt_bench: MTBenchConfig = MTBenchConfig()
+    realtoxicity: RealToxicityConfig = RealToxicityConfig()
 
 
 class Params(Section):

@@ -238,6 +238,70 @@ def _tables(board: Mapping[str, Any]) -> dict[str, tuple[list[str], list[list[st
         ],
     )
     tables.update(pairwise_report.tables())  # the pairwise evaluations' section, from their metrics files
+    tables.update(other_evaluation_tables(board.get("evals", {})))
+    return tables
+
+
+# ---------------------------------------------------------------------------------------------
+# The other evaluations (stages mt_bench, realtoxicity): one table each, from their metrics files
+
+
+def other_evaluations(names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """{"mt_bench": {model: metrics}, "realtoxicity": {...}} for the candidates that ran them enabled."""
+    found: dict[str, dict[str, Any]] = {}
+    for kind, where in (("mt_bench", paths.mt_bench_metrics), ("realtoxicity", paths.realtoxicity_metrics)):
+        for name in names:
+            path = where(name)
+            if path.is_file():
+                metrics = json.loads(path.read_text(encoding="utf-8"))
+                if metrics.get("enabled"):
+                    found.setdefault(kind, {})[name] = metrics
+    return found
+
+
+def other_evaluation_tables(evals: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[list[str], list[list[str]]]]:
+    """MT-Bench (1-10; the paper's Table 3 column) and RealToxicityPrompts (Table 4's columns)."""
+    tables: dict[str, tuple[list[str], list[list[str]]]] = {}
+    mt = evals.get("mt_bench", {})
+    if mt:
+        categories = sorted({c for m in mt.values() for c in m["per_category"]})
+        judges = ", ".join(sorted({m["judge_model"] for m in mt.values()}))
+        tables[f"MT-Bench (1-10, judge {judges})"] = (
+            ["model", "score", "CI", "turn 1", "turn 2", "unscored turns", *categories],
+            [
+                [name, _fmt(m["score"]), f"[{_fmt(m.get('ci_low'))}, {_fmt(m.get('ci_high'))}]"]
+                + [_fmt(m["turn_1"]), _fmt(m["turn_2"]), f"{m['unscored']}/{m['judgments']}"]
+                + [_fmt(m["per_category"].get(c)) for c in categories]
+                for name, m in mt.items()
+            ],
+        )
+    rtp = evals.get("realtoxicity", {})
+    if rtp:
+        tables["RealToxicityPrompts"] = (
+            [
+                "model",
+                "avg max toxicity",
+                "toxicity prob.",
+                "perplexity",
+                "dist-2",
+                "dist-3",
+                "prompts x samples",
+                "scorer",
+            ],
+            [
+                [
+                    name,
+                    _fmt(m["avg_max_toxicity"], 3),
+                    _fmt(m["toxicity_probability"], 3),
+                    _fmt(m["perplexity"]),
+                    _fmt(m["dist_2"]),
+                    _fmt(m["dist_3"]),
+                    f"{m['prompts']} x {m['samples_per_prompt']}",
+                    str(m["scorer"]),
+                ]
+                for name, m in rtp.items()
+            ],
+        )
     return tables
 
 
@@ -336,6 +400,7 @@ def run(params: Params) -> dict[str, Any]:
     names = params.generate.candidates + params.generate.external
     results = [load_model_result(name, items) for name in names]
     board = leaderboard(results, params)
+    board["evals"] = other_evaluations(names)
     write_json(paths.LEADERBOARD, board)
     write_json(paths.SCORES_METRICS, headline_metrics.scores(board))
     write_plot_csvs(board)
