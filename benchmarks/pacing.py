@@ -84,7 +84,9 @@ def main() -> None:
         f"simulated API: {args.rpm:g} RPM (bucket of a minute, refilled continuously), latency median "
         f"{args.latency} s sigma 0.5; {args.requests} requests, max_concurrency {args.concurrency}, max_retries 8"
     )
-    print(f"{'pacing':<8}{'wall s':>9}{'ok':>7}{'failed':>8}{'HTTP':>7}{'429s':>7}{'req/s':>8}{'allowed/s':>11}{'share':>8}")
+    print(
+        f"{'pacing':<8}{'wall s':>9}{'ok':>7}{'failed':>8}{'HTTP':>7}{'429s':>7}{'req/s':>8}{'allowed/s':>11}{'share':>8}"
+    )
     for row in rows:
         allowed = (args.rpm + args.rpm / 60 * row["wall_s"]) / row["wall_s"]
         print(
