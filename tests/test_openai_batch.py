@@ -7,6 +7,7 @@ its store lets a test see exactly which custom ids each batch held.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ import pytest
 
 from janus_align.config import OpenAIBatchSettings, OpenAISettings, Prices, Sampling
 from janus_align.config.schema import billed_prices, parse_llm_settings
-from janus_align.llm import ChatRequest, open_engine, openai_batch
+from janus_align.llm import ChatRequest, ChatResult, open_engine, openai_batch
 from janus_align.llm.openai_backend import OpenAIBackend, chat_body
 from janus_align.llm.openai_batch import (
     BatchLedger,
@@ -30,6 +31,8 @@ from janus_align.llm.openai_batch import (
     read_jsonl,
     split_lines,
 )
+from janus_align.llm.progress import RequestProgress
+from janus_align.plan import _llm
 from janus_align.simulated_api import SimulatedAPI
 
 KEY_ENV = "JANUS_TEST_OPENAI_KEY"
@@ -79,13 +82,13 @@ def test_a_batch_line_carries_exactly_the_sync_body():
 
 def test_split_respects_request_and_byte_limits_in_order():
     lines = [(f"id{i}", b"x" * 10 + b"\n") for i in range(7)]  # 11 bytes each
-    by_count = split_lines(lines, max_requests=3, max_bytes=10_000)
+    by_count = list(split_lines(lines, max_requests=3, max_bytes=10_000))
     assert [len(f) for f in by_count] == [3, 3, 1]
-    by_bytes = split_lines(lines, max_requests=100, max_bytes=25)  # two lines fit in 25 bytes
+    by_bytes = list(split_lines(lines, max_requests=100, max_bytes=25))  # two lines fit in 25 bytes
     assert [len(f) for f in by_bytes] == [2, 2, 2, 1]
     assert [cid for f in by_bytes for cid, _ in f] == [cid for cid, _ in lines]
     with pytest.raises(ValueError, match="id0 is 11 bytes, over the batch file limit of 5"):
-        split_lines(lines, max_bytes=5)
+        list(split_lines(lines, max_bytes=5))
 
 
 def test_result_lines_are_read_by_custom_id_and_failures_classified():
@@ -109,7 +112,7 @@ def test_the_ledger_lists_uncollected_files_by_member_and_model(tmp_path):
     ledger.record_file("f2", "m1", 1, ["c"])  # its batch was never created
     ledger.record_file("f3", "m2", 1, ["a"])
     assert [(f.input_file_id, f.batch_id) for f in ledger.open_files(["a", "c"], "m1")] == [("f1", "b1"), ("f2", None)]
-    ledger.mark_collected("f1", "completed", {"input_tokens": 1})
+    ledger.mark_ended("f1", "completed", {"input_tokens": 1}, collected=True)
     ledger.forget("f2")
     assert ledger.open_files(["a", "b", "c"], "m1") == []
     ledger.close()
@@ -119,6 +122,7 @@ def test_the_ledger_lists_uncollected_files_by_member_and_model(tmp_path):
 def test_settings_and_the_batch_price():
     config = parse_llm_settings({"backend": "openai_batch", "model": MODEL, "prices": {"input_per_mtok": 10.0}})
     assert isinstance(config, OpenAIBatchSettings) and config.poll_interval_s == 30.0
+    assert _llm(config) == f"openai_batch:{MODEL} at api.openai.com (poll 30s)"  # what `janus check` prints
     assert billed_prices(config).cost_usd(1_000_000, 0) == pytest.approx(5.0)
     sync = parse_llm_settings({"backend": "openai", "model": MODEL, "prices": {"input_per_mtok": 10.0}})
     assert billed_prices(sync).cost_usd(1_000_000, 0) == pytest.approx(10.0)
@@ -162,43 +166,52 @@ def test_end_to_end_answers_are_joined_by_custom_id_and_billed_at_the_batch_pric
     assert usage.prompt_tokens == batch.usage["input_tokens"]
 
 
-def test_a_small_file_limit_gives_several_batches(api, tmp_path, monkeypatch):
+def test_a_small_file_limit_gives_several_batches_and_progress_counts_them(api, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(openai_batch, "MAX_REQUESTS_PER_FILE", 7)
     engine = open_engine(settings(api), cache_path=tmp_path / "llm.sqlite")
     try:
-        results = engine.complete(questions(20))
+        results = engine.complete(questions(20), desc="answers")
     finally:
         engine.close()
     assert all(r.ok for r in results)
     assert [len(ids) for ids in batch_ids(api)] == [7, 7, 6]
+    log = capsys.readouterr().err  # not a terminal: plain lines
+    assert f"{MODEL} batches: 3/3 batch (100%)" in log and "every batch ended" in log
+    assert "answers: 20/20 req (100%)" in log
 
 
-def test_only_failed_requests_are_resubmitted(tmp_path):
-    with SimulatedAPI(batch_complete_after_s=0.4, latency_median_s=0.0, batch_failure_fraction=0.3, seed=2) as api:
-        engine = open_engine(settings(api, max_rounds=6), cache_path=tmp_path / "llm.sqlite")
-        try:
-            results = engine.complete(questions(60))
-        finally:
-            engine.close()
-        batches = list(api._sim.store.batches.values())
-    assert len(batches) >= 2 and all(r.ok for r in results)
-    for before, after in zip(batches, batches[1:]):
-        failed = {line.custom_id for line in before.lines if line.fails}
-        assert {line.custom_id for line in after.lines} == failed
+def test_batch_progress_shows_the_server_counts_beside_the_batches():
+    stream = io.StringIO()
+    progress = RequestProgress(0, "m batches", stream=stream, unit="batch")
+    progress.extend(2, "0/10 requests done in 2 open batch(es)")
+    progress.advance(ChatResult("", completion_tokens=7))
+    progress.extend(0, "4/5 requests done in 1 open batch(es)")
+    progress.close()
+    assert stream.getvalue().strip().startswith("m batches: 1/2 batch (50%), 7 tok")
+    assert stream.getvalue().strip().endswith("; 4/5 requests done in 1 open batch(es)")
 
 
-def test_after_expiry_only_the_unfinished_are_resubmitted(tmp_path):
-    with SimulatedAPI(batch_complete_after_s=0.4, latency_median_s=0.0, batch_expire_fraction=0.25, seed=3) as api:
+@pytest.mark.parametrize(
+    ("fault", "first_status", "resent"),
+    [
+        # Error-file lines (status 500): only they go into the next batch.
+        ({"batch_failure_fraction": 0.3}, "completed", lambda line: line.fails),
+        # Expiry: the output holds what finished; only the unfinished go into the next batch.
+        ({"batch_expire_fraction": 0.25}, "expired", lambda line: line.finishes_at is None),
+    ],
+    ids=["failed", "expired"],
+)
+def test_only_failed_or_unfinished_requests_are_resubmitted(tmp_path, fault, first_status, resent):
+    with SimulatedAPI(batch_complete_after_s=0.4, latency_median_s=0.0, seed=2, **fault) as api:
         engine = open_engine(settings(api, max_rounds=8), cache_path=tmp_path / "llm.sqlite")
         try:
-            results = engine.complete(questions(40))
+            results = engine.complete(questions(50))
         finally:
             engine.close()
         batches = list(api._sim.store.batches.values())
-    assert batches[0].status == "expired" and len(batches) >= 2 and all(r.ok for r in results)
+    assert batches[0].status == first_status and len(batches) >= 2 and all(r.ok for r in results)
     for before, after in zip(batches, batches[1:]):
-        unfinished = {line.custom_id for line in before.lines if line.finishes_at is None}
-        assert {line.custom_id for line in after.lines} == unfinished
+        assert {line.custom_id for line in after.lines} == {line.custom_id for line in before.lines if resent(line)}
 
 
 def test_failures_past_max_rounds_come_back_as_errors_and_are_not_cached(tmp_path):
@@ -236,24 +249,38 @@ def test_answers_cached_by_a_batch_run_are_served_to_a_sync_run(api, tmp_path):
 def test_admit_refuses_requests_before_they_go_into_a_batch_file(api, tmp_path):
     backend = open_engine(settings(api), cache_path=tmp_path / "llm.sqlite").backend
     got: dict[int, object] = {}
-    backend.generate(questions(6), lambda i, r: got.__setitem__(i, r), admit=lambda i: i < 4)
-    assert sorted(got) == list(range(6))
-    assert [got[i].ok for i in range(6)] == [True] * 4 + [False] * 2  # type: ignore[attr-defined]
+    asked: list[int] = []
+
+    def admit(i: int) -> bool:
+        asked.append(i)
+        return i < 4
+
+    backend.generate(questions(6), lambda i, r: got.__setitem__(i, r), admit=admit)
+    # Refused requests get no result, and nothing after the first refusal is asked or sent.
+    assert sorted(got) == [0, 1, 2, 3] and asked == [0, 1, 2, 3, 4]
     assert api.stats()["batch_requests"] == 4
+
+
+def submit_as_a_killed_run_did(engine, requests: list[ChatRequest], record_batch: bool) -> None:
+    """Upload and create a batch of `requests` as the backend does, the ledger recording the file,
+    and the batch id when `record_batch` (else: killed between the create and its record)."""
+    backend = engine.backend
+    ids = [r.cache_key(engine.model_id) for r in requests]
+    client = backend._client()
+    data = b"".join(batch_line(cid, chat_body(r, MODEL)) for cid, r in zip(ids, requests))
+    uploaded = client.files.create(file=("x.jsonl", data), purpose="batch")
+    backend.ledger.record_file(uploaded.id, engine.model_id, 1, ids)
+    batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+    if record_batch:
+        backend.ledger.record_batch(uploaded.id, batch.id)
 
 
 def test_a_file_uploaded_but_not_recorded_as_a_batch_is_found_by_listing(api, tmp_path):
     """Killed between `POST /v1/batches` and recording its id: the next run finds the batch by
     its input file instead of submitting the requests again."""
-    config = settings(api)
     requests = questions(5)
-    engine = open_engine(config, cache_path=tmp_path / "llm.sqlite")
-    ids = [r.cache_key(engine.model_id) for r in requests]
-    client = engine.backend._client()  # type: ignore[attr-defined]
-    data = b"".join(batch_line(cid, chat_body(r, MODEL)) for cid, r in zip(ids, requests))
-    uploaded = client.files.create(file=("x.jsonl", data), purpose="batch")
-    engine.backend.ledger.record_file(uploaded.id, engine.model_id, 1, ids)  # type: ignore[attr-defined]
-    client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+    engine = open_engine(settings(api), cache_path=tmp_path / "llm.sqlite")
+    submit_as_a_killed_run_did(engine, requests, record_batch=False)
     try:
         results = engine.complete(requests)
     finally:
@@ -317,3 +344,93 @@ def _recorded(cache: Path, batches: int) -> bool:
     except sqlite3.OperationalError:
         return False
     return count >= batches
+
+
+def test_the_spending_cap_stops_before_the_batch_file_takes_the_request_that_crosses_it(api, tmp_path):
+    """The cap counts each request's worst case at the batch price: 5 of 10 fit under it; the
+    rest go out only once it is raised, and the 5 already answered are not sent again."""
+    from janus_align.llm.engine import SpendingCapReached
+
+    requests = questions(10)
+    worst = billed_prices(settings(api)).cost_usd(requests[0].estimated_prompt_tokens(), GREEDY.max_new_tokens)
+    engine = open_engine(settings(api, max_cost_usd=5.5 * worst), cache_path=tmp_path / "llm.sqlite", payer="teacher")
+    try:
+        with pytest.raises(SpendingCapReached, match="teacher.max_cost_usd"):
+            engine.complete(requests)
+    finally:
+        engine.close()
+    assert api.stats()["batch_requests"] == 5
+    engine = open_engine(settings(api, max_cost_usd=None), cache_path=tmp_path / "llm.sqlite", payer="teacher")
+    try:
+        assert all(r.ok for r in engine.complete(requests))
+        assert engine.usage.cached == 5
+    finally:
+        engine.close()
+    assert api.stats()["batch_requests"] == 10
+
+
+def test_a_batch_the_server_no_longer_knows_is_resubmitted_not_waited_for(api, tmp_path):
+    """The ledger names a batch of another server or account (here: the simulator was reset)."""
+    config = settings(api)
+    engine = open_engine(config, cache_path=tmp_path / "llm.sqlite")
+    ids = [r.cache_key(engine.model_id) for r in questions(4)]
+    engine.backend.ledger.record_file("file-gone", engine.model_id, 1, ids)  # type: ignore[attr-defined]
+    engine.backend.ledger.record_batch("file-gone", "batch-gone")  # type: ignore[attr-defined]
+    try:
+        assert all(r.ok for r in engine.complete(questions(4)))
+    finally:
+        engine.close()
+    assert api.stats()["batch_requests"] == 4
+
+
+def test_an_ended_batch_keeps_the_answers_of_ids_not_yet_asked_for_the_run_that_asks(api, tmp_path):
+    """A killed run submitted 6 requests; its re-run asks only 3 of them at first (a stage's
+    first pass): the other 3 are taken from the same batch later, not submitted again."""
+    requests = questions(6)
+    engine = open_engine(settings(api), cache_path=tmp_path / "llm.sqlite")
+    submit_as_a_killed_run_did(engine, requests, record_batch=True)
+    try:
+        assert all(r.ok for r in engine.complete(requests[:3]))
+        assert all(r.ok for r in engine.complete(requests[3:]))
+    finally:
+        engine.close()
+    assert api.stats()["batches"] == 1 and api.stats()["batch_requests"] == 6
+
+
+def test_a_batch_refused_for_the_enqueued_token_limit_waits_for_the_queue_and_costs_no_round(
+    api, tmp_path, monkeypatch
+):
+    """OpenAI fails a batch at validation when the model's enqueued prompt tokens would pass the
+    organization's limit. The simulator has no such limit, so its answer for the second of two
+    batches is rewritten to that failure (a double of a fault we cannot cause on it): those
+    requests go out again once the first batch ended, and max_rounds 1 still answers all."""
+    from openai.types.batch import Errors
+    from openai.types.batch_error import BatchError
+
+    monkeypatch.setattr(openai_batch, "MAX_REQUESTS_PER_FILE", 5)
+    make_client = openai_batch.OpenAIBatchBackend._client
+
+    def client_with_a_full_queue(backend):
+        client = make_client(backend)
+        retrieve = client.batches.retrieve
+
+        def refused_second(batch_id, **options):
+            batch = retrieve(batch_id, **options)
+            if batch_id != list(api._sim.store.batches)[1]:
+                return batch
+            full = Errors(data=[BatchError(code="token_limit_exceeded", message="Enqueued token limit reached.")])
+            return batch.model_copy(update={"status": "failed", "errors": full, "output_file_id": None})
+
+        client.batches.retrieve = refused_second  # type: ignore[method-assign]
+        return client
+
+    monkeypatch.setattr(openai_batch.OpenAIBatchBackend, "_client", client_with_a_full_queue)
+    engine = open_engine(settings(api, max_rounds=1), cache_path=tmp_path / "llm.sqlite")
+    try:
+        results = engine.complete(questions(10))
+    finally:
+        engine.close()
+    assert all(r.ok for r in results)
+    first, second, again = api._sim.store.batches.values()
+    assert {line.custom_id for line in again.lines} == {line.custom_id for line in second.lines}
+    assert again.started >= first.started + api.settings.batch_complete_after_s  # after the queue drained

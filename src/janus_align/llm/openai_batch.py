@@ -14,7 +14,10 @@ of seconds. One `generate` call:
 4. polls every `poll_interval_s` until each batch ends (completed, failed, expired, cancelled),
    then reads its output and error files: each success goes to `on_result` (the engine commits
    it to the request cache), and only what failed retryably (429, 5xx, expired, never run) is
-   resubmitted, for at most `max_rounds` submissions in all.
+   resubmitted, for at most `max_rounds` submissions in all. A batch refused for the model's
+   enqueued-token limit (`token_limit_exceeded`) while others are queued is submitted again
+   once they have ended, at no cost of a round (so a large stage drains through a small tier's
+   queue instead of failing).
 
 The ledger is a small SQLite file beside the request cache (`<cache>.batches.sqlite`): which
 file ids and batch ids hold which custom ids, and whether their results were taken. A file id
@@ -33,7 +36,7 @@ import dataclasses
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -44,7 +47,7 @@ from janus_align.config.schema import OpenAIBatchSettings
 from janus_align.llm.api_keys import api_key
 from janus_align.llm.openai_backend import chat_body, openai_model_id, parse_completion
 from janus_align.llm.progress import RequestProgress
-from janus_align.llm.types import ChatRequest, ChatResult, ResultCallback
+from janus_align.llm.types import Admit, ChatRequest, ChatResult, ResultCallback
 
 # The Batch API's limits per input file (module constants so tests can split small batches).
 MAX_REQUESTS_PER_FILE = 50_000
@@ -53,6 +56,8 @@ ENDPOINT: Final = "/v1/chat/completions"
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 # Per-request statuses worth another submission (the SDK's own retry rule for sync calls).
 RETRYABLE_STATUS = frozenset({408, 409, 429})
+# A batch's error code when the model's enqueued prompt tokens would pass the organization's limit.
+TOKEN_LIMIT_EXCEEDED = "token_limit_exceeded"
 
 _SCHEMA = (
     """
@@ -140,11 +145,13 @@ class BatchLedger:
         self._db.execute("DELETE FROM batch_members WHERE input_file_id = ?", (input_file_id,))
         self._db.execute("DELETE FROM batch_files WHERE input_file_id = ?", (input_file_id,))
 
-    def mark_collected(self, input_file_id: str, status: str, usage: dict[str, Any] | None) -> None:
-        """The batch ended and its results went to the caller (successes into the request cache)."""
+    def mark_ended(self, input_file_id: str, status: str, usage: dict[str, Any] | None, collected: bool) -> None:
+        """The batch ended; `collected` once every one of its results went to a caller (successes
+        into the request cache). One that also holds ids no caller asked for yet stays open, so
+        the run that asks for them takes their answers from it instead of paying again."""
         self._db.execute(
-            "UPDATE batch_files SET collected = 1, status = ?, usage = ? WHERE input_file_id = ?",
-            (status, None if usage is None else json.dumps(usage), input_file_id),
+            "UPDATE batch_files SET collected = ?, status = ?, usage = ? WHERE input_file_id = ?",
+            (int(collected), status, None if usage is None else json.dumps(usage), input_file_id),
         )
 
     def open_files(self, custom_ids: Iterable[str], model_id: str) -> list[SubmittedFile]:
@@ -183,26 +190,25 @@ def batch_line(custom_id: str, body: dict[str, Any]) -> bytes:
 
 
 def split_lines(
-    lines: list[tuple[str, bytes]], max_requests: int | None = None, max_bytes: int | None = None
-) -> list[list[tuple[str, bytes]]]:
+    lines: Iterable[tuple[str, bytes]], max_requests: int | None = None, max_bytes: int | None = None
+) -> Iterator[list[tuple[str, bytes]]]:
     """`(custom_id, line)` pairs cut into files of at most `max_requests` lines and `max_bytes`
-    bytes (the module limits when None), in order. A line alone over the byte limit is an error."""
+    bytes (the module limits when None), in order, each file as soon as it is full (so a stage
+    holds one file's lines at a time). A line alone over the byte limit is an error."""
     max_requests = MAX_REQUESTS_PER_FILE if max_requests is None else max_requests
     max_bytes = MAX_BYTES_PER_FILE if max_bytes is None else max_bytes
-    files: list[list[tuple[str, bytes]]] = []
     current: list[tuple[str, bytes]] = []
     size = 0
     for custom_id, line in lines:
         if len(line) > max_bytes:
             raise ValueError(f"request {custom_id} is {len(line)} bytes, over the batch file limit of {max_bytes}")
         if current and (len(current) >= max_requests or size + len(line) > max_bytes):
-            files.append(current)
+            yield current
             current, size = [], 0
         current.append((custom_id, line))
         size += len(line)
     if current:
-        files.append(current)
-    return files
+        yield current
 
 
 def read_jsonl(text: str) -> dict[str, dict[str, Any]]:
@@ -246,9 +252,6 @@ def line_outcome(line: dict[str, Any], latency_s: float) -> LineOutcome:
     return LineOutcome(ChatResult("", latency_s=latency_s, error=text), retry=retry, rejected_json_schema=rejected)
 
 
-Admit = Callable[[int], bool]
-
-
 class OpenAIBatchBackend:
     """Chat completions through the Batch API; see the module docstring for the protocol."""
 
@@ -270,8 +273,8 @@ class OpenAIBatchBackend:
 
     def generate(self, requests: list[ChatRequest], on_result: ResultCallback, admit: Admit | None = None) -> None:
         """Answer `requests` (each distinct one submitted once), `on_result(i, result)` as each
-        batch ends. `admit(i)`, when given, is asked before request i goes into a batch file; a
-        request it refuses is answered with an error and never sent (the spending cap)."""
+        batch ends. `admit(i)`, when given, is asked before request i first goes into a batch
+        file (a resubmission is not asked again); from the first it refuses, nothing more is sent."""
         ids = [request.cache_key(self.model_id) for request in requests]
         where: dict[str, list[int]] = {}
         for i, cid in enumerate(ids):
@@ -279,16 +282,18 @@ class OpenAIBatchBackend:
         run = _Run(self, requests, where, on_result)
         with self._client() as client, run.progress():
             run.watch(self._adopt(client, set(where)))
-            fresh = []
+            to_send = []
             for cid, indices in where.items():
                 if cid in run.submissions:
                     continue
+                # The spending cap: a refused request is not sent and gets no result; nor does
+                # any after it (the Backend protocol), so the engine can say what was spent.
                 if admit is not None and not admit(indices[0]):
-                    run.deliver(cid, ChatResult("", error="not sent: the spending cap (max_cost_usd) was reached"))
-                    continue
-                fresh.append(cid)
-            to_send = fresh
-            while to_send or run.watched:
+                    break
+                to_send.append(cid)
+            while to_send or run.watched or run.deferred:
+                if not to_send and not run.watched:  # the queue has drained: now they fit
+                    to_send, run.deferred = run.deferred, []
                 if to_send:
                     run.watch(self._submit(client, to_send, run, requests, where))
                     to_send = []
@@ -322,11 +327,15 @@ class OpenAIBatchBackend:
         requests: list[ChatRequest],
         where: dict[str, list[int]],
     ) -> list[SubmittedFile]:
-        lines = []
-        for cid in custom_ids:
-            request = requests[where[cid][0]]
-            style = run.styles.get(cid, self._schema_style)
-            lines.append((cid, batch_line(cid, chat_body(request, self.model, style))))
+        lines = (
+            (
+                cid,
+                batch_line(
+                    cid, chat_body(requests[where[cid][0]], self.model, run.styles.get(cid, self._schema_style))
+                ),
+            )
+            for cid in custom_ids
+        )
         submitted = []
         for chunk in split_lines(lines):
             round_ = max(run.submissions.get(cid, 0) for cid, _ in chunk) + 1
@@ -367,6 +376,9 @@ class _Run:
         self.submissions: dict[str, int] = {}
         self.styles: dict[str, str] = {}
         self.delivered: set[str] = set()
+        # Ids of batches refused for the model's enqueued-token limit while others were queued:
+        # submitted again once those have ended (the refusal costs no round).
+        self.deferred: list[str] = []
         self.server_done: dict[str, int] = {}
         self._progress: RequestProgress | None = None
 
@@ -408,33 +420,50 @@ class _Run:
         resubmit: list[str] = []
         for fid, submitted in list(self.watched.items()):
             assert submitted.batch_id is not None
-            batch = client.batches.retrieve(submitted.batch_id)
-            counts = batch.request_counts
+            try:
+                batch = client.batches.retrieve(submitted.batch_id)
+            except openai.NotFoundError:
+                batch = None  # another account's, or deleted: nothing to wait for, all to resubmit
+            counts = batch.request_counts if batch is not None else None
             self.server_done[fid] = (counts.completed + counts.failed) if counts else 0
-            if batch.status not in TERMINAL:
+            if batch is not None and batch.status not in TERMINAL:
                 continue
             resubmit += self._collect(client, submitted, batch)
             del self.watched[fid]
             self.server_done.pop(fid, None)
-            usage = batch.usage.model_dump() if batch.usage is not None else None
-            self.backend.ledger.mark_collected(fid, batch.status, usage)
-            self._bar.advance(ChatResult("", completion_tokens=batch.usage.output_tokens if batch.usage else 0))
+            usage = batch.usage.model_dump() if batch is not None and batch.usage is not None else None
+            everyone = batch is None or submitted.custom_ids <= self.where.keys()
+            self.backend.ledger.mark_ended(fid, batch.status if batch else "not_found", usage, everyone)
+            self._bar.advance(ChatResult("", completion_tokens=usage["output_tokens"] if usage else 0))
         self._bar.extend(0, self._status())
         return resubmit
 
-    def _collect(self, client: openai.OpenAI, submitted: SubmittedFile, batch: Any) -> list[str]:
-        """Deliver a finished batch's results by custom_id; return the ids worth resubmitting."""
+    def _collect(self, client: openai.OpenAI, submitted: SubmittedFile, batch: Any | None) -> list[str]:
+        """Deliver an ended batch's results by custom_id (None: a batch the server does not
+        know); return the ids worth resubmitting."""
         lines: dict[str, dict[str, Any]] = {}
-        for file_id in (batch.error_file_id, batch.output_file_id):  # an output line wins over an error line
-            if file_id:
-                lines.update(read_jsonl(client.files.content(file_id).text))
-        latency = max(0.0, time.time() - float(batch.created_at))
-        why = f"batch {batch.id} ended {batch.status}"
-        if batch.errors is not None and batch.errors.data:
-            why += ": " + "; ".join(str(e.message) for e in batch.errors.data[:3])
+        if batch is None:
+            latency, why = 0.0, f"batch {submitted.batch_id} is unknown to the server"
+        else:
+            for file_id in (batch.error_file_id, batch.output_file_id):  # an output line wins over an error line
+                if file_id:
+                    with contextlib.suppress(openai.NotFoundError):  # deleted: its requests count as unfinished
+                        lines.update(read_jsonl(client.files.content(file_id).text))
+            latency = max(0.0, time.time() - float(batch.created_at))
+            why = f"batch {batch.id} ended {batch.status}"
+            if batch.errors is not None and batch.errors.data:
+                why += ": " + "; ".join(str(e.message) for e in batch.errors.data[:3])
         resubmit = []
+        codes = (
+            {e.code for e in batch.errors.data} if batch is not None and batch.errors and batch.errors.data else set()
+        )
+        queue_full = batch is not None and batch.status == "failed" and TOKEN_LIMIT_EXCEEDED in codes
         for cid in sorted(submitted.custom_ids & self.where.keys()):
             if cid in self.delivered:
+                continue
+            if queue_full and len(self.watched) > 1:
+                self.deferred.append(cid)
+                self.submissions[cid] -= 1
                 continue
             line = lines.get(cid)
             outcome = (
