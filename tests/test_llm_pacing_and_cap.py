@@ -300,3 +300,13 @@ def test_a_request_larger_than_a_seconds_tokens_waits_for_all_of_them():
     import asyncio
 
     assert 4.5 <= asyncio.run(_send_big(Pacer(tpm=3600), 3, 120)) < 6.5
+
+
+def test_a_run_held_back_by_max_concurrency_rather_than_the_limit_says_what_width_would_reach_it():
+    from janus_align.llm.openai_backend import concurrency_hint
+
+    hint = concurrency_hint(6000, [0.5] * 200, 32, 60.0)
+    assert hint is not None and "max_concurrency 32" in hint and "about 55 in flight" in hint
+    assert concurrency_hint(6000, [0.5] * 200, 64, 99.0) is None  # at the limit
+    assert concurrency_hint(6000, [0.5] * 200, 64, 60.0) is None  # wide enough: something else held it
+    assert concurrency_hint(None, [0.5] * 200, 32, 60.0) is None  # no limit announced
