@@ -363,6 +363,36 @@ class ReportConfig(Section):
     tie_margin: float = Field(0.0, ge=0.0)
 
 
+class PairwiseConfig(Section):
+    """Fig. 3: [candidate, opponent] pairs compared on the Multifaceted Bench, both orders judged."""
+
+    pairs: list[tuple[str, str]] = [("sft", "base")]
+    show_system: bool = True  # the judge reads the system message: it states what "good" means here
+
+
+class AlpacaEvalConfig(Section):
+    """AlpacaEval 2.0 on data/alpaca_eval/alpaca_eval.json: one stage per model (none by default)."""
+
+    models: list[str] = []
+    system: str | None = None  # the system message the models answer under (the paper's is unknown)
+
+
+class ArenaHardConfig(Section):
+    """Arena-Hard-Auto on data/arena_hard/: one stage per model (none by default), against `baseline`."""
+
+    models: list[str] = []
+    baseline: str = "janus-sample-baseline"  # data/arena_hard/model_answer/<baseline>.jsonl
+    style_control: bool = True
+
+
+class EvalsConfig(Section):
+    """The pairwise evaluations (evaluate/pairwise_judge.py): Fig. 3, AlpacaEval 2.0, Arena-Hard-Auto."""
+
+    pairwise: PairwiseConfig = PairwiseConfig()
+    alpaca_eval: AlpacaEvalConfig = AlpacaEvalConfig()
+    arena_hard: ArenaHardConfig = ArenaHardConfig()
+
+
 class MlflowConfig(Section):
     tracking_uri: str = "sqlite:///mlflow.db"
     artifact_location: str = "./mlruns"
@@ -388,4 +418,5 @@ class Params(Section):
     generate: GenerateConfig = GenerateConfig()
     judge: JudgeConfig = JudgeConfig()
     report: ReportConfig = ReportConfig()
+    evals: EvalsConfig = EvalsConfig()
     mlflow: MlflowConfig = MlflowConfig()

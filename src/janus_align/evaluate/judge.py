@@ -32,7 +32,7 @@ from janus_align.evaluate import scoring
 from janus_align.evaluate.judge_prompt import TEMPLATE_VERSION
 from janus_align.evaluate.judging import judge_candidates, open_judge
 from janus_align.evaluate.official_evaluation import official_evaluation
-from janus_align.evaluate.responses import Response, load_responses
+from janus_align.evaluate.responses import Response, load_candidate_responses
 from janus_align.evaluate.rows import Judgment
 from janus_align.llm import LLMEngine
 from janus_align.records import write_json, write_jsonl
@@ -97,14 +97,8 @@ def run(params: Params, models: Sequence[str] | None = None) -> dict[str, dict[s
     names = candidate_names(params, models)
     if not names:
         raise JanusError("judge: no candidates (generate.candidates and generate.external are empty)")
-    missing = [name for name in names if not paths.responses_file(name).is_file()]
-    if missing:
-        raise JanusError(
-            f"judge: {', '.join(str(paths.responses_file(name)) for name in missing)} missing "
-            f"(run `janus generate --model {missing[0]}` first)"
-        )
+    responses = load_candidate_responses(names, "judge")
     items = load_bench(paths.BENCH_FILE)
-    responses = {name: load_responses(paths.responses_file(name)) for name in names}
     with open_judge(params.judge) as engine:
         judgments = judge_candidates(engine, items, responses, params.judge, params.seed)
         extra = judge_metadata(engine, params)

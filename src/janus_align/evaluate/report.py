@@ -30,7 +30,7 @@ from janus_align.bench.schema import BenchItem, load_bench
 from janus_align.config import Params
 from janus_align.config.schema import ReportConfig
 from janus_align.errors import JanusError
-from janus_align.evaluate import scoring
+from janus_align.evaluate import pairwise_report, scoring
 from janus_align.evaluate.responses import Response, load_responses
 from janus_align.evaluate.rows import Judgment
 from janus_align.records import read_rows, write_json
@@ -237,6 +237,7 @@ def _tables(board: Mapping[str, Any]) -> dict[str, tuple[list[str], list[list[st
             for a in models
         ],
     )
+    tables.update(pairwise_report.tables())  # the pairwise evaluations' section, from their metrics files
     return tables
 
 
