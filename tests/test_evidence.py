@@ -10,6 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.bench_samples import official_rows
+from tests.conftest import make_project, run_janus
+from tests.loopback_server import LoopbackServer
+from tests.test_judge import use_loopback_judge
 
 from janus_align.bench.schema import BenchFileError
 from janus_align.config.schema import JudgeConfig
@@ -18,12 +22,7 @@ from janus_align.evaluate.length_control import length_controlled, length_summar
 from janus_align.evaluate.official_evaluation import official_responses
 from janus_align.evaluate.responses import Response, load_responses
 from janus_align.evaluate.rows import Judgment
-from janus_align.records import write_json
-from tests.conftest import make_project, run_janus
-from tests.loopback_server import LoopbackServer
-from tests.bench_samples import official_rows
-from tests.test_judge import use_loopback_judge
-from janus_align.records import write_jsonl
+from janus_align.records import write_json, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden" / "dvc_exp_show_ablations.json"
@@ -104,7 +103,11 @@ def test_official_responses_file_is_keyed_by_bench_id_and_reads_back(tmp_path):
     responses = {items[0].id: Response(items[0].id, "answer 0"), items[1].id: Response(items[1].id, "", "boom")}
     official = official_responses(items, responses)
     # The official run_eval_openai.py layout: {bench id: {"response": text}}, None for a failed request.
-    assert official == {items[0].id: {"response": "answer 0"}, items[1].id: {"response": None}, items[2].id: {"response": None}}
+    assert official == {
+        items[0].id: {"response": "answer 0"},
+        items[1].id: {"response": None},
+        items[2].id: {"response": None},
+    }
     path = tmp_path / "m_responses.json"
     write_json(path, official)
     back = load_responses(path)
@@ -149,8 +152,10 @@ def _calibrated_answer(body: dict) -> str:
     bad = ("pathetic", "laid by hens", "rich history")
     if any(marker in user.split("###Reference Answer")[0] for marker in bad):
         return "Feedback: poor. [RESULT] 1"
-    return "Feedback: good. [RESULT] 5" if "Canberra" in user or "peel it" in user or "human mistake" in user else (
-        "Feedback: fine. [RESULT] 4"
+    return (
+        "Feedback: good. [RESULT] 5"
+        if "Canberra" in user or "peel it" in user or "human mistake" in user
+        else ("Feedback: fine. [RESULT] 4")
     )
 
 
@@ -168,7 +173,7 @@ def test_judge_stage_gates_on_calibration_and_writes_the_official_responses(tmp_
         use_loopback_judge(project, server.base_url, llm_extra="    timeout_s: 2\n", judge_extra=strict)
         failed = run_janus(project, "judge", "--model", "base", timeout=300, check=False)
         judged_before_failing = server.count()
-    assert failed.returncode == 1 and "failed calibration on data/calibration/judge.jsonl" in failed.stderr
+    assert failed.returncode == 2 and "failed calibration on data/calibration/judge.jsonl" in failed.stderr
     assert "Traceback" not in failed.stderr and judged_before_failing == 6  # only the calibration set was asked
     assert not (project / "artifacts/eval/judgments/base.jsonl").exists()
 

@@ -103,7 +103,9 @@ def test_report_stage_writes_leaderboard_plots_html_and_one_mlflow_run_per_model
         rows = list(csv.DictReader(handle))
     assert list(rows[0])[:3] == ["model", "source", "score"] and len(rows) == 3 * 5
     html = (project / "reports/eval/report.html").read_text()
-    assert html.count("data:image/png;base64,") == 4 and "<table>" in html and "alpha" in html  # overall, lengths, per dimension, per source
+    assert (
+        html.count("data:image/png;base64,") == 4 and "<table>" in html and "alpha" in html
+    )  # overall, lengths, per dimension, per source
     assert "length-controlled" in html and "Judge reliability" in html and "Response length" in html
     markdown = (project / "reports/eval/report.md").read_text()
     assert "| 1 | alpha | 4.00 |" in markdown

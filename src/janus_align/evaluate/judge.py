@@ -33,8 +33,8 @@ from typing import Any
 from janus_align import paths
 from janus_align.bench.schema import BenchItem, load_bench
 from janus_align.config import Params
-from janus_align.errors import JanusError
 from janus_align.config.schema import JudgeConfig
+from janus_align.errors import JanusError
 from janus_align.evaluate import reliability, scoring
 from janus_align.evaluate.judge_prompt import TEMPLATE_VERSION
 from janus_align.evaluate.judging import judge_candidates, open_judge

@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import Field
 
-from janus_align.bench.schema import BenchItem, BenchFileError
+from janus_align.bench.schema import BenchFileError, BenchItem
 from janus_align.config.schema import JudgeConfig
 from janus_align.errors import JanusError
 from janus_align.evaluate.responses import Response

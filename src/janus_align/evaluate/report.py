@@ -376,7 +376,10 @@ def _evidence_tables(board: Mapping[str, Any]) -> dict[str, tuple[list[str], lis
     if pairwise:
         tables["Pairwise judges: position consistency"] = (
             ["comparison", "consistency"],
-            [[name, json.dumps(value) if not isinstance(value, float) else _fmt(value)] for name, value in pairwise.items()],
+            [
+                [name, json.dumps(value) if not isinstance(value, float) else _fmt(value)]
+                for name, value in pairwise.items()
+            ],
         )
     return tables
 
