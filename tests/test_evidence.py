@@ -4,7 +4,6 @@ repeat stability, the unscored gate), the official responses file, and ablations
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 from tests.bench_samples import official_rows
 from tests.conftest import make_project, run_janus
 from tests.loopback_server import LoopbackServer
-from tests.test_judge import use_loopback_judge
+from tests.test_judge import KEY_ENV, use_loopback_judge
 
 from janus_align.bench.schema import BenchFileError
 from janus_align.config.schema import JudgeConfig
@@ -146,27 +145,27 @@ def test_janus_ablations_queue_queues_one_dvc_experiment_per_setting(tmp_path):
     assert names <= set(status.stdout.split()) and status.stdout.count("Queued") == 4
 
 
-def _calibrated_answer(body: dict) -> str:
-    """A judge that grades the calibration set right (5 for its good answers, 1 for its bad) and 4 otherwise."""
+def _calibrated_answer(body: dict, good: int = 5, bad: int = 2) -> str:
+    """A judge that grades the calibration set right (5 for its good answers, 1 for its bad), and
+    the candidates' GOOD/BAD answers `good`/`bad`."""
     user = body["messages"][-1]["content"]
-    bad = ("pathetic", "laid by hens", "rich history")
-    if any(marker in user.split("###Reference Answer")[0] for marker in bad):
+    response = user.split("###Reference Answer")[0]
+    if "GOOD-ANSWER" in response or "BAD-ANSWER" in response:
+        return f"Feedback: graded. [RESULT] {good if 'GOOD-ANSWER' in response else bad}"
+    if any(marker in response for marker in ("pathetic", "laid by hens", "rich history")):
         return "Feedback: poor. [RESULT] 1"
-    return (
-        "Feedback: good. [RESULT] 5"
-        if "Canberra" in user or "peel it" in user or "human mistake" in user
-        else ("Feedback: fine. [RESULT] 4")
-    )
+    return "Feedback: good. [RESULT] 5"
 
 
 @pytest.mark.slow
-def test_judge_stage_gates_on_calibration_and_writes_the_official_responses(tmp_path):
+def test_judge_stage_gates_on_calibration_measures_a_second_judge_and_writes_the_official_responses(tmp_path):
     project = make_project(tmp_path / "project")
     rows = official_rows(2)
+    answers = {rows[0]["id"]: "GOOD-ANSWER", rows[1]["id"]: "BAD-ANSWER"}
     write_jsonl(project / "artifacts" / "bench" / "bench.jsonl", rows)
     write_jsonl(
         project / "artifacts" / "eval" / "responses" / "base.jsonl",
-        [{"id": r["id"], "source": r["source"], "model": "base", "response": f"answer {r['id']}"} for r in rows],
+        [{"id": r["id"], "source": r["source"], "model": "base", "response": answers[r["id"]]} for r in rows],
     )
     strict = "  constrained: false\n  calibration: {min_kappa: 0.8}\n  max_unscored_rate: 0.2\n"
     with LoopbackServer(answer=lambda body: "Feedback: fine. [RESULT] 4") as server:
@@ -177,12 +176,23 @@ def test_judge_stage_gates_on_calibration_and_writes_the_official_responses(tmp_
     assert "Traceback" not in failed.stderr and judged_before_failing == 6  # only the calibration set was asked
     assert not (project / "artifacts/eval/judgments/base.jsonl").exists()
 
-    with LoopbackServer(answer=_calibrated_answer) as server:
-        use_loopback_judge(project, server.base_url, llm_extra="    timeout_s: 2\n", judge_extra=strict)
-        run_janus(project, "judge", "--model", "base", timeout=300)
+    with (
+        LoopbackServer(answer=_calibrated_answer) as server,
+        LoopbackServer(answer=lambda body: _calibrated_answer(body, good=4, bad=1)) as second,
+    ):
+        second_judge = (
+            f"  second:\n    backend: openai\n    model: judge-two\n    base_url: {second.base_url}\n"
+            f"    api_key_env: {KEY_ENV}\n    max_retries: 0\n    timeout_s: 2\n"
+        )
+        use_loopback_judge(project, server.base_url, llm_extra="    timeout_s: 2\n", judge_extra=strict + second_judge)
+        done = run_janus(project, "judge", "--model", "base", timeout=300, **{KEY_ENV: "test-key"})
+        assert second.count() == 6 + 8  # its own calibration, then every verdict once
+    assert "second judge" in done.stdout
     metrics = json.loads((project / "metrics/eval/base.json").read_text())
-    assert metrics["calibration"]["weighted_kappa"] == pytest.approx(1.0) and metrics["overall"] == 4.0
-    assert metrics["second_judge"] is None and metrics["repeat_stability"]["pairs"] == 0
+    assert metrics["calibration"]["weighted_kappa"] == pytest.approx(1.0) and metrics["overall"] == 3.5
+    agreement = metrics["second_judge"]
+    assert agreement["judge_model"].endswith(":judge-two") and agreement["n"] == 8 and agreement["exact"] == 0.0
+    assert agreement["within_one"] == 1.0 and agreement["spearman"] == pytest.approx(1.0)
+    assert agreement["weighted_kappa"] > 0.5 and agreement["calibration_kappa"] == pytest.approx(1.0)
     official = json.loads((project / "artifacts/eval/official/base_responses.json").read_text())
-    assert official == {r["id"]: {"response": f"answer {r['id']}"} for r in rows}
-    shutil.rmtree(project / "artifacts/eval/judgments")
+    assert official == {r["id"]: {"response": answers[r["id"]]} for r in rows}

@@ -233,6 +233,8 @@ def register(params: Params, leaderboard: Path = paths.LEADERBOARD) -> dict[str,
     }
     if mlflow.active_run() is not None:
         mlflow.log_metrics({"registered_version": result["version"], "promoted": float(promoted), SCORE_TAG: score})
+        if evidence and evidence["compared"]:
+            mlflow.log_metrics({f"evidence_{k}": evidence[k] for k in ("difference", "ci_low", "ci_high", "items")})
         mlflow.set_tags({"registered_model": name, "registered_candidate": candidate})
     return result
 
