@@ -19,6 +19,10 @@ RUBRIC_EXAMPLES = BENCH_DATA / "rubric_examples.json"
 TAXONOMY_DIR = DATA / "taxonomy"
 TAXONOMY = TAXONOMY_DIR / "preferences.yaml"
 JUDGE_CALIBRATION = DATA / "calibration" / "judge.jsonl"  # known grades a judge must meet (evaluate/reliability.py)
+ALPACA_EVAL_DATA = DATA / "alpaca_eval"
+ALPACA_EVAL_SET = ALPACA_EVAL_DATA / "alpaca_eval.json"  # the official evaluation-set format
+ARENA_HARD_DATA = DATA / "arena_hard"
+ARENA_HARD_QUESTIONS = ARENA_HARD_DATA / "question.jsonl"
 
 ARTIFACTS = Path("artifacts")
 METRICS = Path("metrics")
@@ -75,6 +79,14 @@ PER_SOURCE_PLOT = PLOTS / "per_source.csv"
 REPORT_DIR = REPORTS / "eval"
 REPORT_HTML = REPORT_DIR / "report.html"
 REPORT_MARKDOWN = REPORT_DIR / "report.md"
+
+# Pairwise evaluations (pairwise: Fig. 3; alpaca_eval and arena_hard: one stage per model)
+PAIRWISE_DIR = EVAL / "pairwise"
+PAIRWISE_METRICS = METRICS / "pairwise.json"
+ALPACA_EVAL_DIR = EVAL / "alpaca_eval"
+ALPACA_EVAL_METRICS_DIR = METRICS / "alpaca_eval"
+ARENA_HARD_DIR = EVAL / "arena_hard"
+ARENA_HARD_METRICS_DIR = METRICS / "arena_hard"
 
 # The registry (register)
 REGISTER_METRICS = METRICS / "register.json"
@@ -144,3 +156,39 @@ def official_responses_file(model: str) -> Path:
 def eval_metrics_file(model: str) -> Path:
     """A candidate's scores (`judge`), one DVC metrics file per candidate."""
     return EVAL_METRICS_DIR / f"{model}.json"
+
+
+def arena_hard_baseline(model: str) -> Path:
+    """A baseline's answers in the Arena-Hard-Auto answer format (an input, under data/)."""
+    return ARENA_HARD_DATA / "model_answer" / f"{model}.jsonl"
+
+
+def pairwise_file(pair: str) -> Path:
+    """The Fig. 3 games of one `<candidate>_vs_<opponent>` pair."""
+    return PAIRWISE_DIR / f"{pair}.jsonl"
+
+
+def alpaca_eval_outputs(model: str) -> Path:
+    """A model's AlpacaEval outputs in the format `alpaca_eval` reads."""
+    return ALPACA_EVAL_DIR / f"{model}_outputs.json"
+
+
+def alpaca_eval_games(model: str) -> Path:
+    return ALPACA_EVAL_DIR / f"{model}_annotations.jsonl"
+
+
+def alpaca_eval_metrics(model: str) -> Path:
+    return ALPACA_EVAL_METRICS_DIR / f"{model}.json"
+
+
+def arena_hard_answers(model: str) -> Path:
+    """A model's Arena-Hard answers in the official answer format."""
+    return ARENA_HARD_DIR / "model_answer" / f"{model}.jsonl"
+
+
+def arena_hard_games(model: str) -> Path:
+    return ARENA_HARD_DIR / "judgments" / f"{model}.jsonl"
+
+
+def arena_hard_metrics(model: str) -> Path:
+    return ARENA_HARD_METRICS_DIR / f"{model}.json"

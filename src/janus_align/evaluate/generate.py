@@ -226,7 +226,11 @@ def answer(
     from janus_align.llm.engine import opened_engine
 
     with opened_engine(
-        config, f"generate --model {model}", model=model, prompt_format=resolve_prompt_format(params)
+        config,
+        f"generate --model {model}",
+        model=model,
+        prompt_format=resolve_prompt_format(params),
+        payer="generate.external_llm",  # whose max_cost_usd an API candidate's answers count against
     ) as engine:
         return engine.complete(requests, desc=f"generate {config.model}"), engine.usage.as_dict(), engine.model_id
 
@@ -259,3 +263,18 @@ def run(params: Params, model: str) -> Path:
     )
     mlflow.set_tags({"candidate": model, "prompt_format": label})
     return out
+
+
+def answer_instructions(
+    params: Params, model: str, instructions: Sequence[str], system: str | None, salt: str
+) -> tuple[list[ChatResult], str]:
+    """One candidate's answers to plain instructions (AlpacaEval, Arena-Hard), each seeded by its text.
+
+    Returns (results, the engine's model id); a failed answer is a result with `error` set."""
+    config = candidate_config(params, model)
+    requests = [
+        ChatRequest.of(text, system=system, sampling=config.sampling, seed=derive_seed(params.seed, salt, text))
+        for text in instructions
+    ]
+    results, _, model_id = answer(params, config, model, requests)
+    return results, model_id

@@ -39,7 +39,7 @@ from janus_align.evaluate import reliability, scoring
 from janus_align.evaluate.judge_prompt import TEMPLATE_VERSION
 from janus_align.evaluate.judging import judge_candidates, open_judge
 from janus_align.evaluate.official_evaluation import official_evaluation, official_responses
-from janus_align.evaluate.responses import Response, load_responses
+from janus_align.evaluate.responses import Response, load_candidate_responses
 from janus_align.evaluate.rows import Judgment
 from janus_align.llm import LLMEngine
 from janus_align.records import write_json, write_jsonl
@@ -52,6 +52,12 @@ def judge_metadata(engine: LLMEngine, params: Params) -> dict[str, Any]:
         "judge_repeats": params.judge.repeats,
         "judge_usage": engine.usage.as_dict(),
     }
+
+
+def returned_models(judgments: Sequence[Judgment]) -> dict[str, str]:
+    """The tag of the judge's exact model ids as the API returned them (several: the alias moved mid-run)."""
+    ids = sorted({j.judge_model_returned for j in judgments if j.judge_model_returned})
+    return {"judge_model_returned": ",".join(ids)} if ids else {}
 
 
 def write_outputs(
@@ -80,6 +86,7 @@ def describe(model: str, metrics: Mapping[str, Any]) -> str:
         f"judge {model}: overall {shown} over {metrics['scored_items']}/{metrics['items']} items; "
         f"unscored {metrics['unscored']}/{metrics['judgments']} verdicts ({metrics['unscored_rate']:.1%}), "
         f"{metrics['failed_calls']} failed judge call(s)"
+        + ("; a re-run asks the judge again for the unscored ones" if metrics["unscored"] else "")
     )
 
 
@@ -97,14 +104,8 @@ def run(params: Params, models: Sequence[str] | None = None) -> dict[str, dict[s
     names = candidate_names(params, models)
     if not names:
         raise JanusError("judge: no candidates (generate.candidates and generate.external are empty)")
-    missing = [name for name in names if not paths.responses_file(name).is_file()]
-    if missing:
-        raise JanusError(
-            f"judge: {', '.join(str(paths.responses_file(name)) for name in missing)} missing "
-            f"(run `janus generate --model {missing[0]}` first)"
-        )
+    responses = load_candidate_responses(names, "judge")
     items = load_bench(paths.BENCH_FILE)
-    responses = {name: load_responses(paths.responses_file(name)) for name in names}
     with open_judge(params.judge) as engine:
         calibration = calibrate(engine, params.judge, params.seed)
         reliability.check_calibration(calibration, params.judge, engine.model_id)
@@ -135,7 +136,8 @@ def run(params: Params, models: Sequence[str] | None = None) -> dict[str, dict[s
         print(describe(name, metrics))
         # One candidate (DVC's `judge@<name>`): the stage run, named `judge-<name>`, is its run.
         with nullcontext() if models and len(names) == 1 else mlflow.start_run(run_name=f"judge-{name}", nested=True):
-            mlflow.set_tags({**tracking.run_tags("judge", params), **tags, "candidate": name})
+            returned = returned_models(judgments[name])
+            mlflow.set_tags({**tracking.run_tags("judge", params), **tags, "candidate": name, **returned})
             mlflow.log_metrics(tracking.metrics(metrics))
         results[name] = metrics
     for name in names:  # every candidate's files are written first: the failure keeps them for the record

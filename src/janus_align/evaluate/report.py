@@ -7,8 +7,8 @@ whole bench items (`scoring.cluster_bootstrap_ci`: an item's rubrics travel toge
 response length; and a pairwise win / tie / loss matrix from per-item scores (a difference
 within `report.tie_margin` is a tie). Beside them the evidence a reviewer asks for: the
 length-controlled score and response-length distributions (`length_control`), the judge's
-reliability (calibration kappa, repeat spread, second-judge agreement and pairwise position
-consistency where those ran; `reliability`), and which candidates are contenders (scored, with
+reliability (calibration kappa, repeat spread, second-judge agreement where it ran;
+`reliability`; pairwise judges' position consistency is in the pairwise section), and which candidates are contenders (scored, with
 an unscored share within `judge.max_unscored_rate`): only they are ranked, and `register` reads
 `contender`, `item_scores` and `bench_sha` for its paired comparison.
 
@@ -35,7 +35,7 @@ from janus_align.bench.schema import BenchItem, load_bench
 from janus_align.config import Params
 from janus_align.config.schema import ReportConfig
 from janus_align.errors import JanusError
-from janus_align.evaluate import reliability, scoring
+from janus_align.evaluate import pairwise_report, reliability, scoring
 from janus_align.evaluate.length_control import length_controlled, length_summary
 from janus_align.evaluate.responses import Response, load_responses
 from janus_align.evaluate.rows import Judgment
@@ -138,7 +138,6 @@ def add_evidence(board: dict[str, Any], results: Sequence[ModelResult], params: 
     board["ranking"] = contenders + [m for m in board["ranking"] if m not in contenders]
     board["contenders"] = contenders
     board["bench_sha"] = file_sha256(paths.BENCH_FILE)
-    board["pairwise_position_consistency"] = pairwise_position_consistency()
 
 
 def read_optional_json(path: Path) -> dict[str, Any]:
@@ -155,17 +154,6 @@ def file_sha256(path: Path) -> str | None:
     import hashlib
 
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-
-
-def pairwise_position_consistency() -> dict[str, Any]:
-    """The hook for pairwise judges: `position_consistency` of every metrics/pairwise*.json that has one
-    (the share of pairs whose verdict survives swapping the two answers' positions)."""
-    found = {}
-    for path in sorted(paths.METRICS.glob("pairwise*.json")):
-        value = read_optional_json(path).get("position_consistency")
-        if value is not None:
-            found[path.stem] = value
-    return found
 
 
 def win_tie_loss_matrix(results: Sequence[ModelResult], margin: float) -> dict[str, dict[str, dict[str, Any]]]:
@@ -333,6 +321,7 @@ def _tables(board: Mapping[str, Any]) -> dict[str, tuple[list[str], list[list[st
             for a in models
         ],
     )
+    tables.update(pairwise_report.tables())  # the pairwise evaluations' section, from their metrics files
     return tables
 
 
@@ -372,15 +361,6 @@ def _evidence_tables(board: Mapping[str, Any]) -> dict[str, tuple[list[str], lis
         f"Response length (chars); score change per SD of log length: {_fmt(slope)}": lengths,
         "Judge reliability": reliable,
     }
-    pairwise = board.get("pairwise_position_consistency") or {}
-    if pairwise:
-        tables["Pairwise judges: position consistency"] = (
-            ["comparison", "consistency"],
-            [
-                [name, json.dumps(value) if not isinstance(value, float) else _fmt(value)]
-                for name, value in pairwise.items()
-            ],
-        )
     return tables
 
 

@@ -20,16 +20,19 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
+from typing import Any
 
 from janus_align import paths
 from janus_align.bench import rubrics as rubric_prompts
 from janus_align.bench.bench import one_set_params, reference_params
 from janus_align.bench.schema import SCORE_KEYS, Rubric
 from janus_align.config import Params, load_params
-from janus_align.config.schema import Prices
+from janus_align.config.schema import FREE as FREE_PRICES
+from janus_align.config.schema import Prices, billed_prices
 from janus_align.errors import JanusError
 from janus_align.evaluate.judge_prompt import JUDGE_SYSTEM, render_judge_prompt
 from janus_align.inputs import DIMENSIONS, InputError, load_taxonomy
+from janus_align.llm.types import CHARS_PER_TOKEN, estimated_tokens
 from janus_align.records import RecordError
 from janus_align.synth.filters import join_prompt
 from janus_align.synth.prompts import (
@@ -41,9 +44,6 @@ from janus_align.synth.prompts import (
 )
 from janus_align.synth.rows import PreferenceEntry
 
-CHARS_PER_TOKEN = 4.0
-# Chat-template wrapping (role markers) around every request, in tokens.
-TEMPLATE_OVERHEAD_TOKENS = 12
 _FALLBACK_INSTRUCTION = "Explain how vaccines train the immune system, and why booster doses are sometimes needed." * 2
 
 
@@ -93,8 +93,7 @@ def total(stages: list[StageEstimate], name: str = "total") -> StageEstimate:
     )
 
 
-def tokens(text: str) -> int:
-    return int(len(text) / CHARS_PER_TOKEN) + TEMPLATE_OVERHEAD_TOKENS
+tokens = estimated_tokens  # the engine's spending cap estimates a request the same way
 
 
 def typical_instruction() -> str:
@@ -119,7 +118,7 @@ def typical_instruction() -> str:
 def estimate(params: Params, instruction: str) -> list[StageEstimate]:
     """The synthesis stages (preferences, system messages, gold responses) at the teacher's prices."""
     synth = params.synth
-    prices, model = params.teacher.prices, params.teacher.model
+    prices, model = billed_prices(params.teacher), params.teacher.model
     n = synth.num_instructions
     sets = n * synth.sets_per_instruction
     try:
@@ -214,7 +213,7 @@ def bench_estimate(params: Params, instruction: str) -> list[StageEstimate]:
             requests,
             requests * tokens(rubric_prompt),
             requests * bench.rubric_sampling.max_new_tokens,
-            params.teacher.prices,
+            billed_prices(params.teacher),
             params.teacher.model,
         )
     )
@@ -265,7 +264,7 @@ def judge_estimate(params: Params, instruction: str) -> list[StageEstimate]:
             requests,
             requests * tokens(prompt),
             requests * judge.llm.sampling.max_new_tokens,
-            judge.llm.prices,
+            billed_prices(judge.llm),
             judge.llm.model,
         )
         for name in params.generate.candidates + params.generate.external
@@ -317,10 +316,10 @@ def report(params: Params, stages: list[StageEstimate] | PipelineEstimate, instr
         f"{paths.INSTRUCTIONS_DIR}/; completions at max_new_tokens, an upper bound; re-asks not included)",
     ]
     group_prices = {
-        "synthesis": _prices(params.teacher.prices),
-        "bench": _prices(params.teacher.prices),
+        "synthesis": _prices(billed_prices(params.teacher)),
+        "bench": _prices(billed_prices(params.teacher)),
         "generate": _prices(params.generate.external_llm.prices),
-        "judge": _prices(params.judge.llm.prices),
+        "judge": _prices(billed_prices(params.judge.llm)),
     }
     every: list[StageEstimate] = []
     for name, group in groups.items():
@@ -332,7 +331,35 @@ def report(params: Params, stages: list[StageEstimate] | PipelineEstimate, instr
         lines.append(_row(total(group, f"{name} total")))
         every += group
     lines += ["", _row(total(every))]
+    lines += ["", *spending_caps(params, groups)]
     return "\n".join(lines)
+
+
+def spending_caps(params: Params, groups: dict[str, list[StageEstimate]]) -> list[str]:
+    """Each paying section's estimate at sync and at batch prices, beside its `max_cost_usd`."""
+    payers: list[tuple[str, Any, list[str]]] = [
+        ("teacher", params.teacher, ["synthesis", "bench"]),
+        ("generate.external_llm", params.generate.external_llm, ["generate"]),
+        ("judge.llm", params.judge.llm, ["judge"]),
+    ]
+    lines = ["spending caps (max_cost_usd: a stage stops before the request that would cross it):"]
+    for key, config, names in payers:
+        stages = [s for name in names for s in groups.get(name, [])]
+        if not stages or config.prices == FREE_PRICES:
+            continue
+        used = total(stages)
+        sync = config.prices.cost_usd(used.prompt_tokens, used.completion_tokens)
+        batch = config.prices.batch().cost_usd(used.prompt_tokens, used.completion_tokens)
+        cap = getattr(config, "max_cost_usd", None)
+        shown = "none (null)" if cap is None else f"${cap:,.2f}"
+        over = "" if cap is None or cap >= min(sync, batch) else "  <- below the estimate"
+        lines.append(
+            f"  {key + '.max_cost_usd':<34}{shown:>14}   estimate ${sync:,.2f} at sync prices, "
+            f"${batch:,.2f} at batch prices{over}"
+        )
+    if len(lines) == 1:
+        lines.append("  (every model here is local: nothing to cap)")
+    return lines
 
 
 def main(args: argparse.Namespace) -> PipelineEstimate:
