@@ -18,6 +18,7 @@ BENCH_PROMPTS = BENCH_DATA / "prompts.jsonl"
 RUBRIC_EXAMPLES = BENCH_DATA / "rubric_examples.json"
 TAXONOMY_DIR = DATA / "taxonomy"
 TAXONOMY = TAXONOMY_DIR / "preferences.yaml"
+JUDGE_CALIBRATION = DATA / "calibration" / "judge.jsonl"  # known grades a judge must meet (evaluate/reliability.py)
 ALPACA_EVAL_DATA = DATA / "alpaca_eval"
 ALPACA_EVAL_SET = ALPACA_EVAL_DATA / "alpaca_eval.json"  # the official evaluation-set format
 ARENA_HARD_DATA = DATA / "arena_hard"
@@ -173,6 +174,11 @@ def judgments_file(model: str) -> Path:
 def official_file(model: str) -> Path:
     """The official evaluation JSON, named as the paper's scripts name it."""
     return OFFICIAL_DIR / f"{model}_evaluation.json"
+
+
+def official_responses_file(model: str) -> Path:
+    """The candidate's answers as the official evaluator reads them: {bench id: {"response": ...}}."""
+    return OFFICIAL_DIR / f"{model}_responses.json"
 
 
 def eval_metrics_file(model: str) -> Path:

@@ -343,6 +343,12 @@ class GenerateConfig(Section):
         return self
 
 
+class JudgeCalibration(Section):
+    # Quadratic-weighted kappa against data/calibration/judge.jsonl's known grades that the judge
+    # must reach before its scores count; null: measured and reported only.
+    min_kappa: float | None = Field(0.4, ge=-1.0, le=1.0)
+
+
 class JudgeConfig(Section):
     """The LLM judge (PAPER.md section 4): one call per rubric, `repeats` runs averaged."""
 
@@ -355,6 +361,25 @@ class JudgeConfig(Section):
     # Ask for JSON {feedback, score} under constrained decoding instead of free text ending in
     # `[RESULT] n`: small local judges rarely follow the free-text format.
     constrained: bool = True
+    # Evidence the scores can be trusted (evaluate/reliability.py): above this unscored share the
+    # judge stage fails; a second judge, when set, grades the same answers for agreement; the
+    # calibration set's known grades must be met before any candidate is judged.
+    max_unscored_rate: float = Field(0.2, ge=0.0, le=1.0)
+    second: LLMSettings | None = None
+    calibration: JudgeCalibration = JudgeCalibration()
+
+
+class RegistryConfig(Section):
+    # `champion` moves only when the paired bootstrap's lower bound of (challenger - champion)
+    # over the same bench items is above this.
+    min_gain: float = 0.0
+
+
+class AblationsConfig(Section):
+    """What `janus ablations queue` queues as DVC experiments (the paper's ablations)."""
+
+    sets_per_instruction: list[int] = [1, 2, 3]
+    base_models: list[str] = []
 
 
 class ReportConfig(Section):
@@ -483,3 +508,5 @@ class Params(Section):
     report: ReportConfig = ReportConfig()
     evals: EvalsConfig = EvalsConfig()
     mlflow: MlflowConfig = MlflowConfig()
+    registry: RegistryConfig = RegistryConfig()
+    ablations: AblationsConfig = AblationsConfig()
