@@ -11,17 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 from janus_align import paths
 
 CHAMPION = "champion"
-
-
-def _store_file(uri: str) -> Path | None:
-    """The database file of a `sqlite:///` URI (None for other stores)."""
-    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
 def registry_line(name: str, uri: str, recorded: Any = None) -> str:
@@ -31,7 +25,9 @@ def registry_line(name: str, uri: str, recorded: Any = None) -> str:
     """
     ref = f"models:/{name}@{CHAMPION}"
     noted = f" (metrics/register.json says version {recorded}, registered elsewhere?)" if recorded else ""
-    store = _store_file(uri)
+    from janus_align.tracking import local_store_file
+
+    store = local_store_file(uri)
     if store is not None and not store.is_file():  # asking would create an empty store here
         return f"{ref} not found in {uri}: no such database file{noted}"
     # A server that is down answers at once, not after MLflow's minutes of retries.

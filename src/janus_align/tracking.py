@@ -156,22 +156,33 @@ def print_tracking_uri(args: Any) -> None:
     print(tracking_uri(load_params(Path(args.params))))
 
 
+def local_store_file(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` URI (None for other stores)."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
 def configure(params: Params) -> None:
     import mlflow
+    from filelock import FileLock
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     uri = tracking_uri(params)
     mlflow.set_tracking_uri(uri)
-    if mlflow.get_experiment_by_name(params.mlflow.experiment) is None:
-        # A server stores artifacts under its own --artifacts-destination; a local path of this
-        # clone would be meaningless to a teammate's.
-        location = None
-        if not is_remote_store(uri):
-            local = Path(params.mlflow.artifact_location).resolve()
-            local.mkdir(parents=True, exist_ok=True)
-            location = local.as_uri()
-        with contextlib.suppress(Exception):  # a concurrent worker may have created it
-            mlflow.create_experiment(params.mlflow.experiment, artifact_location=location)
+    store = local_store_file(uri)
+    # Two stages starting at once on a fresh local store both run MLflow's schema migrations
+    # and one fails ("duplicate column name", alembic's "expected to match one row"): the first
+    # to take the lock creates the store and the experiment, the other then finds them.
+    with FileLock(f"{store}.lock") if store is not None else contextlib.nullcontext():
+        if mlflow.get_experiment_by_name(params.mlflow.experiment) is None:
+            # A server stores artifacts under its own --artifacts-destination; a local path of this
+            # clone would be meaningless to a teammate's.
+            location = None
+            if not is_remote_store(uri):
+                local = Path(params.mlflow.artifact_location).resolve()
+                local.mkdir(parents=True, exist_ok=True)
+                location = local.as_uri()
+            with contextlib.suppress(Exception):  # a server's other client may have created it
+                mlflow.create_experiment(params.mlflow.experiment, artifact_location=location)
     mlflow.set_experiment(params.mlflow.experiment)
 
 
