@@ -10,6 +10,7 @@ from janus_align.config.schema import (
     Sampling,
     TeacherSettings,
     TransformersSettings,
+    VLLMSettings,
 )
 
 __all__ = [
@@ -22,5 +23,6 @@ __all__ = [
     "Sampling",
     "TeacherSettings",
     "TransformersSettings",
+    "VLLMSettings",
     "load_params",
 ]

@@ -26,7 +26,7 @@ from typing import Any
 import jsonschema
 
 from janus_align import paths
-from janus_align.config.schema import FREE, LlamaCppSettings, LLMSettings, Prices, TransformersSettings
+from janus_align.config.schema import FREE, LlamaCppSettings, LLMSettings, Prices, TransformersSettings, VLLMSettings
 from janus_align.errors import JanusError
 from janus_align.llm.cache import RequestCache
 from janus_align.llm.progress import RequestProgress
@@ -237,6 +237,10 @@ def open_engine(
         from janus_align.llm.llama_server import LlamaServerBackend
 
         backend = LlamaServerBackend(config, model or config.model)
+    elif isinstance(config, VLLMSettings):
+        from janus_align.llm.vllm_server import VLLMServerBackend
+
+        backend = VLLMServerBackend(config, resolve_model_path(model or config.model))
     else:
         from janus_align.llm.openai_backend import OpenAIBackend
 
