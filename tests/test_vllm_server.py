@@ -167,3 +167,24 @@ def test_the_server_dies_with_a_killed_stage(stand_in, checkpoint):
         time.sleep(0.1)
     os.kill(server_pid, signal.SIGKILL)
     pytest.fail("vllm serve outlived the SIGKILLed process that started it")
+
+
+def test_generate_backend_vllm_serves_a_pipeline_candidate_by_name(stand_in):
+    from janus_align.config import Params
+    from janus_align.evaluate.generate import answer, local_config
+
+    candidate = Path("artifacts/models/sft")  # the test runs in tmp_path: a pipeline model's place
+    candidate.mkdir(parents=True)
+    (candidate / "config.json").write_text('{"model_type": "mistral"}')
+    params = Params()
+    server = params.generate.vllm.model_copy(update={"executable": str(stand_in), "startup_timeout_s": 30})
+    params = params.model_copy(
+        update={"generate": params.generate.model_copy(update={"backend": "vllm", "vllm": server})}
+    )
+    config = local_config(params, "sft")
+    assert isinstance(config, VLLMSettings) and config.sampling == params.generate.sampling
+    [result], _, model_id = answer(params, config, "sft", [ChatRequest.of("Hi?", sampling=config.sampling, seed=4)])
+    assert result.ok and result.text == "echo: Hi?"
+    assert model_id.startswith("vllm:sft@")
+    [start, _] = recorded(stand_in.parent.parent / "record.jsonl")
+    assert Path(start["argv"][1]).resolve() == candidate.resolve()

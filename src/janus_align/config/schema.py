@@ -115,25 +115,29 @@ class LlamaCppSettings(Section):
         return self
 
 
-class VLLMSettings(Section):
-    """A checkpoint (pipeline model name, directory or Hugging Face id) that a `vllm serve` of our
-    own serves on loopback, on the GPUs (llm/vllm_server.py)."""
+class VLLMServer(Section):
+    """How a `vllm serve` of our own runs on loopback, on the GPUs (llm/vllm_server.py)."""
 
-    backend: Literal["vllm"] = "vllm"
-    model: str = Field(min_length=1)
     # vLLM needs its own torch and transformers (requirements-vllm.txt): the `vllm` program of
     # another virtual environment, by path, or a name looked up in the venv's bin/ and on PATH.
     executable: str = "vllm"
     max_concurrency: int = Field(64, ge=1, le=4096)  # requests in flight (vLLM's --max-num-seqs)
     timeout_s: float = Field(600.0, gt=0)
     max_retries: int = Field(5, ge=0, le=50)
-    sampling: Sampling = Sampling()
     tensor_parallel_size: int = Field(1, ge=1, le=64)
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
     max_model_len: int = Field(4096, ge=256, le=1048576)
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
     # Loading a 7B checkpoint and capturing CUDA graphs takes minutes.
     startup_timeout_s: float = Field(900.0, gt=0)
+
+
+class VLLMSettings(VLLMServer):
+    """A checkpoint (pipeline model name, directory or Hugging Face id) served by vLLM."""
+
+    backend: Literal["vllm"] = "vllm"
+    model: str = Field(min_length=1)
+    sampling: Sampling = Sampling()
 
     @property
     def prices(self) -> Prices:
@@ -324,6 +328,10 @@ class GenerateConfig(Section):
     # Sample best_of answers and keep the one the reward model (artifacts/models/rm) prefers.
     best_of: int = Field(1, ge=1)
     prompt_format: Literal["auto", "chat_template", "mistral_inst"] = "auto"  # auto: model.prompt_format
+    # How the candidates run: in process (transformers), or served by vLLM with `vllm`'s settings
+    # (the server renders prompts with the checkpoint's chat template).
+    backend: Literal["transformers", "vllm"] = "transformers"
+    vllm: VLLMServer = VLLMServer()
     batch_size: int = Field(32, ge=1, le=512)
     dtype: Literal["float32", "bfloat16", "auto"] = "float32"  # bf16 only where the hardware has it (GPUs)
     # Where the candidates, the best-of-N reward model and the served chat model run (auto: a GPU if any).

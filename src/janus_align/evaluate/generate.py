@@ -27,7 +27,7 @@ from typing import Any
 
 from janus_align import paths, tracking
 from janus_align.bench.schema import BenchItem, load_bench
-from janus_align.config import LLMSettings, OpenAISettings, Params, Sampling, TransformersSettings
+from janus_align.config import LLMSettings, OpenAISettings, Params, Sampling, TransformersSettings, VLLMSettings
 from janus_align.errors import JanusError
 from janus_align.evaluate.rows import ResponseRow
 from janus_align.llm import ChatRequest, ChatResult
@@ -65,9 +65,11 @@ def candidate_config(params: Params, model: str) -> LLMSettings:
     return local_config(params, model)
 
 
-def local_config(params: Params, model: str) -> TransformersSettings:
-    """The engine settings of an in-process checkpoint answering the bench."""
+def local_config(params: Params, model: str) -> LLMSettings:
+    """The engine settings of a pipeline checkpoint answering the bench (`generate.backend`)."""
     settings = params.generate
+    if settings.backend == "vllm":
+        return VLLMSettings(**settings.vllm.model_dump(), model=model, sampling=settings.sampling)
     return TransformersSettings(
         model=model,
         dtype=settings.dtype,
