@@ -18,7 +18,7 @@ from janus_align.llm import ChatRequest
 from janus_align.llm.cache import RequestCache
 from janus_align.llm.decoding import sample_batch
 from janus_align.llm.engine import LLMEngine
-from janus_align.llm.hf_generate import generate_rows
+from janus_align.llm.hf_generate import generate_rows, neutral_generation_config
 from janus_align.llm.transformers_backend import TransformersBackend, local_model_id
 from janus_align.models.checkpoint import load_causal_lm, resolve_device, resolve_dtype
 
@@ -71,6 +71,7 @@ def backends(tiny_checkpoint):
     loop = TransformersBackend(tiny_checkpoint, settings)
     gpu_path = TransformersBackend(tiny_checkpoint, settings)
     gpu_path.decoder = "generate"
+    neutral_generation_config(gpu_path.model, gpu_path._eos_ids, gpu_path.tokenizer.pad_token_id)
     return loop, gpu_path
 
 
@@ -124,3 +125,17 @@ def test_generate_rows_stops_each_row_at_its_first_stop_token_like_the_loop(tiny
     theirs = generate_rows(model, prompts, 0, greedy, [stop], [0, 0, 0], [None] * 3)
     assert [(r.tokens, r.finished) for r in theirs] == [(r.tokens, r.finished) for r in ours]
     assert theirs[0].finished and len(theirs[0].tokens) < greedy.max_new_tokens
+
+
+def test_the_grammar_mask_comes_before_temperature_and_top_p():
+    """`generate` runs passed processors after its own: the nucleus must be cut after the mask."""
+    from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+    from janus_align.llm.hf_generate import generation_config, sampling_processors
+
+    hot = Sampling(max_new_tokens=4, temperature=0.7, top_p=0.9)
+    config = generation_config(hot, [2], 0)
+    assert config.do_sample and (config.temperature, config.top_p, config.top_k) == (1.0, 1.0, 0)
+    kinds = [type(p) for p in sampling_processors(hot, [None], [2])]
+    assert kinds == [TemperatureLogitsWarper, TopPLogitsWarper]
+    assert not sampling_processors(GREEDY, [None], [2]) and not generation_config(GREEDY, [2], 0).do_sample

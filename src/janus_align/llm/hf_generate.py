@@ -19,7 +19,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers import (
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from janus_align.config.schema import Sampling
 from janus_align.llm.decoding import Decoded
@@ -73,20 +79,44 @@ class GrammarMask(LogitsProcessor):
 
 
 def generation_config(sampling: Sampling, stop_ids: Sequence[int], pad_id: int) -> GenerationConfig:
-    """`sampling` as transformers' settings, with nothing of the checkpoint's own defaults: only
-    temperature, top-p and the repetition penalty shape the distribution, as in the CPU loop."""
-    sampled = sampling.temperature > 0
+    """`sampling` as transformers' settings, with nothing of the checkpoint's own defaults.
+
+    Temperature and top-p are neutral here (1.0): `generate` runs the processors passed to it
+    after its own, and the grammar mask must come before the nucleus is cut (a nucleus cut
+    first can hold no token the grammar allows), so `sampling_processors` applies them.
+    """
+    # Explicit neutral values: `generate` fills what is None from the checkpoint's own
+    # generation_config (`neutral_generation_config` clears the rest of it).
     return GenerationConfig(
         max_new_tokens=sampling.max_new_tokens,
-        do_sample=sampled,
-        temperature=sampling.temperature if sampled else None,
-        top_p=sampling.top_p if sampled else None,
-        top_k=None,
-        min_p=None,
+        do_sample=sampling.temperature > 0,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
         repetition_penalty=sampling.repetition_penalty,
         eos_token_id=list(stop_ids),
         pad_token_id=pad_id,
     )
+
+
+def sampling_processors(sampling: Sampling, grammars: Sequence[Any], stop_ids: Sequence[int]) -> LogitsProcessorList:
+    """The grammar mask (rows with a grammar), then temperature and top-p, in that order: only
+    temperature, top-p and the repetition penalty shape the distribution, as in the CPU loop."""
+    processors = LogitsProcessorList()
+    if any(g is not None for g in grammars):
+        processors.append(GrammarMask(grammars, stop_ids))
+    if sampling.temperature > 0:
+        if sampling.temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(sampling.temperature))
+        if sampling.top_p < 1.0:
+            processors.append(TopPLogitsWarper(sampling.top_p))
+    return processors
+
+
+def neutral_generation_config(model: Any, stop_ids: Sequence[int], pad_id: int) -> None:
+    """Replace the checkpoint's generation defaults (an instruct model's top-k 50, temperature 0.6,
+    ...), which `generate` would apply to every setting a call leaves unset, with none."""
+    model.generation_config = GenerationConfig(eos_token_id=list(stop_ids), pad_token_id=pad_id)
 
 
 def batch_seed(seeds: Sequence[int]) -> int:
@@ -118,15 +148,12 @@ def generate_rows(
     for row, prompt in enumerate(prompts):
         ids[row, width - len(prompt) :] = torch.tensor(list(prompt), dtype=torch.long)
         mask[row, width - len(prompt) :] = 1
-    processors = LogitsProcessorList()
-    if any(g is not None for g in grammars):
-        processors.append(GrammarMask(grammars, stop_ids))
     torch.manual_seed(batch_seed(seeds))
     output = model.generate(
         input_ids=ids.to(model.device),
         attention_mask=mask.to(model.device),
         generation_config=generation_config(sampling, stop_ids, pad_id),
-        logits_processor=processors,
+        logits_processor=sampling_processors(sampling, grammars, stop_ids),
     )
     stop = set(stop_ids)
     decoded = []

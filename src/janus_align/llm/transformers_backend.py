@@ -22,7 +22,7 @@ from typing import Any
 
 from janus_align.config.schema import TransformersSettings
 from janus_align.llm.decoding import DECODING_VERSION, Decoded, sample_batch
-from janus_align.llm.hf_generate import GENERATE_VERSION, generate_rows
+from janus_align.llm.hf_generate import GENERATE_VERSION, generate_rows, neutral_generation_config
 from janus_align.llm.types import ChatRequest, ChatResult, ResultCallback
 from janus_align.models.checkpoint import load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
 from janus_align.models.prompt_format import ADD_SPECIAL_TOKENS, PromptFormat, render_messages
@@ -86,6 +86,8 @@ class TransformersBackend:
         self._grammars: dict[str, Any] = {}
         self._compiler: Any = None
         self._eos_ids = self._stop_ids()
+        if self.decoder == "generate":
+            neutral_generation_config(self.model, self._eos_ids, self.tokenizer.pad_token_id)
 
     def _stop_ids(self) -> list[int]:
         ids = {self.tokenizer.eos_token_id}
