@@ -29,6 +29,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 MALFORMED_JSON = '{"answer": "this object never closes'
@@ -160,6 +161,8 @@ class LoopbackServer:
         # False: answer 422 to response_format json_schema, as llama-cpp-python's server does.
         self.accepts_json_schema = accepts_json_schema
         self.received: list[Received] = []
+        # GET /health answers 503 until this time.monotonic() (a server still loading its model).
+        self.loading_until = 0.0
         self.in_flight = 0
         self.peak_in_flight = 0
         self._faults: dict[str | None, deque[Fault]] = {}
@@ -258,6 +261,12 @@ def _handler_for(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            if self.path.rstrip("/") != "/health":
+                self._send(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
+                return
+            self._send(503 if time.monotonic() < server.loading_until else 200, {})
+
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             length = int(self.headers.get("Content-Length", 0))
             body = json.loads(self.rfile.read(length) or b"{}")
@@ -319,6 +328,15 @@ def _handler_for(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
                 record.outcome = "malformed" if fault is not None else "ok"
 
     return Handler
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
 
 
 @contextlib.contextmanager

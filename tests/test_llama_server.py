@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from janus_align.config import LlamaCppSettings, Sampling
 from janus_align.llm import ChatRequest, open_engine
 from janus_align.llm.llama_server import LlamaServerError
+from loopback_server import process_alive
 
 EMBEDDED = "embedded:smollm2-135m-instruct"
 SCHEMA = {
@@ -113,16 +114,8 @@ def test_the_server_dies_with_a_killed_stage(tmp_path: Path):
     os.kill(stage.pid, signal.SIGKILL)
     stage.wait()
     for _ in range(50):
-        if not _alive(server_pid):
+        if not process_alive(server_pid):
             return
         time.sleep(0.1)
     os.kill(server_pid, signal.SIGKILL)
     pytest.fail("llama-server outlived the SIGKILLed process that started it")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except FileNotFoundError:
-        return False
-    return state != "Z"

@@ -232,7 +232,12 @@ def test_the_chat_model_runs_with_the_generate_stage_settings_recorded_at_log_ti
     later = store.model_copy(update={"generate": store.generate.model_copy(update={"batch_size": 5})})
     assert later.generate.batch_size == 5  # a later params.yaml does not change the logged model
     model = mlflow.pyfunc.load_model(uri)
-    assert model.model_config == {"prompt_format": "chat_template", "dtype": "bfloat16", "batch_size": 3}
+    assert model.model_config == {
+        "prompt_format": "chat_template",
+        "dtype": "bfloat16",
+        "device": "auto",
+        "batch_size": 3,
+    }
     backend = model.unwrap_python_model().engine.backend
     assert backend.config.batch_size == 3 and backend.model.dtype == torch.bfloat16
     checkpoint = open_chat_model("artifacts/models/sft", params).model.engine.backend  # `janus chat --model DIR`

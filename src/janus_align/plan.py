@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from janus_align.config import LLMSettings, OpenAISettings, Params, TransformersSettings
-from janus_align.config.schema import LlamaCppSettings, OpenAIBatchSettings, OpenAIConnection
+from janus_align.config.schema import LlamaCppSettings, OpenAIBatchSettings, OpenAIConnection, VLLMSettings
 from janus_align.llm.api_keys import MissingAPIKeyError, api_key
 
 
 def _llm(config: LLMSettings) -> str:
     if isinstance(config, TransformersSettings):
-        return f"transformers:{config.model} ({config.dtype}, batch {config.batch_size})"
+        return f"transformers:{config.model} ({config.dtype} on {config.device}, batch {config.batch_size})"
+    if isinstance(config, VLLMSettings):
+        return (
+            f"vllm:{config.model} (tensor parallel {config.tensor_parallel_size}, {config.max_concurrency} in flight)"
+        )
     if isinstance(config, LlamaCppSettings):
         return f"llama_cpp:{config.model} (slots {config.max_concurrency})"
     if isinstance(config, OpenAIBatchSettings):

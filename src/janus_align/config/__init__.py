@@ -11,6 +11,7 @@ from janus_align.config.schema import (
     Sampling,
     TeacherSettings,
     TransformersSettings,
+    VLLMSettings,
 )
 
 __all__ = [
@@ -24,5 +25,6 @@ __all__ = [
     "Sampling",
     "TeacherSettings",
     "TransformersSettings",
+    "VLLMSettings",
     "load_params",
 ]

@@ -66,8 +66,10 @@ class TransformersSettings(Section):
     backend: Literal["transformers"] = "transformers"
     model: str = "base"
     batch_size: int = Field(96, ge=1, le=512)
-    # auto: bfloat16 only on a CPU with native bf16 (AVX512-BF16/AMX), float32 elsewhere.
+    # auto: bfloat16 on a GPU, and on a CPU with native bf16 (AVX512-BF16/AMX); float32 elsewhere.
     dtype: Literal["float32", "bfloat16", "auto"] = "float32"
+    # auto: the GPU when torch sees one (decoded by transformers' generate), else the CPU (our loop).
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     sampling: Sampling = Sampling()
 
     @property
@@ -142,10 +144,40 @@ class LlamaCppSettings(Section):
         return self
 
 
+class VLLMServer(Section):
+    """How a `vllm serve` of our own runs on loopback, on the GPUs (llm/vllm_server.py)."""
+
+    # vLLM needs its own torch and transformers (requirements-vllm.txt): the `vllm` program of
+    # another virtual environment, by path, or a name looked up in the venv's bin/ and on PATH.
+    executable: str = "vllm"
+    max_concurrency: int = Field(64, ge=1, le=4096)  # requests in flight (vLLM's --max-num-seqs)
+    timeout_s: float = Field(600.0, gt=0)
+    max_retries: int = Field(5, ge=0, le=50)
+    tensor_parallel_size: int = Field(1, ge=1, le=64)
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
+    max_model_len: int = Field(4096, ge=256, le=1048576)
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
+    # Loading a 7B checkpoint and capturing CUDA graphs takes minutes.
+    startup_timeout_s: float = Field(900.0, gt=0)
+
+
+class VLLMSettings(VLLMServer):
+    """A checkpoint (pipeline model name, directory or Hugging Face id) served by vLLM."""
+
+    backend: Literal["vllm"] = "vllm"
+    model: str = Field(min_length=1)
+    sampling: Sampling = Sampling()
+
+    @property
+    def prices(self) -> Prices:
+        return FREE
+
+
 # Which model answers and how it is called: each backend its own settings, so a key the chosen
-# backend would ignore is an error naming it. (Room for vllm: one class.)
+# backend would ignore is an error naming it.
 LLMSettings = Annotated[
-    TransformersSettings | OpenAISettings | OpenAIBatchSettings | LlamaCppSettings, Field(discriminator="backend")
+    TransformersSettings | OpenAISettings | OpenAIBatchSettings | LlamaCppSettings | VLLMSettings,
+    Field(discriminator="backend"),
 ]
 
 
@@ -176,9 +208,14 @@ class TeacherOpenAIBatch(OpenAIBatchSettings, _Reasks):
     pass
 
 
+class TeacherVLLM(VLLMSettings, _Reasks):
+    pass
+
+
 # The teacher: an LLM plus how often a synthesis stage asks again.
 TeacherSettings = Annotated[
-    TeacherTransformers | TeacherOpenAI | TeacherOpenAIBatch | TeacherLlamaCpp, Field(discriminator="backend")
+    TeacherTransformers | TeacherOpenAI | TeacherOpenAIBatch | TeacherLlamaCpp | TeacherVLLM,
+    Field(discriminator="backend"),
 ]
 
 
@@ -331,8 +368,14 @@ class GenerateConfig(Section):
     # Sample best_of answers and keep the one the reward model (artifacts/models/rm) prefers.
     best_of: int = Field(1, ge=1)
     prompt_format: Literal["auto", "chat_template", "mistral_inst"] = "auto"  # auto: model.prompt_format
+    # How the candidates run: in process (transformers), or served by vLLM with `vllm`'s settings
+    # (the server renders prompts with the checkpoint's chat template).
+    backend: Literal["transformers", "vllm"] = "transformers"
+    vllm: VLLMServer = VLLMServer()
     batch_size: int = Field(32, ge=1, le=512)
-    dtype: Literal["float32", "bfloat16"] = "float32"  # bf16 only where the hardware has it (GPUs)
+    dtype: Literal["float32", "bfloat16", "auto"] = "float32"  # bf16 only where the hardware has it (GPUs)
+    # Where the candidates, the best-of-N reward model and the served chat model run (auto: a GPU if any).
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     sampling: Sampling = Sampling(max_new_tokens=96, temperature=1.0, top_p=0.9, repetition_penalty=1.03)
 
     @model_validator(mode="after")

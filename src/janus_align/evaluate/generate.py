@@ -27,7 +27,7 @@ from typing import Any
 
 from janus_align import paths, tracking
 from janus_align.bench.schema import BenchItem, load_bench
-from janus_align.config import LLMSettings, OpenAISettings, Params, Sampling, TransformersSettings
+from janus_align.config import LLMSettings, OpenAISettings, Params, Sampling, TransformersSettings, VLLMSettings
 from janus_align.errors import JanusError
 from janus_align.evaluate.rows import ResponseRow
 from janus_align.llm import ChatRequest, ChatResult
@@ -65,12 +65,15 @@ def candidate_config(params: Params, model: str) -> LLMSettings:
     return local_config(params, model)
 
 
-def local_config(params: Params, model: str) -> TransformersSettings:
-    """The engine settings of an in-process checkpoint answering the bench."""
+def local_config(params: Params, model: str) -> LLMSettings:
+    """The engine settings of a pipeline checkpoint answering the bench (`generate.backend`)."""
     settings = params.generate
+    if settings.backend == "vllm":
+        return VLLMSettings(**settings.vllm.model_dump(), model=model, sampling=settings.sampling)
     return TransformersSettings(
         model=model,
         dtype=settings.dtype,
+        device=settings.device,
         batch_size=settings.batch_size,
         sampling=settings.sampling,
     )
@@ -119,8 +122,16 @@ def reward_text(tokenizer: Any, system: str | None, prompt: str, response: str, 
     return tokenizer.apply_chat_template(messages, tokenize=False)
 
 
-def reward_scores(checkpoint: Path, texts: Sequence[str], prompt_format: PromptFormat, max_length: int) -> list[float]:
-    """Scalar rewards (AutoModelForSequenceClassification, num_labels=1), one text at a time.
+def reward_scores(
+    checkpoint: Path,
+    texts: Sequence[str],
+    prompt_format: PromptFormat,
+    max_length: int,
+    device: str = "cpu",
+    dtype: str = "float32",
+) -> list[float]:
+    """Scalar rewards (AutoModelForSequenceClassification, num_labels=1), one text at a time,
+    on `device` in `dtype` (`generate.device` and `generate.dtype`).
 
     Over-long texts are cut from the left so the response, which is what is being compared,
     always stays in view.
@@ -128,12 +139,15 @@ def reward_scores(checkpoint: Path, texts: Sequence[str], prompt_format: PromptF
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from janus_align.models.checkpoint import load_tokenizer
+    from janus_align.models.checkpoint import DTYPES, load_tokenizer, resolve_device, resolve_dtype
     from janus_align.models.prompt_format import ADD_SPECIAL_TOKENS
 
     tokenizer = load_tokenizer(checkpoint, padding_side="right")
     tokenizer.truncation_side = "left"
-    model = AutoModelForSequenceClassification.from_pretrained(str(checkpoint), num_labels=1)
+    where = resolve_device(device)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(checkpoint), num_labels=1, dtype=DTYPES[resolve_dtype(dtype, where)]
+    ).to(where)
     model.config.pad_token_id = tokenizer.pad_token_id
     model.eval()
     scores = []
@@ -145,7 +159,7 @@ def reward_scores(checkpoint: Path, texts: Sequence[str], prompt_format: PromptF
                 truncation=True,
                 max_length=max_length,
                 add_special_tokens=ADD_SPECIAL_TOKENS[prompt_format],
-            )
+            ).to(model.device)
             scores.append(float(model(**encoded).logits[0, 0]))
     return scores
 
@@ -167,7 +181,8 @@ def pick_best(
                 where.append((i, k))
     max_length = params.train.rm.max_length or params.train.common.max_length
     rewards: list[list[float | None]] = [[None] * best_of for _ in items]
-    for (i, k), score in zip(where, reward_scores(checkpoint, texts, fmt, max_length)):
+    device, dtype = params.generate.device, params.generate.dtype
+    for (i, k), score in zip(where, reward_scores(checkpoint, texts, fmt, max_length, device, dtype)):
         rewards[i][k] = score
     chosen = []
     for row in rewards:

@@ -41,6 +41,7 @@ from janus_align.config.schema import (
     OpenAIBatchSettings,
     Prices,
     TransformersSettings,
+    VLLMSettings,
     billed_prices,
 )
 from janus_align.errors import JanusError
@@ -341,6 +342,10 @@ def open_engine(
         from janus_align.llm.openai_batch import OpenAIBatchBackend, ledger_path
 
         backend = OpenAIBatchBackend(config, ledger_path(cache_path), model=model)
+    elif isinstance(config, VLLMSettings):
+        from janus_align.llm.vllm_server import VLLMServerBackend
+
+        backend = VLLMServerBackend(config, resolve_model_path(model or config.model))
     else:
         from janus_align.llm.openai_backend import OpenAIBackend
 

@@ -6,10 +6,10 @@ embedded SmolLM2 GGUF is the very file prepare_model dequantizes for training). 
 AVX2 machine it was no faster than the transformers backend (BENCHMARKS.md), so it is optional.
 
 The server speaks the OpenAI API, so requests go through OpenAIBackend (its retries,
-concurrency gate and usage accounting). This module only starts the process, waits for its
-health check, adds llama.cpp's names for the sampling settings, and stops it on close (or
-when this process dies: the child gets SIGTERM from the kernel, so a killed `dvc repro`
-leaves no server behind). `make llama-server` builds the binary from pinned llama.cpp source.
+concurrency gate and usage accounting). This module only builds the server's command line and
+adds llama.cpp's names for the sampling settings; llm/local_server.py owns the process (health
+wait, stop on close or when this process dies, so a killed `dvc repro` leaves no server
+behind). `make llama-server` builds the binary from pinned llama.cpp source.
 
 A request's `response_regex` goes as llama.cpp's GBNF `grammar` field when it is a sequence of
 character classes, each maybe repeated (`[^\n\r]+`: the same text in both syntaxes); any other
@@ -18,15 +18,8 @@ regex is sent unconstrained, as by OpenAIBackend, and the stage's own check of t
 
 from __future__ import annotations
 
-import ctypes
 import os
 import re
-import signal
-import socket
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +27,13 @@ from janus_align import paths
 from janus_align.config.schema import FREE, LlamaCppSettings, OpenAISettings
 from janus_align.errors import JanusError
 from janus_align.installed_tools import installed_tool, scripts_dir
+from janus_align.llm.local_server import ServerProcess
 from janus_align.llm.openai_backend import OpenAIBackend
 from janus_align.llm.types import ChatRequest
 from janus_align.models.prepare_model import EMBEDDED_PREFIX, embedded_gguf
 
 SERVER_BINARY = "llama-server"
 LOG = paths.LLM_CACHE.parent / "llama-server.log"
-_PR_SET_PDEATHSIG = 1
 
 
 class LlamaServerError(JanusError, RuntimeError):
@@ -82,41 +75,25 @@ def server_binary() -> str:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _die_with_parent() -> None:
-    # Runs in the child before exec: the kernel sends SIGTERM when the parent dies.
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 class LlamaServerBackend(OpenAIBackend):
     """A llama-server process of our own, one slot per concurrent request."""
 
     def __init__(self, config: LlamaCppSettings, model: str, startup_timeout_s: float = 60.0):
         self.gguf = resolve_gguf(model)
         binary = server_binary()
-        port = _free_port()
-        LOG.parent.mkdir(parents=True, exist_ok=True)
         slots = config.max_concurrency
-        command = [
-            binary, "--model", str(self.gguf), "--host", "127.0.0.1", "--port", str(port),
-            "--parallel", str(slots), "--ctx-size", str(slots * config.context_length),
-            "--threads", str(os.cpu_count() or 1), "--jinja", "--no-webui",
-        ]  # fmt: skip
-        with LOG.open("w") as log:
-            self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
-            )
-        self.base_url = f"http://127.0.0.1:{port}"
-        try:
-            self._wait_until_healthy(startup_timeout_s)
-        except BaseException:
-            self.close()
-            raise
+
+        def command(port: int) -> list[str]:
+            return [
+                binary, "--model", str(self.gguf), "--host", "127.0.0.1", "--port", str(port),
+                "--parallel", str(slots), "--ctx-size", str(slots * config.context_length),
+                "--threads", str(os.cpu_count() or 1), "--jinja", "--no-webui",
+            ]  # fmt: skip
+
+        self.server = ServerProcess(SERVER_BINARY, command, LOG, LlamaServerError)
+        self.process = self.server.process
+        self.base_url = self.server.base_url
+        self.server.wait_until_healthy(startup_timeout_s, str(self.gguf))
         served = OpenAISettings(
             model=self.gguf.stem,
             base_url=f"{self.base_url}/v1",
@@ -130,22 +107,6 @@ class LlamaServerBackend(OpenAIBackend):
         # The GGUF is the model's identity: cached answers of another file are never reused.
         self.model_id = f"llama.cpp:{model}"
 
-    def _wait_until_healthy(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise LlamaServerError(
-                    f"llama-server exited with code {self.process.returncode} while loading {self.gguf}; "
-                    f"its log ({LOG}) ends with:\n{_tail(LOG)}"
-                )
-            try:
-                with urllib.request.urlopen(f"{self.base_url}/health", timeout=2.0):
-                    return  # 200: the model is loaded (503 while loading raises HTTPError)
-            except (urllib.error.URLError, ConnectionError):
-                pass  # not listening yet, or still loading
-            time.sleep(0.2)
-        raise LlamaServerError(f"llama-server did not become healthy within {timeout_s:.0f} s; see {LOG}")
-
     def _body(self, request: ChatRequest) -> dict[str, Any]:
         body = super()._body(request)
         # Only temperature and top-p shape the distribution, as in the transformers backend:
@@ -157,17 +118,4 @@ class LlamaServerBackend(OpenAIBackend):
         return body
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
+        self.server.stop()

@@ -1,4 +1,5 @@
-"""In-process backend: a local checkpoint run by our batched decoding loop (llm/decoding.py).
+"""In-process backend: a local checkpoint run by our batched decoding loop (llm/decoding.py) on
+the CPU, or by transformers' `generate` on a GPU (llm/hf_generate.py; `device` setting).
 
 Requests are sorted by prompt length and decoded in as few batches as `batch_size` allows,
 whatever their kind: each row keeps its own schema or regex, sampling and random stream (seeded
@@ -21,8 +22,9 @@ from typing import Any
 
 from janus_align.config.schema import TransformersSettings
 from janus_align.llm.decoding import DECODING_VERSION, Decoded, sample_batch
+from janus_align.llm.hf_generate import GENERATE_VERSION, generate_rows, neutral_generation_config
 from janus_align.llm.types import Admit, ChatRequest, ChatResult, ResultCallback
-from janus_align.models.checkpoint import load_causal_lm, load_tokenizer, resolve_dtype
+from janus_align.models.checkpoint import load_causal_lm, load_tokenizer, resolve_device, resolve_dtype
 from janus_align.models.prompt_format import ADD_SPECIAL_TOKENS, PromptFormat, render_messages
 
 
@@ -37,8 +39,32 @@ def checkpoint_fingerprint(path: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def local_model_id(name: str, fingerprint: str, dtype: str, device: str, prompt_format: str = "chat_template") -> str:
+    """What the cache key holds for "the model": the weights, the dtype and device they run in
+    and the decoding code's version, so no answer computed under other settings is served.
+
+    CPU ids keep their old form (`NAME@FP/float32/decoding-v2`), so existing caches stay valid;
+    a GPU decodes with transformers' `generate`, whose answers get ids of their own.
+    """
+    if device == "cpu":
+        model_id = f"{name}@{fingerprint}/{dtype}/decoding-v{DECODING_VERSION}"
+    else:
+        import transformers
+
+        model_id = (
+            f"{name}@{fingerprint}/{dtype}/{device}/generate-v{GENERATE_VERSION}-transformers{transformers.__version__}"
+        )
+    if prompt_format != "chat_template":
+        # The same messages render to a different prompt: keep their cached answers apart.
+        model_id += f"/{prompt_format}"
+    return model_id
+
+
 class TransformersBackend:
-    """Runs a local checkpoint in process with our batched decoding loop (llm/decoding.py)."""
+    """Runs a local checkpoint in process: our batched decoding loop on the CPU, `generate` on a GPU.
+
+    `decoder` is `loop` or `generate`, chosen by the device; tensors are built on the model's device.
+    """
 
     def __init__(self, path: str | Path, config: TransformersSettings, prompt_format: PromptFormat = "chat_template"):
         self.path = Path(path)
@@ -47,19 +73,21 @@ class TransformersBackend:
         self.config = config
         self.prompt_format = prompt_format
         self.tokenizer = load_tokenizer(self.path, padding_side="left")
-        self.model = load_causal_lm(self.path, config.dtype)
-        # What the cache key holds for "the model": the weights, the dtype they run in and the
-        # decoding code's version, so no answer computed under other settings is served.
-        self.model_id = (
-            f"{self.path.name}@{checkpoint_fingerprint(self.path)}"
-            f"/{resolve_dtype(config.dtype)}/decoding-v{DECODING_VERSION}"
+        self.device = resolve_device(config.device)
+        self.model = load_causal_lm(self.path, config.dtype, self.device)
+        self.decoder = "loop" if self.device == "cpu" else "generate"
+        self.model_id = local_model_id(
+            self.path.name,
+            checkpoint_fingerprint(self.path),
+            resolve_dtype(config.dtype, self.device),
+            self.device,
+            prompt_format,
         )
-        if prompt_format != "chat_template":
-            # The same messages render to a different prompt: keep their cached answers apart.
-            self.model_id += f"/{prompt_format}"
         self._grammars: dict[str, Any] = {}
         self._compiler: Any = None
         self._eos_ids = self._stop_ids()
+        if self.decoder == "generate":
+            neutral_generation_config(self.model, self._eos_ids, self.tokenizer.pad_token_id)
 
     def _stop_ids(self) -> list[int]:
         ids = {self.tokenizer.eos_token_id}
@@ -102,19 +130,24 @@ class TransformersBackend:
     def generate(self, requests: list[ChatRequest], on_result: ResultCallback, admit: Admit | None = None) -> None:
         """Answer `requests` in batches; `admit` is not asked (a local model costs nothing per call)."""
         prompts = [self.render(r) for r in requests]
-        # Every kind of request in one batch (each row keeps its own schema, regex and sampling):
-        # a decoding step's fixed cost is shared. Shortest prompts first, so a split batch pads less.
-        order = sorted(range(len(requests)), key=lambda i: len(prompts[i]))
-        # Even batches (70 requests at batch_size 64: 35 + 35, not 64 + 6): each batch's
-        # decoding steps cost a fixed part, so a small trailing batch is nearly a full one.
-        size = -(-len(order) // -(-len(order) // self.config.batch_size)) if order else 1
-        for start in range(0, len(order), size):
-            batch = order[start : start + size]
+        # Our loop takes every kind of request in one batch (each row keeps its own schema, regex
+        # and sampling): a decoding step's fixed cost is shared. `generate` takes one sampling
+        # setting per call: a batch per setting. Shortest prompts first, so a split batch pads less.
+        groups: dict[Any, list[int]] = {}
+        for i in sorted(range(len(requests)), key=lambda i: len(prompts[i])):
+            key = None if self.decoder == "loop" else requests[i].sampling
+            groups.setdefault(key, []).append(i)
+        for order in groups.values():
+            # Even batches (70 requests at batch_size 64: 35 + 35, not 64 + 6): each batch's
+            # decoding steps cost a fixed part, so a small trailing batch is nearly a full one.
+            size = -(-len(order) // -(-len(order) // self.config.batch_size))
+            for start in range(0, len(order), size):
+                batch = order[start : start + size]
 
-            def report(row: int, result: ChatResult, batch: list[int] = batch) -> None:
-                on_result(batch[row], result)  # the batch's row -> the caller's request index
+                def report(row: int, result: ChatResult, batch: list[int] = batch) -> None:
+                    on_result(batch[row], result)  # the batch's row -> the caller's request index
 
-            self._generate_batch([requests[i] for i in batch], [prompts[i] for i in batch], report)
+                self._generate_batch([requests[i] for i in batch], [prompts[i] for i in batch], report)
 
     def _generate_batch(self, requests: list[ChatRequest], prompts: list[str], on_result: ResultCallback) -> None:
         """Decode one batch; each row's result goes to `on_result` (batch index) as soon as it ends."""
@@ -131,6 +164,14 @@ class TransformersBackend:
             )
             on_result(row, result)
 
+        seeds = [r.stream_seed() for r in requests]
+        grammars = [self._grammar(r) for r in requests]
+        if self.decoder == "generate":
+            pad = self.tokenizer.pad_token_id
+            decoded = generate_rows(self.model, encoded, pad, requests[0].sampling, self._eos_ids, seeds, grammars)
+            for row, rows_decoded in enumerate(decoded):
+                finished(row, rows_decoded)
+            return
         sample_batch(
             self.model,
             encoded,
@@ -138,8 +179,8 @@ class TransformersBackend:
             [r.sampling for r in requests],
             self._eos_ids,
             # Each row's own stream: its answer does not depend on the batch it landed in.
-            seeds=[r.stream_seed() for r in requests],
-            grammar=[self._grammar(r) for r in requests],
+            seeds=seeds,
+            grammar=grammars,
             on_row=finished,
         )
 
@@ -149,3 +190,7 @@ class TransformersBackend:
         self._compiler = None
         self.__dict__.pop("model", None)  # closing twice is harmless
         gc.collect()
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()  # give the memory back to the next model the stage loads

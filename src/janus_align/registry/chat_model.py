@@ -13,7 +13,7 @@ reproduces an answer. Greedy answers (temperature 0) do not depend on it. The sa
 the logged model's metadata (`params_doc`), next to its signature.
 
 Where its settings come from (params.yaml, no key of its own): the model computes in
-`generate.dtype` and batches `generate.batch_size` rows, the settings the generate stage scores
+`generate.dtype` on `generate.device` and batches `generate.batch_size` rows, the settings the generate stage scores
 a candidate with, recorded into the logged model's config when it is logged (`serving_config`),
 so a served model runs as it was scored and a later params.yaml does not change a logged one.
 The weights are stored in `mlflow.log_model_dtype` (bf16 halves them) and cast on load. The
@@ -119,7 +119,10 @@ class JanusChatModel(PythonModel):
         missing = [key for key in SERVING_KEYS if key not in config]
         if missing:
             raise ValueError(f"{checkpoint}: the chat model's config lacks {missing} (see serving_config)")
-        llm = TransformersSettings(dtype=config["dtype"], batch_size=int(config["batch_size"]))
+        # `device` came later than the other keys: a model logged before it runs where `auto` says.
+        llm = TransformersSettings(
+            dtype=config["dtype"], batch_size=int(config["batch_size"]), device=config.get("device", "auto")
+        )
         backend = TransformersBackend(checkpoint, llm, config["prompt_format"])
         self.engine = LLMEngine(backend, RequestCache(":memory:"))
 
@@ -206,8 +209,14 @@ def _stage(checkpoint: Path, dtype: str, into: Path) -> Path:
 
 
 def serving_config(params: Params, prompt_format: str) -> dict[str, Any]:
-    """What the chat model runs with: the generate stage's dtype and batch size (module docstring)."""
-    return {"prompt_format": prompt_format, "dtype": params.generate.dtype, "batch_size": params.generate.batch_size}
+    """What the chat model runs with: the generate stage's dtype, device and batch size (module docstring)."""
+    settings = params.generate
+    return {
+        "prompt_format": prompt_format,
+        "dtype": settings.dtype,
+        "device": settings.device,
+        "batch_size": settings.batch_size,
+    }
 
 
 def log_chat_model(checkpoint: str | Path, prompt_format: str, params: Params, name: str = "model") -> str:

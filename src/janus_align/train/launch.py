@@ -96,10 +96,22 @@ def _stage_function(stage: str):
     return lambda params: module.train(params, **fixed)
 
 
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Worker entry point: train one stage with the params the launching stage wrote."""
     stage, params_file = (argv if argv is not None else sys.argv[1:])[:2]
     params = Params.model_validate_json(Path(params_file).read_text(encoding="utf-8"))
+    rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
+    kind = params.train.common.distributed
+    print(f"{stage}: worker {rank} of {world} ({kind})", flush=True)
+    if kind == "fsdp" and rank == "0" and not _has_gpu():
+        # accelerate shards with FSDP only over accelerators; CPU workers (gloo) train as DDP.
+        print(f"{stage}: no GPU, so accelerate runs the fsdp workers as DDP over gloo (no sharding)", flush=True)
     run_id = os.environ.get(RUN_ID_ENV)
     if run_id and os.environ.get("RANK", "0") == "0":
         import mlflow
