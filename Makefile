@@ -55,12 +55,15 @@ repro: data
 	JANUS_PIPELINE_ID=$${JANUS_PIPELINE_ID:-$$(date -u +%Y%m%dT%H%M%SZ)} $(BIN)/janus preload -- $(BIN)/dvc repro
 	$(BIN)/janus summary
 
-# `make test` (what CI runs): every fast test, the embedded GGUF conversion, and a fresh-clone
-# `dvc repro` of the whole pipeline on the ci profile (about 10 minutes on 2 idle cores).
-# `make test-all` also runs the other slow tests (about 11 minutes more).
+# `make test` (what CI runs): every fast test, the embedded GGUF conversion, a fresh-clone
+# `dvc repro` of the whole pipeline on the ci profile against a loopback MLflow server, the
+# paper profile's rehearsal against the simulated OpenAI API, and the fault-injection suite
+# (its RELIABILITY line ends the output). `make test-all` also runs the other slow tests.
+SLOW_IN_CI := tests/test_prepare_model.py tests/test_pipeline_e2e.py tests/test_paper_rehearsal.py \
+	tests/test_fault_injection.py
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
-	$(BIN)/python -m pytest -m slow tests/test_prepare_model.py tests/test_pipeline_e2e.py $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m slow $(SLOW_IN_CI) $(PYTEST_ARGS)
 
 # ruff (lint + format check) over the code, mypy over the package (settings in pyproject.toml).
 lint: $(STAMP)
