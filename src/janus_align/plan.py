@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from janus_align.config import LLMSettings, OpenAISettings, Params, TransformersSettings
 from janus_align.config.schema import LlamaCppSettings, OpenAIConnection
-from janus_align.llm.api_keys import MissingAPIKeyError, api_key
+from janus_align.llm.api_keys import MissingAPIKeyError, api_key, server_url
 
 
 def _llm(config: LLMSettings) -> str:
@@ -12,7 +12,7 @@ def _llm(config: LLMSettings) -> str:
         return f"transformers:{config.model} ({config.dtype}, batch {config.batch_size})"
     if isinstance(config, LlamaCppSettings):
         return f"llama_cpp:{config.model} (slots {config.max_concurrency})"
-    return f"openai:{config.model} at {config.base_url or 'api.openai.com'} (concurrency {config.max_concurrency})"
+    return f"openai:{config.model} at {server_url(config)} (concurrency {config.max_concurrency})"
 
 
 def describe_plan(params: Params) -> str:

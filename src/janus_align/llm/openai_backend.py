@@ -25,7 +25,7 @@ from typing import Any
 import openai
 
 from janus_align.config.schema import OpenAISettings
-from janus_align.llm.api_keys import api_key
+from janus_align.llm.api_keys import api_key, server_url
 from janus_align.llm.types import ChatRequest, ChatResult, ResultCallback
 
 
@@ -66,7 +66,8 @@ class OpenAIBackend:
         self.config = config
         self.model = model or config.model
         self._api_key = api_key(config, self.model)
-        self.model_id = f"openai:{config.base_url or 'api.openai.com'}:{self.model}"
+        self.base_url = server_url(config)
+        self.model_id = f"openai:{self.base_url}:{self.model}"
         # Switches to json_object the first time the server rejects a json_schema request.
         self._schema_style = "json_schema"
 
@@ -124,7 +125,7 @@ class OpenAIBackend:
         client_settings = self.config
         async with openai.AsyncOpenAI(
             api_key=self._api_key,
-            base_url=client_settings.base_url,
+            base_url=self.base_url,
             max_retries=client_settings.max_retries,
             timeout=client_settings.timeout_s,
         ) as client:
