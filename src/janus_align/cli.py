@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     preload.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     preload.set_defaults(handler=_preload)
+    simulate_api = sub.add_parser("simulate-api", help="serve the simulated OpenAI API on loopback (tests, benchmarks)")
+    importlib.import_module("janus_align.simulated_api.__main__").add_arguments(simulate_api)
+    simulate_api.set_defaults(handler=_tool("janus_align.simulated_api.__main__", "main"))
     judge = sub.choices["judge"]
     judge.add_argument(
         "--model",
