@@ -5,13 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-# Offline, no telemetry, one tracking store: the same environment for every stage and test.
+# Offline, no telemetry: the same environment for every stage and test. The MLflow store is the
+# user's MLFLOW_TRACKING_URI, else params' mlflow.tracking_uri (`janus tracking-uri` says which).
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export MLFLOW_DISABLE_TELEMETRY := true
-export MLFLOW_TRACKING_URI := sqlite:///mlflow.db
 export GX_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export DO_NOT_TRACK := 1
@@ -71,13 +71,16 @@ lint: $(STAMP)
 test-all: $(STAMP) $(BIN)/llama-server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The UI of a local store; with a team's server in effect (`janus tracking-uri`), that server's own.
 ui: $(STAMP)
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db \
-		--default-artifact-root ./mlruns --host 127.0.0.1 --port $${PORT:-5000} --workers 1
+	@uri="$$($(BIN)/janus tracking-uri)"; case "$$uri" in \
+	  http://*|https://*|databricks*) echo "MLflow UI: $$uri (the tracking server in effect)";; \
+	  *) MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri "$$uri" \
+	       --default-artifact-root ./mlruns --host 127.0.0.1 --port $${PORT:-5000} --workers 1;; esac
 
 # The champion over HTTP (MLflow's scoring server; it runs `uvicorn` from PATH, which has .venv/bin first here).
 serve: $(STAMP)
-	$(BIN)/mlflow models serve -m models:/janus@champion --env-manager local -h 127.0.0.1 -p $${PORT:-5001}
+	MLFLOW_TRACKING_URI="$$($(BIN)/janus tracking-uri)" $(BIN)/mlflow models serve -m models:/janus@champion --env-manager local -h 127.0.0.1 -p $${PORT:-5001}
 
 clean-venv:
 	rm -rf $(VENV)

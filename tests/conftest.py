@@ -3,10 +3,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,9 +32,9 @@ os.environ.update(OFFLINE_ENV)
 
 
 def janus_env(**extra: str) -> dict[str, str]:
-    env = {**os.environ, **OFFLINE_ENV, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **extra}
-    env.pop("MLFLOW_TRACKING_URI", None)  # each project uses its own sqlite store
-    return env
+    env = {**os.environ, **OFFLINE_ENV, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("MLFLOW_TRACKING_URI", None)  # each project uses its own sqlite store, unless a test names one
+    return env | extra
 
 
 def run_janus(project: Path, *args: str, check: bool = True, timeout: float = 600, **env: str):
@@ -76,3 +81,86 @@ def clone_project(source: Path, target: Path) -> Path:
 def ci_project(ci_base_project: Path, tmp_path: Path) -> Path:
     """A private, writable copy of the prepared ci project."""
     return clone_project(ci_base_project, tmp_path / "project")
+
+
+def sh(project: Path, *cmd: str, timeout: float = 1800, **env: str) -> subprocess.CompletedProcess:
+    """Run a command in `project` with janus' environment (plus `env`); fail the test if it fails."""
+    done = subprocess.run(list(cmd), cwd=project, env=janus_env(**env), capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, (
+        f"{' '.join(cmd)} exited {done.returncode}\n{done.stdout[-6000:]}\n{done.stderr[-6000:]}"
+    )
+    return done
+
+
+def fresh_clone(target: Path) -> Path:
+    """The repository's files as git would clone them (tracked and not ignored), nothing built."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for name in filter(None, listed):
+        source = REPO / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    sh(target, "git", "init", "-q")
+    sh(target, "git", "add", "-A")
+    sh(target, "git", "-c", "user.name=ci", "-c", "user.email=ci@example.invalid", "commit", "-qm", "clone")
+    return target
+
+
+@contextlib.contextmanager
+def mlflow_server(root: Path) -> Iterator[str]:
+    """A real `mlflow server` on loopback with its own backend store and artifact root; yields its URI.
+
+    The one worker and no job runner of `make ui` (STACK.md: up in ~6 s); stopped with SIGTERM.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = (root / "server.log").open("w")
+    server = subprocess.Popen(
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'server.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=root,
+        env=janus_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"mlflow server did not start:\n{(root / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield uri
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()

@@ -1,45 +1,17 @@
 """The whole pipeline as a newcomer runs it: a fresh copy of the repository with no data/ and no
-DVC remote, `janus setup-data`, then `dvc repro` on the ci profile (tiny random model)."""
+DVC remote, `janus setup-data`, then `dvc repro` on the ci profile (tiny random model), as a team
+runs it: every MLflow stage writes to a shared `mlflow server` on loopback (MLFLOW_TRACKING_URI),
+and a teammate's clone resolves `models:/janus@champion` through that server."""
 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, janus_env, run_janus
-
-
-def sh(project: Path, *cmd: str, timeout: float = 1800) -> subprocess.CompletedProcess:
-    done = subprocess.run(list(cmd), cwd=project, env=janus_env(), capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, (
-        f"{' '.join(cmd)} exited {done.returncode}\n{done.stdout[-6000:]}\n{done.stderr[-6000:]}"
-    )
-    return done
-
-
-def fresh_clone(target: Path) -> Path:
-    """The repository's files as git would clone them (tracked and not ignored), nothing built."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for name in filter(None, listed):
-        source = REPO / name
-        if source.is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
-    sh(target, "git", "init", "-q")
-    sh(target, "git", "add", "-A")
-    sh(target, "git", "-c", "user.name=ci", "-c", "user.email=ci@example.invalid", "commit", "-qm", "clone")
-    return target
+from conftest import fresh_clone, mlflow_server, run_janus, sh
 
 
 def test_setup_data_materializes_exactly_what_data_dvc_records(tmp_path: Path) -> None:
@@ -56,12 +28,19 @@ def test_setup_data_materializes_exactly_what_data_dvc_records(tmp_path: Path) -
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_fresh_clone_repro_runs_every_stage_then_is_a_noop(tmp_path: Path) -> None:
+    with mlflow_server(tmp_path / "server") as uri:
+        _repro_against_a_team_server(tmp_path, uri)
+
+
+def _repro_against_a_team_server(tmp_path: Path, uri: str) -> None:
+    team = {"MLFLOW_TRACKING_URI": uri}
     project = fresh_clone(tmp_path / "clone")
     run_janus(project, "setup-data")
     run_janus(project, "use-profile", "ci")
 
     # As `make repro` runs it: stages forked from one preloaded process once its imports are done.
-    preloaded = sh(project, "janus", "preload", "--", "dvc", "repro")
+    pipeline_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    preloaded = sh(project, "janus", "preload", "--", "dvc", "repro", JANUS_PIPELINE_ID=pipeline_id, **team)
     assert "janus preload: serving after" in preloaded.stderr
     log = preloaded.stdout + preloaded.stderr
     assert "nanobind" not in log and "is empty." not in log  # nothing at exit, no warning on empty outputs
@@ -69,7 +48,7 @@ def test_fresh_clone_repro_runs_every_stage_then_is_a_noop(tmp_path: Path) -> No
     status = sh(project, "dvc", "status").stdout
     assert "up to date" in status, status
     started = time.perf_counter()
-    second = sh(project, "dvc", "repro").stdout
+    second = sh(project, "dvc", "repro", **team).stdout
     assert time.perf_counter() - started < 10
     assert "Running stage" not in second
 
@@ -79,5 +58,31 @@ def test_fresh_clone_repro_runs_every_stage_then_is_a_noop(tmp_path: Path) -> No
     assert {"base", "sft", "sft_small", "dpo", "orpo"} <= set(board["models"])
     register = json.loads((project / "metrics" / "register.json").read_text())
     assert register["champion_version"] is not None
-    summary = run_janus(project, "summary").stdout
-    assert "@champion" in summary and "make ui" in summary
+    summary = run_janus(project, "summary", **team).stdout
+    assert f"models:/janus@champion -> version {register['champion_version']} in {uri}" in summary, summary
+    assert f"MLflow UI:   {uri}" in summary
+    # Nothing went to a local store: the server holds the runs, the registry and the artifacts.
+    assert not (project / "mlflow.db").exists()
+    assert sorted(p.name for p in (project / "mlruns").iterdir()) == [".gitkeep"]
+    parent = _pipeline_run(uri, pipeline_id)
+    assert parent.info.status == "FINISHED" and parent.info.end_time - parent.info.start_time > 10_000
+
+    # A teammate's clone sees the champion through the server and chats with it.
+    teammate = fresh_clone(tmp_path / "teammate")
+    run_janus(teammate, "setup-data")
+    seen = run_janus(teammate, "summary", **team).stdout
+    assert f"models:/janus@champion -> version {register['champion_version']} in {uri}" in seen, seen
+    answer = run_janus(teammate, "chat", "--max-new-tokens", "8", "Say hello.", **team)
+    assert answer.stdout.strip(), answer.stderr[-2000:]
+    assert not (teammate / "mlflow.db").exists()
+
+
+def _pipeline_run(uri: str, pipeline_id: str):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("janus")
+    (run,) = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.kind = 'pipeline' and tags.pipeline_id = '{pipeline_id}'"
+    )
+    return run

@@ -4,6 +4,7 @@ what it ran for (`judge-base`, not two sibling runs both named `judge`)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +116,58 @@ def test_judge_stage_runs_as_dvc_runs_them_are_named_for_their_candidate(tmp_pat
         run = judge_runs[f"judge-{name}"]
         assert run.data.tags["candidate"] == name and run.data.metrics["overall"] == 4.0
         assert set(run.data.params) == _leaves(project, "judge") and "judge.repeats" in run.data.params
+
+
+def test_parent_run_spans_its_stages_ends_with_the_last_outcome_and_stages_log_their_datasets(
+    ci_project: Path,
+) -> None:
+    pipeline = {"JANUS_PIPELINE_ID": "20261202T101500Z"}
+    run_janus(ci_project, "instructions", **pipeline)
+    runs = {r.info.run_name: r for r in _runs(ci_project)}
+    parent, stage = runs["pipeline-20261202T101500Z"], runs["instructions"]
+    assert parent.info.start_time == 1796206500000  # 2026-12-02T10:15:00Z, when the pipeline began
+    assert parent.info.status == "FINISHED" and parent.info.end_time >= stage.info.end_time
+    logged = {i.dataset.name: i.dataset.digest for i in stage.inputs.dataset_inputs}
+    assert logged == {
+        "data/instructions": tracking.content_digest(ci_project / "data" / "instructions"),
+        "data/bench/prompts.jsonl": tracking.content_digest(ci_project / "data" / "bench" / "prompts.jsonl"),
+    }
+    assert all(len(digest) == 12 for digest in logged.values())
+
+    failed = run_janus(ci_project, "assemble", check=False, **pipeline)  # its inputs were never made
+    assert failed.returncode != 0
+    runs = {r.info.run_name: r for r in _runs(ci_project)}
+    assert runs["assemble"].info.status == "FAILED"
+    assert runs["pipeline-20261202T101500Z"].info.status == "FAILED"
+    assert runs["pipeline-20261202T101500Z"].info.end_time >= runs["assemble"].info.end_time
+
+
+def test_tracking_uri_rule_environment_then_params_then_local_default(tmp_path: Path, monkeypatch) -> None:
+    params = parse_params(yaml.safe_load((REPO / "params.yaml").read_text()))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking.tracking_uri(params) == "sqlite:///mlflow.db"
+    served = params.model_copy(update={"mlflow": params.mlflow.model_copy(update={"tracking_uri": "http://a:5000"})})
+    assert tracking.tracking_uri(served) == "http://a:5000"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://team:5000")
+    assert tracking.tracking_uri(served) == "http://team:5000"
+    assert tracking.is_remote_store("http://team:5000") and not tracking.is_remote_store("sqlite:///mlflow.db")
+    # The Makefile no longer overrides the user's choice: what make's recipes see is the user's variable.
+    project = make_project(tmp_path / "p", profile=None)
+    (project / "Makefile").write_text(
+        "include " + str(REPO / "Makefile") + "\nprint-uri:\n\t@echo $$MLFLOW_TRACKING_URI\n"
+    )
+    import subprocess
+
+    shown = subprocess.run(
+        ["make", "-s", "-f", str(project / "Makefile"), "print-uri"],
+        cwd=project,
+        env={**os.environ, "MLFLOW_TRACKING_URI": "http://team:5000"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shown.stdout.strip() == "http://team:5000"
+    assert run_janus(project, "tracking-uri").stdout.strip() == "sqlite:///mlflow.db"
+    assert (
+        run_janus(project, "tracking-uri", MLFLOW_TRACKING_URI="http://team:5000").stdout.strip() == "http://team:5000"
+    )

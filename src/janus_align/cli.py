@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("summary", help="where the results of the last run are").set_defaults(
         handler=_tool("janus_align.summary", "main")
     )
+    sub.add_parser("tracking-uri", help="the MLflow store in effect (MLFLOW_TRACKING_URI, else params)").set_defaults(
+        handler=_tool("janus_align.tracking", "print_tracking_uri")
+    )
     dvc_deps = sub.add_parser("dvc-deps", help="each stage's code deps from its imports; --write puts them in dvc.yaml")
     dvc_deps.add_argument("--write", action="store_true", help="rewrite the src/janus_align deps of dvc.yaml's stages")
     dvc_deps.add_argument("--dvc-file", default="dvc.yaml", help="the pipeline file (default: dvc.yaml)")

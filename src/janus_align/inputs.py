@@ -11,7 +11,7 @@ import yaml
 from janus_align import paths
 from janus_align.config.load import UniqueKeyLoader, yaml_error
 from janus_align.errors import JanusError
-from janus_align.records import RecordError, iter_located
+from janus_align.records import RecordError, iter_located, read_text
 
 BENCH_GROUPS = ("AlpacaEval", "FLASK", "Koala", "MT-Bench", "Self-Instruct")
 DIMENSIONS = ("style", "background_knowledge", "informativeness", "harmlessness")
@@ -69,9 +69,7 @@ def check_bench_prompts(path: Path = paths.BENCH_PROMPTS) -> Counter:
 
 def check_rubric_examples(path: Path = paths.RUBRIC_EXAMPLES) -> int:
     try:
-        rubrics = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
+        rubrics = json.loads(read_text(path, InputError))
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}:{exc.lineno}: broken JSON ({exc.msg})") from None
     if not isinstance(rubrics, list) or len(rubrics) != 3:
@@ -90,9 +88,7 @@ def check_rubric_examples(path: Path = paths.RUBRIC_EXAMPLES) -> int:
 def load_taxonomy(path: Path = paths.TAXONOMY) -> dict[str, dict[str, list[str]]]:
     """dimension -> subdimension -> example preferences, checked for the four dimensions."""
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)  # a repeated key is an error
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
+        raw = yaml.load(read_text(path, InputError), Loader=UniqueKeyLoader)  # a repeated key is an error
     except yaml.YAMLError as exc:
         raise InputError(yaml_error(path, exc)) from None
     dimensions = (raw or {}).get("dimensions")

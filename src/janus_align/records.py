@@ -34,8 +34,13 @@ def iter_jsonl(path: str | Path) -> Iterator[Row]:
 
 
 def _numbered_jsonl(path: Path) -> Iterator[tuple[int, Row]]:
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    # Lines are split as bytes and decoded one by one, so a bad byte is reported at its own line
+    # (a text reader decodes ahead in blocks and would blame a line before it).
+    offset = 0
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            line = decode_utf8(raw, f"{path}:{number}", offset)
+            offset += len(raw)
             if not line.strip():
                 continue
             try:
@@ -45,6 +50,29 @@ def _numbered_jsonl(path: Path) -> Iterator[tuple[int, Row]]:
             if not isinstance(row, dict):
                 raise RecordError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
             yield number, row
+
+
+def decode_utf8(raw: bytes, where: str, offset: int = 0, error: type[Exception] = RecordError) -> str:
+    """`raw` as UTF-8 text, or `error` naming `where` and the byte offset (in the file) of the first bad byte."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(
+            f"{where}: not UTF-8 text (byte {offset + exc.start} is {raw[exc.start]:#04x}); save it as UTF-8"
+        ) from None
+
+
+def read_text(path: str | Path, error: type[Exception] = RecordError, missing: str = "file not found") -> str:
+    """A user's text file (YAML, JSON) as UTF-8; `error` naming the file when it is missing, unreadable
+    or not UTF-8 (with the byte offset), never a raw OSError or UnicodeDecodeError."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{path}: {missing}") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    return decode_utf8(raw, str(path), error=error)
 
 
 def iter_records(path: str | Path) -> Iterator[Row]:
@@ -69,7 +97,7 @@ def iter_located(path: str | Path) -> Iterator[tuple[str, Row]]:
             yield f"{path}:{number}", row
     elif suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_text(path))
         except json.JSONDecodeError as exc:
             raise RecordError(f"{path}:{exc.lineno}: broken JSON ({exc.msg})") from None
         if isinstance(data, dict):
@@ -86,13 +114,18 @@ def iter_located(path: str | Path) -> Iterator[tuple[str, Row]]:
         else:
             raise RecordError(f"{path}: expected a list of rows or an {{id: row}} mapping")
     elif suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         number = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-            for row in batch.to_pylist():
-                number += 1
-                yield f"{path}: row {number}", row
+        try:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+                for row in batch.to_pylist():
+                    number += 1
+                    yield f"{path}: row {number}", row
+        except (pa.ArrowException, OSError) as exc:  # not parquet, truncated, or a corrupt page
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise RecordError(f"{path}: not a readable parquet file after {number} rows ({reason})") from None
     else:
         raise RecordError(f"{path}: unsupported file type {suffix!r} (use .jsonl, .json or .parquet)")
 
@@ -150,10 +183,8 @@ def read_json_object(path: str | Path, missing: str = "not found", error: type[E
     """The object a small JSON file holds (a record, a leaderboard); `error` naming the file, and
     the line for broken JSON, when it is missing (`FILE: {missing}`), broken or not an object."""
     path = Path(path)
-    if not path.is_file():
-        raise error(f"{path}: {missing}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path, error, missing))
     except json.JSONDecodeError as exc:
         raise error(f"{path}:{exc.lineno}: broken JSON ({exc.msg})") from None
     if not isinstance(data, dict):

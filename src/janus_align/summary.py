@@ -57,8 +57,13 @@ def registry_line(name: str, uri: str, recorded: Any = None) -> str:
 def main(args: argparse.Namespace | None = None) -> None:
     from janus_align.config import load_params
     from janus_align.errors import JanusError
-    from janus_align.tracking import tracking_uri
+    from janus_align.tracking import is_remote_store, tracking_uri
 
+    try:
+        params = load_params(getattr(args, "params", None) or "params.yaml")
+    except JanusError as exc:
+        params, problem = None, exc
+    uri = tracking_uri(params) if params is not None else ""
     lines = ["", "Janus pipeline finished. Results:"]
     board = paths.LEADERBOARD
     if board.is_file():
@@ -69,17 +74,15 @@ def main(args: argparse.Namespace | None = None) -> None:
         f"  metrics:     dvc metrics show   ({paths.METRICS}/)",
         f"  report:      {paths.REPORT_HTML}",
         f"  data docs:   {paths.DATA_DOCS / 'index.html'}",
-        "  MLflow UI:   make ui   (then http://127.0.0.1:5000)",
+        f"  MLflow UI:   {uri}" if is_remote_store(uri) else "  MLflow UI:   make ui   (then http://127.0.0.1:5000)",
     ]
     register = paths.REGISTER_METRICS
     info = json.loads(register.read_text()) if register.is_file() else {}
-    try:
-        params = load_params(getattr(args, "params", None) or "params.yaml")
-    except JanusError as exc:
-        lines.append(f"  registry:    unknown ({exc})")
+    if params is None:
+        lines.append(f"  registry:    unknown ({problem})")
     else:
         name = params.mlflow.registered_model
-        lines.append(f"  registry:    {registry_line(name, tracking_uri(params), info.get('champion_version'))}")
+        lines.append(f"  registry:    {registry_line(name, uri, info.get('champion_version'))}")
     print("\n".join(lines))
 
 

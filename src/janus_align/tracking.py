@@ -136,39 +136,88 @@ def stage_run_name(stage: str, options: Mapping[str, Any]) -> str:
 
 
 def tracking_uri(params: Params) -> str:
-    """The tracking (and registry) store in effect: `MLFLOW_TRACKING_URI` if set, else params' mlflow.tracking_uri."""
-    return os.environ.get("MLFLOW_TRACKING_URI", params.mlflow.tracking_uri)
+    """The tracking (and registry) store in effect, by one rule: the user's `MLFLOW_TRACKING_URI`
+    wins, then params' `mlflow.tracking_uri`, whose default is the local `sqlite:///mlflow.db`.
+
+    A team points every clone at one `mlflow server` with either; nothing of ours sets the variable.
+    """
+    return os.environ.get("MLFLOW_TRACKING_URI") or params.mlflow.tracking_uri
+
+
+def is_remote_store(uri: str) -> bool:
+    """Whether `uri` is a tracking server (which keeps its own artifact root) rather than a local store."""
+    return uri.split(":", 1)[0] in {"http", "https", "databricks"}
+
+
+def print_tracking_uri(args: Any) -> None:
+    """`janus tracking-uri`: the store in effect, for the Makefile's `ui` and `serve` and for scripts."""
+    from janus_align.config import load_params
+
+    print(tracking_uri(load_params(Path(args.params))))
 
 
 def configure(params: Params) -> None:
     import mlflow
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    mlflow.set_tracking_uri(tracking_uri(params))
+    uri = tracking_uri(params)
+    mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(params.mlflow.experiment) is None:
-        location = Path(params.mlflow.artifact_location).resolve()
-        location.mkdir(parents=True, exist_ok=True)
+        # A server stores artifacts under its own --artifacts-destination; a local path of this
+        # clone would be meaningless to a teammate's.
+        location = None
+        if not is_remote_store(uri):
+            local = Path(params.mlflow.artifact_location).resolve()
+            local.mkdir(parents=True, exist_ok=True)
+            location = local.as_uri()
         with contextlib.suppress(Exception):  # a concurrent worker may have created it
-            mlflow.create_experiment(params.mlflow.experiment, artifact_location=location.as_uri())
+            mlflow.create_experiment(params.mlflow.experiment, artifact_location=location)
     mlflow.set_experiment(params.mlflow.experiment)
 
 
+# `make repro` names a pipeline by its UTC start (`date -u +%Y%m%dT%H%M%SZ`): the parent run starts then.
+PIPELINE_ID_FORMAT = "%Y%m%dT%H%M%SZ"
+
+
+def _pipeline_start_ms(pipeline_id: str) -> int:
+    """When the pipeline started, from its id where it is a timestamp, else now."""
+    import calendar
+
+    try:
+        return calendar.timegm(time.strptime(pipeline_id, PIPELINE_ID_FORMAT)) * 1000
+    except ValueError:
+        return int(time.time() * 1000)
+
+
 def _parent_run_id(params: Params) -> str:
+    """The pipeline's parent run, created on first use with the pipeline's start time.
+
+    DVC runs stages one process after another, and none knows which is last; so the parent is
+    kept RUNNING while a stage runs and closed with that stage's outcome after each
+    (`stage_run`): when the pipeline ends, the parent's end time and status are its last stage's.
+    """
     import mlflow
+    from mlflow import MlflowClient
 
     pipeline_id = os.environ.get(PIPELINE_ENV) or f"adhoc-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
     os.environ[PIPELINE_ENV] = pipeline_id  # children spawned by this process share the parent
-    found = mlflow.search_runs(
-        experiment_names=[params.mlflow.experiment],
+    experiment = mlflow.get_experiment_by_name(params.mlflow.experiment)
+    assert experiment is not None  # configure() made it
+    client = MlflowClient()
+    found = client.search_runs(
+        [experiment.experiment_id],
         filter_string=f"tags.pipeline_id = '{pipeline_id}' and tags.kind = 'pipeline'",
-        output_format="list",
         max_results=1,
     )
     if found:
         return found[0].info.run_id
-    with mlflow.start_run(run_name=f"pipeline-{pipeline_id}") as run:
-        mlflow.set_tags({"kind": "pipeline", "pipeline_id": pipeline_id, "profile": params.profile})
-        mlflow.log_dict(params.model_dump(mode="json"), "params.yaml")  # the whole recipe, once
+    run = client.create_run(
+        experiment.experiment_id,
+        start_time=_pipeline_start_ms(pipeline_id),
+        tags={"kind": "pipeline", "pipeline_id": pipeline_id, "profile": params.profile},
+        run_name=f"pipeline-{pipeline_id}",
+    )
+    client.log_dict(run.info.run_id, params.model_dump(mode="json"), "params.yaml")  # the whole recipe, once
     return run.info.run_id
 
 
@@ -185,16 +234,81 @@ def run_tags(stage: str, params: Params) -> dict[str, str]:
 
 @contextlib.contextmanager
 def stage_run(stage: str, params: Params, run_name: str | None = None) -> Iterator[Any]:
-    """Open the child run of `stage` under the pipeline's parent run.
+    """Open the child run of `stage` under the pipeline's parent run, logging the datasets it reads.
 
     >>> with stage_run("assemble", params):  # doctest: +SKIP
     ...     mlflow.log_metric("rows", 72)
     """
     import mlflow
+    from mlflow import MlflowClient
 
     configure(params)
     parent = _parent_run_id(params)
-    with mlflow.start_run(run_name=run_name or stage, parent_run_id=parent, nested=True) as run:
-        mlflow.set_tags(run_tags(stage, params))
-        mlflow.log_params(stage_params(params, dvc_stage_name(stage)))
-        yield run
+    client = MlflowClient()
+    client.update_run(parent, status="RUNNING")
+    status = "FAILED"
+    try:
+        with mlflow.start_run(run_name=run_name or stage, parent_run_id=parent, nested=True) as run:
+            mlflow.set_tags(run_tags(stage, params))
+            mlflow.log_params(stage_params(params, dvc_stage_name(stage)))
+            log_input_datasets(stage_inputs(dvc_stage_address(stage)))
+            yield run
+        status = "FINISHED"
+    finally:
+        client.set_terminated(parent, status=status)
+
+
+def dvc_stage_address(stage: str) -> str:
+    """The dvc.yaml address of the running stage (`judge@base`), else `stage` (run by hand)."""
+    return os.environ.get(DVC_STAGE_ENV, "").rsplit(":", 1)[-1] or stage
+
+
+def stage_inputs(address: str, dvc_file: Path = Path("dvc.yaml")) -> list[Path]:
+    """The data a stage reads: its dvc.yaml deps that exist (files and folders), less code and models.
+
+    `${item}` of a foreach stage is filled in from the address (`generate@sft`).
+    """
+    import yaml
+
+    if not dvc_file.is_file():
+        return []
+    name, _, item = address.partition("@")
+    stage = (yaml.safe_load(dvc_file.read_text(encoding="utf-8")).get("stages") or {}).get(name) or {}
+    stage = stage.get("do", stage)
+    inputs = []
+    for dep in stage.get("deps") or []:
+        path = Path(str(dep).replace("${item}", item))
+        if path.parts[:1] == ("src",) or path.parts[:2] == ("artifacts", "models") or "$" in str(path):
+            continue
+        if path.exists():
+            inputs.append(path)
+    return inputs
+
+
+def content_digest(path: Path) -> str:
+    """A short md5 of a file's bytes, or of a folder's files and their names, streamed
+    (the digest MLflow shows for a dataset)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    for file in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
+        digest.update(file.relative_to(path).as_posix().encode() if path.is_dir() else b"")
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+def log_input_datasets(files: list[Path]) -> None:
+    """Log each file as an MLflow input dataset of the active run (the UI's Dataset column)."""
+    import warnings
+
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    for path in files:
+        with warnings.catch_warnings():  # MLflow warns that a local file source is not portable
+            warnings.simplefilter("ignore")
+            source = resolve_dataset_source(str(path.resolve()))
+        # MLflow documents MetaDataset as concrete; its stubs leave `profile` abstract.
+        dataset = MetaDataset(source=source, name=str(path), digest=content_digest(path))  # type: ignore[abstract]
+        mlflow.log_input(dataset, context="input")

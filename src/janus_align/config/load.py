@@ -14,6 +14,7 @@ from pydantic_core import ErrorDetails
 
 from janus_align.config.schema import Params
 from janus_align.errors import JanusError
+from janus_align.records import read_text
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -179,10 +180,7 @@ def _dotted(parts: list[str]) -> str:
 def read_yaml(path: str | Path) -> Any:
     """Parse a YAML file; a syntax error or a repeated key names the file, line and column."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found (run from the project root)") from None
+    text = read_text(path, ConfigError, "file not found (run from the project root)")
     try:
         return yaml.load(text, Loader=UniqueKeyLoader)
     except yaml.YAMLError as exc:

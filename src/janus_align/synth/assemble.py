@@ -11,16 +11,14 @@ MLflow dataset input.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 from janus_align import headline_metrics, paths
 from janus_align.config import Params
 from janus_align.errors import JanusError
-from janus_align.records import write_json
+from janus_align.records import read_json_object, write_json
 from janus_align.synth.cards import dataset_card
 from janus_align.synth.prompts import TEMPLATE_VERSION
 from janus_align.synth.rows import ResponseRow, read_rows
@@ -28,15 +26,7 @@ from janus_align.synth.splits import SCHEMAS, TRL_SCHEMAS, build_splits, write_p
 from janus_align.synth.synthesis_run import synthesis_run
 
 STAGE = "assemble"
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise JanusError(f"{path}: not found (run the stage that writes it first)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise JanusError(f"{path}:{exc.lineno}: broken JSON ({exc.msg})") from None
+NOT_MADE = "not found (run the stage that writes it first)"
 
 
 def summarize(
@@ -80,8 +70,10 @@ def run(params: Params) -> dict[str, Any]:
     responses = read_rows(paths.SYNTH_RESPONSES, ResponseRow)
     if not responses:
         raise JanusError(f"{paths.SYNTH_RESPONSES}: no rows to assemble")
-    stage_stats = {stage: _read_json(paths.stats(stage)) for stage in paths.GENERATING_STAGES}
-    instructions = _read_json(paths.INSTRUCTIONS_METRICS)
+    stage_stats = {
+        stage: read_json_object(paths.stats(stage), NOT_MADE, JanusError) for stage in paths.GENERATING_STAGES
+    }
+    instructions = read_json_object(paths.INSTRUCTIONS_METRICS, NOT_MADE, JanusError)
     assembled = build_splits(responses, params.seed, params.synth.rm_test_fraction, params.synth.sets_per_instruction)
     splits, incomplete = assembled.splits, assembled.incomplete
     if not splits["dpo"]:

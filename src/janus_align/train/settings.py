@@ -18,6 +18,7 @@ from janus_align.config import Params
 from janus_align.config.schema import LoraConfig as LoraSection
 from janus_align.config.schema import TrainCommon
 from janus_align.errors import JanusError
+from janus_align.records import read_text
 
 RecipeName = Literal["sft", "sft_small", "dpo", "orpo", "rm"]
 TUNABLE = ("learning_rate", "epochs", "lora_r", "warmup_steps")
@@ -94,7 +95,7 @@ def read_best_params(path: Path = paths.BEST_PARAMS) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path, JanusError))
     except json.JSONDecodeError as exc:
         raise JanusError(f"{path}:{exc.lineno}: broken JSON ({exc.msg}); re-run `janus tune`") from None
     best = data.get("params", data)
