@@ -62,7 +62,7 @@ def test_out_of_range_value_names_key_path_bound_and_value(key_path, value, expe
         (
             "teacher.backend",
             "anthropic",
-            "teacher.backend: must be 'transformers', 'openai' or 'llama_cpp', got 'anthropic'",
+            "teacher.backend: must be 'transformers', 'openai', 'openai_batch' or 'llama_cpp', got 'anthropic'",
         ),
         ("model.base", None, "model.base: must be a valid string, got None"),
     ],

@@ -378,6 +378,9 @@ class _Recording:
         self.calls.append(list(requests))
         return self.engine.complete(requests, desc=desc)
 
+    def reject(self, requests, reason):
+        return self.engine.reject(requests, reason)
+
 
 def _answer_of(request) -> str:
     """The judged response inside a judge request (the text of the prompt's response section)."""

@@ -6,10 +6,12 @@ past the timeout, malformed JSON) so each test pins how the engine recovers from
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -339,3 +341,90 @@ def test_against_real_llama_cpp_server_with_embedded_gguf(tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+class _Healing:
+    """A server's answer function: unusable answers until `healed`, then valid ones."""
+
+    def __init__(self, unusable: str):
+        self.unusable, self.healed = unusable, False
+
+    def __call__(self, body: dict) -> str:
+        from loopback_server import default_answer
+
+        return default_answer(body) if self.healed else self.unusable
+
+
+@pytest.mark.parametrize("unusable", ["", "I cannot help with that.", '{"answer": 3}', '{"answer": "cut sho'])
+def test_a_stage_that_rejected_unusable_answers_asks_again_once_the_api_has_healed(tmp_path, monkeypatch, unusable):
+    """Garbage, empty, off-schema and cut answers fail the stage naming its rejects file; they are
+    set aside in the cache (not served), so the re-run after the API heals asks afresh and succeeds."""
+    from janus_align.config import load_params
+    from janus_align.synth.teacher import ask, finish_stage
+
+    monkeypatch.chdir(tmp_path)
+    params = load_params(Path(__file__).parents[1] / "params.yaml")
+    answers = _Healing(unusable)
+    units = [f"question {i}" for i in range(3)]
+
+    def run_stage(server: LoopbackServer) -> list:
+        engine = engine_for(server, tmp_path)
+        try:
+
+            def build(unit: str, attempt: int) -> ChatRequest:
+                return ChatRequest.of(unit, sampling=GREEDY, seed=attempt, response_schema=ANSWER_SCHEMA)
+
+            outcomes = ask(engine, units, build, lambda unit, result: (result.parsed, None), 1, desc="toy")
+            finish_stage("toy", params, engine, outcomes, [], [], time.perf_counter(), tmp_path / "toy.jsonl")
+            return outcomes
+        finally:
+            engine.close()
+
+    with LoopbackServer(answer=answers) as server:
+        with pytest.raises(JanusError) as failed:
+            run_stage(server)
+        message = str(failed.value)
+        assert "rejects.jsonl" in message and "a re-run asks the teacher afresh for these 3" in message
+        # Each unit asked, then re-asked once with a new seed (an empty answer is no answer: not re-asked).
+        asked = 3 if unusable == "" else 6
+        assert "\n" not in message and server.count() == asked
+        with contextlib.closing(sqlite3.connect(tmp_path / "llm.sqlite")) as db:
+            assert db.execute("SELECT COUNT(*) FROM completions").fetchone() == (0,)
+            kept = db.execute("SELECT text, reason FROM rejected").fetchall()
+        assert len(kept) == asked and all(text == unusable and reason for text, reason in kept)
+
+        answers.healed = True
+        outcomes = run_stage(server)
+        assert server.count() == asked + 3  # the 3 first asks again, fresh (none served from the cache)
+        assert all(o.ok and o.value == {"answer": "xx", "score": 1} for o in outcomes)
+        outcomes = run_stage(server)  # accepted answers are served from the cache as ever
+        assert server.count() == asked + 3 and all(o.ok for o in outcomes)
+
+
+def test_a_judge_verdict_left_unscored_is_asked_again_on_the_next_run(tmp_path):
+    from bench_samples import official_rows
+    from janus_align.bench.schema import bench_item
+    from janus_align.config.schema import JudgeConfig
+    from janus_align.evaluate.judging import judge_candidates
+    from janus_align.evaluate.responses import Response
+
+    items = [bench_item(row, f"row {i}", i) for i, row in enumerate(official_rows(1))]
+    responses = {"m": {items[0].id: Response(items[0].id, "an answer")}}
+    config = JudgeConfig(
+        llm=OpenAISettings(model="judge", sampling=Sampling(max_new_tokens=64, temperature=1.0)),
+        repeats=1,
+        max_reasks=1,
+        constrained=False,
+    )
+    answers = _Healing("no verdict here")
+    answers_ok = "Feedback: fine. [RESULT] 4"
+    with LoopbackServer(answer=lambda body: answers_ok if answers.healed else answers(body)) as server:
+        engine = engine_for(server, tmp_path)
+        rows = judge_candidates(engine, items, responses, config, seed=7)["m"]
+        assert all(r.verdict is None for r in rows) and server.count() == 8
+        engine.close()
+        answers.healed = True
+        engine = engine_for(server, tmp_path)
+        rows = judge_candidates(engine, items, responses, config, seed=7)["m"]
+        engine.close()
+    assert all(r.verdict == 4 for r in rows) and server.count() == 12

@@ -291,6 +291,10 @@ def test_a_bad_input_file_fails_the_batch_with_line_numbers(api):
     assert batch.status == "failed" and batch.errors.data[0].code == "mismatched_model"
     with pytest.raises(openai.BadRequestError):
         client.batches.create(input_file_id="file-missing", endpoint="/v1/chat/completions", completion_window="24h")
+    with pytest.raises(openai.NotFoundError):
+        client.batches.retrieve("batch_missing")
+    with pytest.raises(openai.NotFoundError):
+        client.files.content("file-missing")
 
 
 def test_stats_endpoint_reset_and_the_command_line():
@@ -320,3 +324,16 @@ def test_stats_endpoint_reset_and_the_command_line():
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_a_short_limit_window_enforces_the_rate_without_a_minute_of_burst():
+    # 60 RPM quantized to a 5 s window: 5 at once, then 1 a second (OpenAI: "60,000 RPM may be
+    # enforced as 1,000 requests per second"); a 60 s window would let 60 through at once.
+    with SimulatedAPI(rpm=60, limit_window_s=5.0, latency_median_s=0.001) as api:
+        client = client_for(api)
+        for index in range(5):
+            ask(client, f"q{index}")
+        with pytest.raises(openai.RateLimitError) as caught:
+            ask(client, "sixth")
+        assert caught.value.response.headers["x-ratelimit-limit-requests"] == "60"
+        assert int(caught.value.response.headers["retry-after-ms"]) <= 1000

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from janus_align.config import LLMSettings, OpenAISettings, Params, TransformersSettings
-from janus_align.config.schema import LlamaCppSettings, OpenAIConnection
+from janus_align.config.schema import LlamaCppSettings, OpenAIBatchSettings, OpenAIConnection
 from janus_align.llm.api_keys import MissingAPIKeyError, api_key, server_url
 
 
@@ -12,6 +12,10 @@ def _llm(config: LLMSettings) -> str:
         return f"transformers:{config.model} ({config.dtype}, batch {config.batch_size})"
     if isinstance(config, LlamaCppSettings):
         return f"llama_cpp:{config.model} (slots {config.max_concurrency})"
+    if isinstance(config, OpenAIBatchSettings):
+        return (
+            f"openai_batch:{config.model} at {server_url(config)} (poll {config.poll_interval_s:g}s)"
+        )
     return f"openai:{config.model} at {server_url(config)} (concurrency {config.max_concurrency})"
 
 

@@ -31,6 +31,7 @@ from janus_align import paths, tracking
 from janus_align.bench import rubrics as rubric_prompts
 from janus_align.bench.schema import BenchItem, Rubric, write_bench
 from janus_align.config import Params
+from janus_align.config.schema import billed_prices
 from janus_align.errors import JanusError
 from janus_align.inputs import BENCH_GROUPS, load_taxonomy
 from janus_align.llm import ChatRequest, ChatResult, LLMEngine
@@ -240,7 +241,9 @@ def run(params: Params) -> list[BenchItem]:
         "system_in_collection": overlapping,
         "teacher": teacher,
         "template_versions": {"synth": SYNTH_TEMPLATE_VERSION, "rubric": rubric_prompts.TEMPLATE_VERSION},
-        "cost_usd": round(params.teacher.prices.cost_usd(counts["prompt_tokens"], counts["completion_tokens"]), 6),
+        "cost_usd": round(
+            billed_prices(params.teacher).cost_usd(counts["prompt_tokens"], counts["completion_tokens"]), 6
+        ),
         "wall_s": round(time.perf_counter() - started, 3),
         "engine": usage,
     }

@@ -4,6 +4,7 @@ from janus_align.config.load import ConfigError, load_params
 from janus_align.config.schema import (
     LlamaCppSettings,
     LLMSettings,
+    OpenAIBatchSettings,
     OpenAISettings,
     Params,
     Prices,
@@ -16,6 +17,7 @@ __all__ = [
     "ConfigError",
     "LLMSettings",
     "LlamaCppSettings",
+    "OpenAIBatchSettings",
     "OpenAISettings",
     "Params",
     "Prices",

@@ -36,10 +36,20 @@ class Prices(Section):
 
     input_per_mtok: float = Field(0.0, ge=0.0)
     output_per_mtok: float = Field(0.0, ge=0.0)
+    # The Batch API's price as a share of the prices above (OpenAI: half); used by openai_batch.
+    batch_discount: float = Field(0.5, gt=0.0, le=1.0)
 
     def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
         """What `prompt_tokens` in and `completion_tokens` out cost at these prices (the one formula)."""
         return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
+
+    def batch(self) -> Prices:
+        """These prices as the Batch API charges them (`batch_discount` of each)."""
+        return Prices(
+            input_per_mtok=self.input_per_mtok * self.batch_discount,
+            output_per_mtok=self.output_per_mtok * self.batch_discount,
+            batch_discount=1.0,
+        )
 
 
 # A model run on our own hardware costs no tokens.
@@ -77,6 +87,13 @@ class OpenAIConnection(Section):
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(5, ge=0, le=50)
     prices: Prices = FREE
+    # Pacing: requests and tokens per minute to keep to; None: what the server's
+    # x-ratelimit-limit-* headers announce (OpenAI's do). Set them below a tier's limits to leave room.
+    rpm: int | None = Field(None, ge=1)
+    tpm: int | None = Field(None, ge=1)
+    # Spending cap in USD over every run through the request cache (None: no cap); the stage
+    # that would cross it stops before that request, keeping every answer it got.
+    max_cost_usd: float | None = Field(None, ge=0.0)
 
 
 class OpenAISettings(OpenAIConnection):
@@ -85,6 +102,18 @@ class OpenAISettings(OpenAIConnection):
     backend: Literal["openai"] = "openai"
     model: str = Field(min_length=1)  # the model name the server knows
     sampling: Sampling = Sampling()
+
+
+class OpenAIBatchSettings(OpenAISettings):
+    """The same model over OpenAI's Batch API (llm/openai_batch.py): at `prices.batch_discount`
+    of the price, answered within `completion_window`, no rate-limit pressure. It shares the
+    openai backend's cached answers (same model id for the same model and base_url)."""
+
+    backend: Literal["openai_batch"] = "openai_batch"  # type: ignore[assignment]
+    poll_interval_s: float = Field(30.0, gt=0.0, le=3600.0)  # how often submitted batches are polled
+    completion_window: Literal["24h"] = "24h"  # the only window the API accepts
+    # Submissions of one request: the first and resubmissions of those failed or expired.
+    max_rounds: int = Field(3, ge=1, le=20)
 
 
 class LlamaCppSettings(Section):
@@ -114,8 +143,15 @@ class LlamaCppSettings(Section):
 
 
 # Which model answers and how it is called: each backend its own settings, so a key the chosen
-# backend would ignore is an error naming it. (Room for openai_batch and vllm: one class each.)
-LLMSettings = Annotated[TransformersSettings | OpenAISettings | LlamaCppSettings, Field(discriminator="backend")]
+# backend would ignore is an error naming it. (Room for vllm: one class.)
+LLMSettings = Annotated[
+    TransformersSettings | OpenAISettings | OpenAIBatchSettings | LlamaCppSettings, Field(discriminator="backend")
+]
+
+
+def billed_prices(config: LLMSettings) -> Prices:
+    """The prices a backend is billed at: the batch price for openai_batch (the one rule)."""
+    return config.prices.batch() if isinstance(config, OpenAIBatchSettings) else config.prices
 
 
 class _Reasks(Section):
@@ -136,8 +172,14 @@ class TeacherLlamaCpp(LlamaCppSettings, _Reasks):
     pass
 
 
+class TeacherOpenAIBatch(OpenAIBatchSettings, _Reasks):
+    pass
+
+
 # The teacher: an LLM plus how often a synthesis stage asks again.
-TeacherSettings = Annotated[TeacherTransformers | TeacherOpenAI | TeacherLlamaCpp, Field(discriminator="backend")]
+TeacherSettings = Annotated[
+    TeacherTransformers | TeacherOpenAI | TeacherOpenAIBatch | TeacherLlamaCpp, Field(discriminator="backend")
+]
 
 
 def parse_llm_settings(raw: dict[str, Any]) -> LLMSettings:

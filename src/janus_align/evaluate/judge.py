@@ -47,6 +47,12 @@ def judge_metadata(engine: LLMEngine, params: Params) -> dict[str, Any]:
     }
 
 
+def returned_models(judgments: Sequence[Judgment]) -> dict[str, str]:
+    """The tag of the judge's exact model ids as the API returned them (several: the alias moved mid-run)."""
+    ids = sorted({j.judge_model_returned for j in judgments if j.judge_model_returned})
+    return {"judge_model_returned": ",".join(ids)} if ids else {}
+
+
 def write_outputs(
     model: str,
     items: Sequence[BenchItem],
@@ -73,6 +79,7 @@ def describe(model: str, metrics: Mapping[str, Any]) -> str:
         f"judge {model}: overall {shown} over {metrics['scored_items']}/{metrics['items']} items; "
         f"unscored {metrics['unscored']}/{metrics['judgments']} verdicts ({metrics['unscored_rate']:.1%}), "
         f"{metrics['failed_calls']} failed judge call(s)"
+        + ("; a re-run asks the judge again for the unscored ones" if metrics["unscored"] else "")
     )
 
 
@@ -119,7 +126,8 @@ def run(params: Params, models: Sequence[str] | None = None) -> dict[str, dict[s
         print(describe(name, metrics))
         # One candidate (DVC's `judge@<name>`): the stage run, named `judge-<name>`, is its run.
         with nullcontext() if models and len(names) == 1 else mlflow.start_run(run_name=f"judge-{name}", nested=True):
-            mlflow.set_tags({**tracking.run_tags("judge", params), **tags, "candidate": name})
+            returned = returned_models(judgments[name])
+            mlflow.set_tags({**tracking.run_tags("judge", params), **tags, "candidate": name, **returned})
             mlflow.log_metrics(tracking.metrics(metrics))
         results[name] = metrics
     return results

@@ -4,7 +4,9 @@
 stage's bench objective all call it, with an engine from `open_judge`). Every rubric of every
 item is judged `judge.repeats` times with different seeds. A verdict that cannot be read is
 re-asked with a new seed up to `judge.max_reasks` times, then recorded unscored with its raw
-text; a failed judge call (HTTP error, crashed backend) is recorded the same way. Nothing
+text; a failed judge call (HTTP error, crashed backend) is recorded the same way. The answers of
+an unscored verdict are set aside in the request cache (`LLMEngine.reject`), so a re-run of the
+judge asks for it again rather than reading the same unusable answer. Nothing
 unscored ever counts as 0: scoring leaves it out and counts it. `attempts` is every request a
 verdict cost (the engine itself never re-asks).
 
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from janus_align.bench.schema import BenchItem
 from janus_align.config.schema import JudgeConfig
@@ -34,6 +36,7 @@ from janus_align.evaluate.responses import Response
 from janus_align.evaluate.rows import Judgment
 from janus_align.evaluate.verdicts import feedback_of, parse_verdict, verdict_text
 from janus_align.llm import ChatRequest, ChatResult, LLMEngine
+from janus_align.llm.engine import SpendingCapReached
 from janus_align.seeding import derive_seed
 
 
@@ -46,7 +49,8 @@ def open_judge(config: JudgeConfig) -> Iterator[LLMEngine]:
     """
     from janus_align.llm.engine import opened_engine
 
-    with opened_engine(config.llm, f"judge.llm ({config.llm.backend}:{config.llm.model})") as engine:
+    label = f"judge.llm ({config.llm.backend}:{config.llm.model})"
+    with opened_engine(config.llm, label, payer="judge.llm") as engine:
         yield engine
 
 
@@ -67,6 +71,8 @@ class _Task:
     call_failed: bool = False
     seed: int = 0
     hash: str = ""
+    asked: list[ChatRequest] = field(default_factory=list)  # every attempt's request
+    returned_model: str | None = None  # the model id the API returned with the answer kept
 
     def judgment(self, judge_model: str) -> Judgment:
         return Judgment(
@@ -84,6 +90,7 @@ class _Task:
             attempts=self.attempts,
             seed=self.seed,
             judge_model=judge_model,
+            judge_model_returned=self.returned_model,
             prompt_hash=self.hash,
             template_version=TEMPLATE_VERSION,
         )
@@ -128,6 +135,7 @@ def judge_candidates(
             request = judge_request(task.item, answer, task.rubric_index, asking, task.seed)
             task.hash = prompt_hash(request)
             requests.append(request)
+            task.asked.append(request)
         desc = f"judge {names}" + (f" (verdict retry {attempt})" if attempt else "")
         retry: list[_Task] = []
         results = _complete_unique(engine, requests, desc)
@@ -141,12 +149,17 @@ def judge_candidates(
                 task.error, task.call_failed = result.error, True
             else:
                 task.raw, task.read = result.text, verdict_text(result)
+                task.returned_model = result.model or None
                 task.verdict = parse_verdict(task.read)
                 task.call_failed = False
                 task.error = None if task.verdict is not None else (result.error or "no verdict in the judge's answer")
             if task.verdict is None:
                 retry.append(task)
         pending = retry
+    # A verdict still unreadable after its re-asks: its answers leave the engine's look-ups (kept
+    # in the cache's `rejected` table), so a re-run of the judge asks for it afresh.
+    for task in pending:
+        engine.reject(task.asked, task.error or "no verdict")
     judgments: dict[str, list[Judgment]] = {model: [] for model in candidates}
     for task in tasks:
         judgments[task.model].append(task.judgment(engine.model_id))
@@ -161,9 +174,12 @@ def ignored_schema(result: ChatResult) -> bool:
 
 
 def _complete(engine: LLMEngine, requests: list[ChatRequest], desc: str) -> list[ChatResult]:
-    """Engine answers; if the engine itself raises, every request of the batch becomes a failed call."""
+    """Engine answers; if the engine itself raises, every request of the batch becomes a failed call
+    (but for the spending cap, which stops the judge)."""
     try:
         return engine.complete(requests, desc=desc)
+    except SpendingCapReached:
+        raise  # the user's own limit: the stage stops, its answers are in the cache
     except Exception as exc:  # noqa: BLE001 - a judge failure must not lose the stage's work
         reason = f"{type(exc).__name__}: {exc}"
         return [ChatResult("", error=reason) for _ in requests]

@@ -81,3 +81,6 @@ class Judgment(BaseModel):
     judge_model: str
     prompt_hash: str
     template_version: str
+    # The judge's model id as the API returned it for the verdict's answer (a dated snapshot
+    # such as gpt-4o-2024-08-06); None where the judge runs locally or was never asked.
+    judge_model_returned: str | None = None

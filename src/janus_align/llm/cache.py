@@ -13,6 +13,17 @@ next asker sends it again) and when the cache closes. A live owner renews its cl
 sends (`keep_claims_alive`); one that stops renewing (killed, frozen) loses them at expiry, and
 one on this host whose process is gone loses them at once (a re-run after SIGKILL waits for
 nothing).
+
+An answer the stage that asked for it gave up on (every re-ask unusable: garbage, empty, off the
+schema, cut at the length limit) is moved to `rejected` with the reason (`reject`): kept for the
+record, never served by a look-up, so the next run asks again instead of failing the same way
+on the cached answer once the API has healed.
+
+Each answer records the model id the server returned (`returned_model`, a dated snapshot where
+the request named an alias), what it cost at the prices of the run that paid for it (`cost_usd`)
+and who paid (`payer`: the params section whose spending cap counts it, `teacher` or
+`judge.llm`), so a resumed run knows what earlier runs spent (`spent_usd`). Caches written
+before these columns existed get them on opening (empty: nothing recorded, nothing counted).
 """
 
 from __future__ import annotations
@@ -40,7 +51,10 @@ CREATE TABLE IF NOT EXISTS completions (
     prompt_tokens INTEGER NOT NULL,
     completion_tokens INTEGER NOT NULL,
     latency_s REAL NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    returned_model TEXT,
+    cost_usd REAL,
+    payer TEXT
 )
 """,
     """
@@ -50,7 +64,34 @@ CREATE TABLE IF NOT EXISTS claims (
     expires_at REAL NOT NULL
 )
 """,
+    """
+CREATE TABLE IF NOT EXISTS rejected (
+    key TEXT NOT NULL,
+    model TEXT NOT NULL,
+    request TEXT NOT NULL,
+    text TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    latency_s REAL NOT NULL,
+    created_at REAL NOT NULL,
+    returned_model TEXT,
+    cost_usd REAL,
+    payer TEXT,
+    reason TEXT NOT NULL,
+    rejected_at REAL NOT NULL
 )
+""",
+)
+# Columns added after a table's first release: (table, column, type), added to older caches.
+_ADDED_COLUMNS = (
+    ("completions", "returned_model", "TEXT"),
+    ("completions", "cost_usd", "REAL"),
+    ("completions", "payer", "TEXT"),
+    ("rejected", "returned_model", "TEXT"),
+    ("rejected", "cost_usd", "REAL"),
+    ("rejected", "payer", "TEXT"),
+)
+_ANSWER_COLUMNS = "key, model, request, text, prompt_tokens, completion_tokens, latency_s, created_at, returned_model, cost_usd, payer"
 # Long enough that a renewal (every third of it) is never late on a loaded machine; short enough
 # that work a frozen or remote dead owner held is taken over within a minute.
 CLAIM_TTL_S = 60.0
@@ -102,25 +143,46 @@ class RequestCache:
         self._db.execute("PRAGMA synchronous=NORMAL")
         for statement in _SCHEMA:
             self._db.execute(statement)
+        self._add_columns()
+
+    def _add_columns(self) -> None:
+        """Give a cache written by an older release the columns it lacks (ALTER TABLE, in place)."""
+        with self._transaction():  # two processes opening one old cache: one adds, the other sees them
+            for table, column, kind in _ADDED_COLUMNS:
+                present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                if column not in present:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def get_many(self, keys: Iterable[str]) -> dict[str, ChatResult]:
         found: dict[str, ChatResult] = {}
         for chunk in _chunks(keys):
             marks = ",".join("?" * len(chunk))
             rows = self._db.execute(
-                f"SELECT key, text, prompt_tokens, completion_tokens, latency_s FROM completions WHERE key IN ({marks})",
+                "SELECT key, text, prompt_tokens, completion_tokens, latency_s, returned_model FROM completions "
+                f"WHERE key IN ({marks})",
                 chunk,
             )
-            for key, text, prompt_tokens, completion_tokens, latency in rows:
-                found[key] = ChatResult(text, prompt_tokens, completion_tokens, latency, cached=True)
+            for key, text, prompt_tokens, completion_tokens, latency, returned in rows:
+                found[key] = ChatResult(
+                    text, prompt_tokens, completion_tokens, latency, cached=True, model=returned or ""
+                )
         return found
 
-    def put(self, key: str, model_id: str, request: ChatRequest, result: ChatResult) -> None:
-        """Commit one successful result (failures are never cached, so they are retried)."""
+    def put(
+        self,
+        key: str,
+        model_id: str,
+        request: ChatRequest,
+        result: ChatResult,
+        cost_usd: float = 0.0,
+        payer: str | None = None,
+    ) -> None:
+        """Commit one successful result, with what it cost and who paid (failures are never
+        cached, so they are retried)."""
         if not result.ok:
             return
         self._db.execute(
-            "INSERT OR IGNORE INTO completions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR IGNORE INTO completions ({_ANSWER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 key,
                 model_id,
@@ -130,8 +192,43 @@ class RequestCache:
                 result.completion_tokens,
                 result.latency_s,
                 time.time(),
+                result.model or None,
+                cost_usd,
+                payer,
             ),
         )
+
+    def spent_usd(self, model_id: str, payer: str | None) -> float:
+        """What every answer `payer` paid `model_id` for cost, rejected ones included (they were paid too)."""
+        total = 0.0
+        for table in ("completions", "rejected"):
+            (spent,) = self._db.execute(
+                f"SELECT COALESCE(SUM(cost_usd), 0) FROM {table} WHERE model = ? AND payer IS ?", (model_id, payer)
+            ).fetchone()
+            total += spent
+        return total
+
+    def reject(self, keys: Iterable[str], reason: str) -> int:
+        """Move the answers of `keys` out of the look-ups into `rejected` (with `reason`); how many moved.
+
+        A key asked again later gets a fresh call; its earlier answers stay in `rejected`, one row
+        per rejection.
+        """
+        moved = 0
+        now = time.time()
+        with self._transaction():
+            for chunk in _chunks(keys):
+                marks = ",".join("?" * len(chunk))
+                moved += self._db.execute(
+                    f"INSERT INTO rejected ({_ANSWER_COLUMNS}, reason, rejected_at) "
+                    f"SELECT {_ANSWER_COLUMNS}, ?, ? FROM completions WHERE key IN ({marks})",
+                    [reason, now, *chunk],
+                ).rowcount
+                self._db.execute(f"DELETE FROM completions WHERE key IN ({marks})", chunk)
+        return moved
+
+    def rejected_count(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM rejected").fetchone()[0]
 
     def claim(self, keys: Collection[str]) -> set[str]:
         """Claim `keys` for this cache; return those it now holds (the others are held elsewhere).

@@ -10,6 +10,13 @@ request once: the engine claims what it sends and waits for what another process
 same way for every backend; a malformed answer comes back with its error, and the caller's own
 loop asks again with a new seed (`synth.teacher.ask_jobs`, the judge's verdict loop): one re-ask
 loop per unit, so a unit costs at most max_reasks + 1 calls.
+
+A spending cap (`max_cost_usd` of the teacher's or the judge's section) is kept here for every
+backend: before each request is sent the backend asks the engine (`admit`), which adds that
+request's worst case (its estimated prompt tokens and max_new_tokens at the section's prices) to
+what is in flight and to what this payer has spent on this model through the cache, every run
+included; the first request that would cross the cap is not sent, and once what was in flight
+has come back `complete` raises SpendingCapReached, every answer so far kept in the cache.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +34,15 @@ from typing import Any
 import jsonschema
 
 from janus_align import paths
-from janus_align.config.schema import FREE, LlamaCppSettings, LLMSettings, Prices, TransformersSettings
+from janus_align.config.schema import (
+    FREE,
+    LlamaCppSettings,
+    LLMSettings,
+    OpenAIBatchSettings,
+    Prices,
+    TransformersSettings,
+    billed_prices,
+)
 from janus_align.errors import JanusError
 from janus_align.llm.cache import RequestCache
 from janus_align.llm.progress import RequestProgress
@@ -65,6 +81,40 @@ class Usage:
         }
 
 
+class SpendingCapReached(JanusError):
+    """The next request would take what a payer spent on a model past its `max_cost_usd`."""
+
+
+class _Budget:
+    """What may still be spent: the cap, less what was spent (cache) and what is in flight (worst case)."""
+
+    def __init__(self, cap: float, spent: float, prices: Prices, requests: list[ChatRequest]):
+        self.cap, self.spent, self.prices, self.requests = cap, spent, prices, requests
+        self.in_flight: dict[int, float] = {}
+        self.refused: tuple[int, float] | None = None  # (index, its worst case) of the request refused
+        self._lock = threading.Lock()  # a backend may admit from one thread and report from another
+
+    def worst_case(self, index: int) -> float:
+        request = self.requests[index]
+        return self.prices.cost_usd(request.estimated_prompt_tokens(), request.sampling.max_new_tokens)
+
+    def admit(self, index: int) -> bool:
+        with self._lock:
+            if self.refused is not None:
+                return False
+            worst = self.worst_case(index)
+            if self.spent + sum(self.in_flight.values()) + worst > self.cap:
+                self.refused = (index, worst)
+                return False
+            self.in_flight[index] = worst
+            return True
+
+    def settle(self, index: int, cost: float) -> None:
+        with self._lock:
+            self.in_flight.pop(index, None)
+            self.spent += cost
+
+
 def parse_json_answer(text: str, schema: dict[str, Any]) -> Any:
     """Parse a model's JSON answer and validate it; raise ValueError with a short reason."""
     body = text.strip()
@@ -86,10 +136,29 @@ def parse_json_answer(text: str, schema: dict[str, Any]) -> Any:
 class LLMEngine:
     """Cached, batched chat completion over one backend."""
 
-    def __init__(self, backend: Backend, cache: RequestCache, prices: Prices = FREE):
+    def __init__(
+        self,
+        backend: Backend,
+        cache: RequestCache,
+        prices: Prices = FREE,
+        max_cost_usd: float | None = None,
+        payer: str | None = None,
+    ):
+        """`payer` names the params section that pays (`teacher`, `judge.llm`): the cache counts
+        what it spent, and a cap's error names `<payer>.max_cost_usd`."""
         self.backend = backend
         self.cache = cache
         self.usage = Usage(prices=prices)
+        self.max_cost_usd = max_cost_usd
+        self.payer = payer
+
+    def cost_of(self, result: ChatResult) -> float:
+        """What one answer cost at this engine's prices (those it is billed at: the batch price on a batch backend)."""
+        return self.usage.prices.cost_usd(result.prompt_tokens, result.completion_tokens)
+
+    def spent_usd(self) -> float:
+        """What this engine's payer has spent on its model through the cache, every run included."""
+        return self.cache.spent_usd(self.model_id, self.payer)
 
     @property
     def model_id(self) -> str:
@@ -113,6 +182,12 @@ class LLMEngine:
             except ValueError as exc:
                 result.error = str(exc)
         return results
+
+    def reject(self, requests: list[ChatRequest], reason: str) -> int:
+        """Take the cached answers of `requests` out of the look-ups (kept in the cache's `rejected`
+        table with `reason`): the asker gave up on them, so the next run asks afresh instead of
+        being served the same unusable answer. How many answers were taken out."""
+        return self.cache.reject({r.cache_key(self.model_id) for r in requests}, reason)
 
     def _complete_raw(self, requests: list[ChatRequest], desc: str) -> list[ChatResult]:
         started = time.perf_counter()
@@ -154,10 +229,17 @@ class LLMEngine:
         send = [i for i in claimed if results[i] is None]
         self.cache.release({keys[i] for i in claimed} - {keys[i] for i in send})
         if send:
+            budget = None
+            if self.max_cost_usd is not None:
+                sent = [requests[i] for i in send]
+                budget = _Budget(self.max_cost_usd, self.spent_usd(), self.usage.prices, sent)
 
             def on_result(j: int, result: ChatResult) -> None:
                 i = send[j]
-                self.cache.put(keys[i], self.model_id, requests[i], result)
+                cost = self.cost_of(result)
+                if budget is not None:
+                    budget.settle(j, cost)
+                self.cache.put(keys[i], self.model_id, requests[i], result, cost, self.payer)
                 self.cache.release([keys[i]])  # answered or failed: no one need wait for it now
                 results[i] = result
                 self.usage.prompt_tokens += result.prompt_tokens
@@ -167,10 +249,25 @@ class LLMEngine:
 
             try:
                 with self.cache.keep_claims_alive():
-                    self.backend.generate([requests[i] for i in send], on_result)
+                    if budget is None:  # a backend need not know of caps until one is set
+                        self.backend.generate([requests[i] for i in send], on_result)
+                    else:
+                        self.backend.generate([requests[i] for i in send], on_result, budget.admit)
             finally:
-                self.cache.release([keys[i] for i in send if results[i] is None])  # the backend raised
+                # What the backend raised on, or did not send (the cap): another run may send it.
+                self.cache.release([keys[i] for i in send if results[i] is None])
+            if budget is not None and budget.refused is not None:
+                raise self._cap_reached(budget)
         return [i for i in todo if keys[i] not in mine]
+
+    def _cap_reached(self, budget: _Budget) -> SpendingCapReached:
+        key = f"{self.payer}.max_cost_usd" if self.payer else "max_cost_usd"
+        _, worst = budget.refused or (0, 0.0)
+        return SpendingCapReached(
+            f"{key} = {budget.cap:.2f} USD reached: {budget.spent:.2f} USD spent on {self.model_id} (this run and "
+            f"earlier ones, from the request cache) and the next request could cost up to {worst:.4f} USD more; "
+            f"every answer so far is kept: raise {key} in params.yaml (or set it to null) and re-run to go on"
+        )
 
     def _wait_for_others(
         self, keys: list[str], results: list[ChatResult | None], waiting: list[int], progress: RequestProgress
@@ -218,11 +315,14 @@ def open_engine(
     cache_path: str | Path = paths.LLM_CACHE,
     model: str | None = None,
     prompt_format: str = "chat_template",
+    payer: str | None = None,
 ) -> LLMEngine:
     """Build the engine a stage needs from its LLM section of params.yaml.
 
     `prompt_format` (transformers backend only) is how (system, user) become the prompt text:
     `chat_template` or the paper's literal `mistral_inst` (see models/prompt_format.py).
+    `payer` is where `config` sits in params (`teacher`, `judge.llm`): its `max_cost_usd` caps
+    what the requests of that section spend, counted per payer in the cache.
     """
     backend: Backend
     if isinstance(config, TransformersSettings):
@@ -237,11 +337,17 @@ def open_engine(
         from janus_align.llm.llama_server import LlamaServerBackend
 
         backend = LlamaServerBackend(config, model or config.model)
+    elif isinstance(config, OpenAIBatchSettings):
+        from janus_align.llm.openai_batch import OpenAIBatchBackend, ledger_path
+
+        backend = OpenAIBatchBackend(config, ledger_path(cache_path), model=model)
     else:
         from janus_align.llm.openai_backend import OpenAIBackend
 
         backend = OpenAIBackend(config, model=model)
-    return LLMEngine(backend, RequestCache(cache_path), config.prices)
+    cap = getattr(config, "max_cost_usd", None)  # the sections of paid backends have one
+    # The batch backend's answers are billed at the batch price.
+    return LLMEngine(backend, RequestCache(cache_path), billed_prices(config), cap, payer)
 
 
 @contextlib.contextmanager

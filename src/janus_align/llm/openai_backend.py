@@ -2,8 +2,17 @@
 
 Concurrency is bounded with an asyncio semaphore. Retries are the openai SDK's own: it
 retries 408/409/429/5xx, connection errors and timeouts with exponential backoff and jitter,
-and honours `Retry-After`/`retry-after-ms` (so no hand-written retry loop here). The API key
-comes from the environment variable named in params (never from params itself).
+and honours `Retry-After`/`retry-after-ms`. The one retry of ours is for what the SDK takes for
+a success: a 200 whose body is not JSON (a proxy's error page, a body cut short) is retried the
+same way, up to `max_retries` times, then is a failed call whose error shows the body's start.
+The API key comes from the environment variable named in params (never from params itself).
+
+Pacing (`Pacer`): sends keep to the requests and tokens per minute the server announces in its
+`x-ratelimit-limit-*` headers (or `rpm`/`tpm` from params, which win), spread evenly, and pause
+all sends when `x-ratelimit-remaining-*` reach zero (until `x-ratelimit-reset-*`) or a 429 says
+`Retry-After`; so a run at its tier's limit meets few 429s instead of a retry storm. The SDK's
+own retries are paced too (an httpx request hook). Every response's headers are read: the SDK's
+`with_raw_response` form of the call.
 
 Structured output asks for OpenAI's `response_format` json_schema form; a server that rejects
 it (400/422, as llama-cpp-python does) is asked in the older json_object-with-schema form. The
@@ -18,19 +27,142 @@ the text itself, so an unconstrained answer costs at most an ask with a new seed
 from __future__ import annotations
 
 import asyncio
+import json
+import random
+import re
 import threading
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import openai
+from aiolimiter import AsyncLimiter
 
-from janus_align.config.schema import OpenAISettings
+from janus_align.config.schema import OpenAIConnection, OpenAISettings
 from janus_align.llm.api_keys import api_key, server_url
-from janus_align.llm.types import ChatRequest, ChatResult, ResultCallback
+from janus_align.llm.types import Admit, ChatRequest, ChatResult, ResultCallback
+
+# The header the SDK's `with_raw_response` sends: the call returns the HTTP response, headers and all.
+RAW_RESPONSE = {"X-Stainless-Raw-Response": "true"}
+# How much of a body that is not JSON an error shows.
+SHOWN_BODY_CHARS = 200
+# A rate bucket holds this many seconds of the limit: sends spread evenly, with no burst of a
+# minute's worth at the start that a server counting a rolling minute would answer with 429s.
+BUCKET_S = 1.0
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 
 
 class BrokenResponseBodyError(ValueError):
     """A server answered a request with a body that cannot be read (one request's failure)."""
+
+
+def parse_duration(text: str | None) -> float | None:
+    """Seconds in an `x-ratelimit-reset-*` value: `1s`, `6m0s`, `20ms`, `1h2m3.5s` or a bare number.
+
+    >>> [parse_duration(t) for t in ("1s", "6m0s", "20ms", "1h2m3.5s", "0.5", "soon", None)]
+    [1.0, 360.0, 0.02, 3723.5, 0.5, None, None]
+    """
+    if not text:
+        return None
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(number) * scale[unit] for number, unit in parts)
+
+
+def _header_int(headers: Mapping[str, str], name: str) -> int | None:
+    value = headers.get(name)
+    try:
+        return int(float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """What a response's `x-ratelimit-*` headers announce (None: not said)."""
+
+    limit_requests: int | None = None
+    limit_tokens: int | None = None
+    remaining_requests: int | None = None
+    remaining_tokens: int | None = None
+    reset_requests_s: float | None = None
+    reset_tokens_s: float | None = None
+
+    @classmethod
+    def of(cls, headers: Mapping[str, str]) -> RateLimits:
+        return cls(
+            _header_int(headers, "x-ratelimit-limit-requests"),
+            _header_int(headers, "x-ratelimit-limit-tokens"),
+            _header_int(headers, "x-ratelimit-remaining-requests"),
+            _header_int(headers, "x-ratelimit-remaining-tokens"),
+            parse_duration(headers.get("x-ratelimit-reset-requests")),
+            parse_duration(headers.get("x-ratelimit-reset-tokens")),
+        )
+
+
+def _per_minute(limit: float) -> AsyncLimiter:
+    """A leaky bucket that lets `limit` a minute through, evenly (BUCKET_S of it at once)."""
+    return AsyncLimiter(max(limit / 60.0 * BUCKET_S, 1.0), BUCKET_S)
+
+
+class Pacer:
+    """Keeps sends within the requests and tokens per minute a server allows (one event loop).
+
+    `rpm`/`tpm` given are fixed; otherwise each is taken from the first response announcing it
+    (and follows it if it changes). Until a limit is known, sends go out unpaced (bounded by
+    max_concurrency only), as they did before any pacing.
+    """
+
+    def __init__(self, rpm: int | None = None, tpm: int | None = None):
+        self.fixed_rpm, self.fixed_tpm = rpm is not None, tpm is not None
+        self.rpm, self.tpm = rpm, tpm
+        self._requests = _per_minute(rpm) if rpm else None
+        self._tokens = _per_minute(tpm) if tpm else None
+        self._paused_until = 0.0  # loop time before which nothing is sent
+        self.pauses = 0
+
+    async def wait(self, tokens: int) -> None:
+        """Wait until a request of about `tokens` (prompt and max_tokens) may be sent."""
+        loop = asyncio.get_running_loop()
+        while (delay := self._paused_until - loop.time()) > 0:
+            await asyncio.sleep(delay)
+        if self._requests is not None:
+            await self._requests.acquire(1)
+        if self._tokens is not None and tokens > 0:
+            await self._tokens.acquire(min(float(tokens), self._tokens.max_rate))
+
+    def pause(self, seconds: float) -> None:
+        """Send nothing for `seconds` (from now)."""
+        until = asyncio.get_running_loop().time() + seconds
+        if until > self._paused_until:
+            self._paused_until = until
+            self.pauses += 1
+
+    def observe(self, headers: Mapping[str, str], status: int) -> None:
+        """Learn from one response's headers: the limits, and whether the window is spent."""
+        limits = RateLimits.of(headers)
+        if not self.fixed_rpm and limits.limit_requests and limits.limit_requests != self.rpm:
+            self.rpm, self._requests = limits.limit_requests, _per_minute(limits.limit_requests)
+        if not self.fixed_tpm and limits.limit_tokens and limits.limit_tokens != self.tpm:
+            self.tpm, self._tokens = limits.limit_tokens, _per_minute(limits.limit_tokens)
+        if limits.remaining_requests == 0 and limits.reset_requests_s:
+            self.pause(limits.reset_requests_s)
+        if limits.remaining_tokens == 0 and limits.reset_tokens_s:
+            self.pause(limits.reset_tokens_s)
+        if status == 429:
+            # The SDK waits this long before its retry; every other send waits with it.
+            retry_after = parse_duration(headers.get("retry-after"))
+            retry_after_ms = _header_int(headers, "retry-after-ms")
+            seconds = retry_after_ms / 1000 if retry_after_ms is not None else retry_after
+            self.pause(seconds if seconds is not None else 1.0)
 
 
 def response_format(schema: dict[str, Any], style: str = "json_schema") -> dict[str, Any]:
@@ -41,7 +173,8 @@ def response_format(schema: dict[str, Any], style: str = "json_schema") -> dict[
 
 
 def parse_completion(data: Any, latency_s: float) -> ChatResult:
-    """Text and token usage of a chat-completions response body (an error result if it has none)."""
+    """Text, token usage and the model that answered, from a chat-completions response body
+    (an error result if it has no answer)."""
     choices = data.get("choices") if isinstance(data, dict) else None
     if not choices or not isinstance(choices[0], dict):
         shown = repr(data)[:200]
@@ -53,7 +186,33 @@ def parse_completion(data: Any, latency_s: float) -> ChatResult:
         prompt_tokens=int(usage.get("prompt_tokens") or 0),
         completion_tokens=int(usage.get("completion_tokens") or 0),
         latency_s=latency_s,
+        model=str(data.get("model") or ""),
     )
+
+
+def openai_model_id(config: OpenAIConnection, model: str) -> str:
+    """The model id (part of every request cache key) of `model` behind `config`'s server: the
+    sync and batch backends share it, so each serves the answers the other cached. The server is
+    the one called (`server_url`), however it was named: base_url, $OPENAI_BASE_URL or neither."""
+    return f"openai:{server_url(config)}:{model}"
+
+
+def chat_body(request: ChatRequest, model: str, schema_style: str = "json_schema") -> dict[str, Any]:
+    """The JSON body of one chat-completions call (the sync call's body, and a batch line's)."""
+    sampling = request.sampling
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": list(request.messages),
+        "max_tokens": sampling.max_new_tokens,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "seed": request.seed,
+    }
+    if sampling.repetition_penalty != 1.0:
+        body["repetition_penalty"] = sampling.repetition_penalty  # vLLM / llama.cpp extension
+    if request.response_schema is not None:
+        body["response_format"] = response_format(request.response_schema, schema_style)
+    return body
 
 
 def _rejected_json_schema(error: Exception | None, body: dict[str, Any]) -> bool:
@@ -66,46 +225,53 @@ class OpenAIBackend:
         self.config = config
         self.model = model or config.model
         self._api_key = api_key(config, self.model)
-        self.base_url = server_url(config)
-        self.model_id = f"openai:{self.base_url}:{self.model}"
+        self.model_id = openai_model_id(config, self.model)
         # Switches to json_object the first time the server rejects a json_schema request.
         self._schema_style = "json_schema"
+        self.pacer: Pacer | None = None  # the last generate's (what a test or benchmark reads)
 
     def _body(self, request: ChatRequest) -> dict[str, Any]:
-        """The JSON body of one chat-completions call."""
-        sampling = request.sampling
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": list(request.messages),
-            "max_tokens": sampling.max_new_tokens,
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
-            "seed": request.seed,
-        }
-        if sampling.repetition_penalty != 1.0:
-            body["repetition_penalty"] = sampling.repetition_penalty  # vLLM / llama.cpp extension
-        if request.response_schema is not None:
-            body["response_format"] = response_format(request.response_schema, self._schema_style)
-        return body
+        return chat_body(request, self.model, self._schema_style)
 
     async def _post(self, client: openai.AsyncOpenAI, body: dict[str, Any]) -> tuple[Any, Exception | None]:
-        try:
-            # `client.post` (the SDK's documented call for any endpoint) keeps its retries,
-            # Retry-After, timeouts and auth, but skips the typed `create` path's params
-            # transform and response models: half the CPU per request, which is what caps
-            # requests/s at high concurrency on a small machine.
-            return await client.post("/chat/completions", body=body, cast_to=dict), None
-        except openai.OpenAIError as exc:
-            return None, exc
-        except ValueError as exc:
-            # A 200 whose body is not JSON (a proxy's error page, a body cut short): the SDK's
-            # `response.json()` raises JSONDecodeError, which is no OpenAIError. It fails this
-            # request alone; raised, it would end `gather` and fail every request of the batch.
-            return None, BrokenResponseBodyError(f"the server answered 200 with a body that is not JSON ({exc})")
+        """One call (the SDK's retries included): (response body, None) or (None, why it failed).
 
-    async def _one(self, client: openai.AsyncOpenAI, gate: asyncio.Semaphore, request: ChatRequest) -> ChatResult:
+        A 200 whose body is not JSON is asked again like a 5xx, with the SDK's backoff and up to
+        `max_retries` times; then it is a BrokenResponseBodyError that shows the body's start.
+        """
+        for retry in range(self.config.max_retries + 1):
+            try:
+                # `client.post` (the SDK's documented call for any endpoint) keeps its retries,
+                # Retry-After, timeouts and auth, but skips the typed `create` path's params
+                # transform and response models: half the CPU per request, which is what caps
+                # requests/s at high concurrency on a small machine. Raw: the body is read here.
+                raw: Any = await client.post(
+                    "/chat/completions", body=body, cast_to=dict, options={"headers": RAW_RESPONSE}
+                )
+            except openai.OpenAIError as exc:
+                return None, exc
+            text = raw.text
+            try:
+                return json.loads(text), None
+            except ValueError:
+                if retry == self.config.max_retries:
+                    shown = json.dumps(text[:SHOWN_BODY_CHARS], ensure_ascii=False)  # one line, quoted
+                    cut = " (cut)" if len(text) > SHOWN_BODY_CHARS else ""
+                    tries = self.config.max_retries + 1
+                    error = f"the server answered 200 with a body that is not JSON, {tries} time(s): {shown}{cut}"
+                    return None, BrokenResponseBodyError(error)
+                await asyncio.sleep(min(0.5 * 2**retry, 8.0) * (1 - 0.25 * random.random()))
+        raise AssertionError("unreachable")
+
+    async def _one(
+        self, client: openai.AsyncOpenAI, gate: asyncio.Semaphore, pacer: Pacer, request: ChatRequest, admitted: Any
+    ) -> ChatResult | None:
+        """One request's result; None when `admitted()` refused it (it was not sent)."""
         body = self._body(request)
         async with gate:
+            if not admitted():
+                return None
+            await pacer.wait(request.estimated_prompt_tokens() + request.sampling.max_new_tokens)
             started = time.perf_counter()
             data, error = await self._post(client, body)
             if _rejected_json_schema(error, body):
@@ -120,29 +286,53 @@ class OpenAIBackend:
             return ChatResult("", latency_s=latency, error=f"{type(error).__name__}: {error}")
         return parse_completion(data, latency)
 
-    async def _run(self, requests: list[ChatRequest], on_result: ResultCallback) -> None:
+    def _http_client(self, pacer: Pacer) -> Any:
+        """The SDK's own HTTP client, with hooks that pace the SDK's retries and read every response's headers."""
+
+        async def before(request: Any) -> None:
+            if request.headers.get("x-stainless-retry-count", "0") != "0":
+                await pacer.wait(0)  # a retry is one more request in the minute (its tokens were counted)
+
+        async def after(response: Any) -> None:
+            pacer.observe(response.headers, response.status_code)
+
+        return openai.DefaultAsyncHttpxClient(event_hooks={"request": [before], "response": [after]})
+
+    async def _run(self, requests: list[ChatRequest], on_result: ResultCallback, admit: Admit | None) -> None:
         gate = asyncio.Semaphore(self.config.max_concurrency)
+        pacer = Pacer(self.config.rpm, self.config.tpm)
+        self.pacer = pacer
+        refused = False
         client_settings = self.config
         async with openai.AsyncOpenAI(
             api_key=self._api_key,
-            base_url=self.base_url,
+            base_url=server_url(client_settings),
             max_retries=client_settings.max_retries,
             timeout=client_settings.timeout_s,
+            http_client=self._http_client(pacer),
         ) as client:
 
             async def run_one(i: int) -> None:
-                on_result(i, await self._one(client, gate, requests[i]))
+                def admitted() -> bool:
+                    # Asked once a slot is free, right before sending: the engine counts only what is in flight.
+                    nonlocal refused
+                    refused = refused or (admit is not None and not admit(i))
+                    return not refused
+
+                result = await self._one(client, gate, pacer, requests[i], admitted)
+                if result is not None:
+                    on_result(i, result)
 
             await asyncio.gather(*(run_one(i) for i in range(len(requests))))
 
-    def generate(self, requests: list[ChatRequest], on_result: ResultCallback) -> None:
+    def generate(self, requests: list[ChatRequest], on_result: ResultCallback, admit: Admit | None = None) -> None:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            _run_loop(self._run(requests, on_result))
+            _run_loop(self._run(requests, on_result, admit))
             return
         # Called from inside an event loop (a notebook): run ours on a worker thread.
-        worker = threading.Thread(target=lambda: _run_loop(self._run(requests, on_result)))
+        worker = threading.Thread(target=lambda: _run_loop(self._run(requests, on_result, admit)))
         worker.start()
         worker.join()
 

@@ -39,8 +39,9 @@ class RequestProgress:
     >>> progress.close()  # doctest: +SKIP
     """
 
-    def __init__(self, total: int, desc: str, stream: TextIO | None = None):
-        self.total, self.desc = total, desc
+    def __init__(self, total: int, desc: str, stream: TextIO | None = None, unit: str = "req"):
+        self.total, self.desc, self.unit = total, desc, unit
+        self.status = ""  # what the server says of the work in flight (the batch backend's request counts)
         self.stream = stream if stream is not None else sys.stderr
         self.done = 0
         self.tokens_out = 0
@@ -49,15 +50,28 @@ class RequestProgress:
         self._closed = False
         self._bar: tqdm[Any] | None = None
         if is_terminal(self.stream):
-            self._bar = tqdm(total=total, desc=desc, unit="req", dynamic_ncols=True, smoothing=0, file=self.stream)
+            self._bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, smoothing=0, file=self.stream)
 
     def advance(self, result: ChatResult) -> None:
         """One more answer (`result.completion_tokens` generated)."""
         self.done += 1
         self.tokens_out += result.completion_tokens
         if self._bar is not None:
-            self._bar.set_postfix_str(f"{self.tokens_out} tok, {self.token_rate():.1f} tok/s", refresh=False)
+            postfix = f"{self.tokens_out} tok, {self.token_rate():.1f} tok/s"
+            self._bar.set_postfix_str(f"{postfix}; {self.status}" if self.status else postfix, refresh=False)
             self._bar.update(1)
+        elif time.perf_counter() - self._last_line >= LOG_INTERVAL_S:
+            self._write_line()
+
+    def extend(self, more: int, status: str = "") -> None:
+        """`more` units joined the work (a batch resubmitted), and the `status` line beside the count."""
+        self.total += more
+        self.status = status or self.status
+        if self._bar is not None:
+            self._bar.total = self.total
+            if self.status:
+                self._bar.set_postfix_str(self.status, refresh=False)
+            self._bar.refresh()
         elif time.perf_counter() - self._last_line >= LOG_INTERVAL_S:
             self._write_line()
 
@@ -71,11 +85,13 @@ class RequestProgress:
         elapsed = time.perf_counter() - self.started
         percent = 100 * self.done / self.total if self.total else 100.0
         text = (
-            f"{self.desc}: {self.done}/{self.total} req ({percent:.0f}%), "
+            f"{self.desc}: {self.done}/{self.total} {self.unit} ({percent:.0f}%), "
             f"{self.tokens_out} tok ({self.token_rate():.1f} tok/s), {tqdm.format_interval(elapsed)} elapsed"
         )
         if 0 < self.done < self.total:
             text += f", ETA {tqdm.format_interval(elapsed / self.done * (self.total - self.done))}"
+        if self.status:
+            text += f"; {self.status}"
         return text
 
     def _write_line(self) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from janus_align.config.schema import TransformersSettings
 from janus_align.llm.decoding import DECODING_VERSION, Decoded, sample_batch
-from janus_align.llm.types import ChatRequest, ChatResult, ResultCallback
+from janus_align.llm.types import Admit, ChatRequest, ChatResult, ResultCallback
 from janus_align.models.checkpoint import load_causal_lm, load_tokenizer, resolve_dtype
 from janus_align.models.prompt_format import ADD_SPECIAL_TOKENS, PromptFormat, render_messages
 
@@ -99,7 +99,8 @@ class TransformersBackend:
                 self._grammars[key] = self._compiler.compile_json_schema(text, any_whitespace=False)
         return self._grammars[key]
 
-    def generate(self, requests: list[ChatRequest], on_result: ResultCallback) -> None:
+    def generate(self, requests: list[ChatRequest], on_result: ResultCallback, admit: Admit | None = None) -> None:
+        """Answer `requests` in batches; `admit` is not asked (a local model costs nothing per call)."""
         prompts = [self.render(r) for r in requests]
         # Every kind of request in one batch (each row keeps its own schema, regex and sampling):
         # a decoding step's fixed cost is shared. Shortest prompts first, so a split batch pads less.

@@ -13,6 +13,17 @@ from janus_align.seeding import derive_seed
 
 Message = dict[str, str]
 
+# What a request's text is in tokens, where no tokenizer of the model is at hand (an API model):
+# about 4 characters a token, plus the chat template's role markers around the messages. An
+# estimate, not a bound (code and non-Latin text run denser).
+CHARS_PER_TOKEN = 4.0
+TEMPLATE_OVERHEAD_TOKENS = 12
+
+
+def estimated_tokens(text: str) -> int:
+    """About how many tokens `text` is as a prompt (see CHARS_PER_TOKEN)."""
+    return int(len(text) / CHARS_PER_TOKEN) + TEMPLATE_OVERHEAD_TOKENS
+
 
 @dataclass(frozen=True)
 class ChatRequest:
@@ -83,6 +94,10 @@ class ChatRequest:
         blob = json.dumps({"model": model_id, **self._identity()}, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
+    def estimated_prompt_tokens(self) -> int:
+        """About how many prompt tokens this request is (`estimated_tokens` of its messages)."""
+        return estimated_tokens("".join(m["content"] for m in self.messages))
+
     def stream_seed(self) -> int:
         """The 31-bit seed of this request's own random stream in a local decoding loop
         (llm/sampling.py): from the request alone, never from the batch it shares or the model,
@@ -98,7 +113,12 @@ class ChatRequest:
 
 @dataclass
 class ChatResult:
-    """A completed (or failed) request. `error` is set when no answer could be had."""
+    """A completed (or failed) request. `error` is set when no answer could be had.
+
+    `model` is the model id as the server returned it (the response's `model` field, such as a
+    dated snapshot `gpt-4o-2024-08-06` for a request to `gpt-4o`); "" where the backend runs the
+    model itself or the server does not say.
+    """
 
     text: str
     prompt_tokens: int = 0
@@ -109,6 +129,7 @@ class ChatResult:
     parsed: Any = None
     attempts: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
+    model: str = ""
 
     @property
     def ok(self) -> bool:
@@ -116,13 +137,22 @@ class ChatResult:
 
 
 ResultCallback = Callable[[int, ChatResult], None]
+# admit(index) -> whether the request at `index` may be sent now (the engine's spending cap).
+Admit = Callable[[int], bool]
 
 
 class Backend(Protocol):
-    """A way to run chat completions. Calls `on_result(index, result)` as each one finishes."""
+    """A way to run chat completions. Calls `on_result(index, result)` as each one finishes.
+
+    With `admit`, a backend that pays per request asks `admit(index)` right before it sends each
+    one (a request it has not yet sent, so the engine can count what is in flight). A refused
+    request is not sent and gets no `on_result`; once one is refused, every later one is too, and
+    `generate` returns when what was sent has come back. A backend whose calls cost nothing (a
+    local model) may ignore `admit`.
+    """
 
     model_id: str
 
-    def generate(self, requests: list[ChatRequest], on_result: ResultCallback) -> None: ...
+    def generate(self, requests: list[ChatRequest], on_result: ResultCallback, admit: Admit | None = None) -> None: ...
 
     def close(self) -> None: ...

@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-failure-fraction", type=float, default=0.0, help="share of batch requests failing")
     parser.add_argument("--batch-expire-fraction", type=float, default=0.0, help="share never finishing (expiry)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--limit-window", type=float, default=60.0, help="seconds of allowance a full limit bucket holds (burst)"
+    )
 
 
 def main(args: argparse.Namespace) -> None:
@@ -33,6 +36,7 @@ def main(args: argparse.Namespace) -> None:
         batch_expire_fraction=args.batch_expire_fraction,
         seed=args.seed,
         port=args.port or None,
+        limit_window_s=args.limit_window,
     )
     with api:
         # The first line names the address, so a parent process can read where to connect.

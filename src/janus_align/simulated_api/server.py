@@ -52,6 +52,7 @@ class SimSettings:
     batch_failure_fraction: float = 0.0
     batch_expire_fraction: float = 0.0
     seed: int = 0
+    limit_window_s: float = 60.0  # how much of a minute's allowance the limits let through at once
 
 
 def _error(
@@ -70,7 +71,7 @@ class _Simulator:
 
     def reset(self) -> None:
         settings = self.settings
-        self.limiter = RateLimiter(settings.rpm, settings.tpm)
+        self.limiter = RateLimiter(settings.rpm, settings.tpm, settings.limit_window_s)
         self.rng = random.Random(settings.seed)
         self.store = Store(
             settings.seed,
@@ -172,22 +173,23 @@ class _Simulator:
             stored = self.store.add_file(fields["file"][0] or "upload.jsonl", purpose, fields["file"][1])
         return JSONResponse(stored.as_object())
 
-    def _file(self, request: Request) -> Any:
-        return self.store.files.get(request.path_params["file_id"])
+    def _found(self, request: Request, kind: str) -> tuple[Any, Response | None]:
+        """(the file or batch the path names, None), or (None, the 404 to answer)."""
+        self.count(request)
+        key = "file_id" if kind == "File" else "batch_id"
+        table: dict[str, Any] = self.store.files if kind == "File" else self.store.batches
+        found = table.get(request.path_params[key])
+        if found is None:
+            return None, _error(404, f"No such {kind} object: {request.path_params[key]}", "invalid_request_error")
+        return found, None
 
     async def get_file(self, request: Request) -> Response:
-        self.count(request)
-        stored = self._file(request)
-        if stored is None:
-            return _error(404, f"No such File object: {request.path_params['file_id']}", "invalid_request_error")
-        return JSONResponse(stored.as_object())
+        stored, missing = self._found(request, "File")
+        return missing or JSONResponse(stored.as_object())
 
     async def file_content(self, request: Request) -> Response:
-        self.count(request)
-        stored = self._file(request)
-        if stored is None:
-            return _error(404, f"No such File object: {request.path_params['file_id']}", "invalid_request_error")
-        return Response(stored.data, media_type="application/octet-stream")
+        stored, missing = self._found(request, "File")
+        return missing or Response(stored.data, media_type="application/octet-stream")
 
     async def delete_file(self, request: Request) -> Response:
         self.count(request)
@@ -224,18 +226,16 @@ class _Simulator:
             return JSONResponse(batch.as_object(time.monotonic()))
 
     async def get_batch(self, request: Request) -> Response:
-        self.count(request)
-        batch = self.store.batches.get(request.path_params["batch_id"])
-        if batch is None:
-            return _error(404, f"No such Batch object: {request.path_params['batch_id']}", "invalid_request_error")
+        batch, missing = self._found(request, "Batch")
+        if missing:
+            return missing
         with self.lock:
             return JSONResponse(batch.as_object(time.monotonic()))
 
     async def cancel_batch(self, request: Request) -> Response:
-        self.count(request)
-        batch = self.store.batches.get(request.path_params["batch_id"])
-        if batch is None:
-            return _error(404, f"No such Batch object: {request.path_params['batch_id']}", "invalid_request_error")
+        batch, missing = self._found(request, "Batch")
+        if missing:
+            return missing
         with self.lock:
             if not batch.cancel(time.monotonic()):
                 return _error(409, f"Cannot cancel a batch with status {batch.status}.", "invalid_request_error")
@@ -314,6 +314,7 @@ class SimulatedAPI:
         batch_expire_fraction: float = 0.0,
         seed: int = 0,
         port: int | None = None,
+        limit_window_s: float = 60.0,
     ):
         self.settings = SimSettings(
             rpm,
@@ -324,6 +325,7 @@ class SimulatedAPI:
             batch_failure_fraction,
             batch_expire_fraction,
             seed,
+            limit_window_s,
         )
         self.app, self._sim = build_app(self.settings)
         self.port = port or free_port()
@@ -371,6 +373,7 @@ def serve_in_subprocess(settings: SimSettings) -> Iterator[str]:
         ("--batch-complete-after", settings.batch_complete_after_s),
         ("--batch-failure-fraction", settings.batch_failure_fraction),
         ("--batch-expire-fraction", settings.batch_expire_fraction),
+        ("--limit-window", settings.limit_window_s),
     ):
         if value is not None:
             argv += [flag, str(value)]

@@ -26,10 +26,11 @@ from janus_align.bench import rubrics as rubric_prompts
 from janus_align.bench.bench import one_set_params, reference_params
 from janus_align.bench.schema import SCORE_KEYS, Rubric
 from janus_align.config import Params, load_params
-from janus_align.config.schema import Prices
+from janus_align.config.schema import Prices, billed_prices
 from janus_align.errors import JanusError
 from janus_align.evaluate.judge_prompt import JUDGE_SYSTEM, render_judge_prompt
 from janus_align.inputs import DIMENSIONS, InputError, load_taxonomy
+from janus_align.llm.types import CHARS_PER_TOKEN, estimated_tokens
 from janus_align.records import RecordError
 from janus_align.synth.filters import join_prompt
 from janus_align.synth.prompts import (
@@ -41,9 +42,6 @@ from janus_align.synth.prompts import (
 )
 from janus_align.synth.rows import PreferenceEntry
 
-CHARS_PER_TOKEN = 4.0
-# Chat-template wrapping (role markers) around every request, in tokens.
-TEMPLATE_OVERHEAD_TOKENS = 12
 _FALLBACK_INSTRUCTION = "Explain how vaccines train the immune system, and why booster doses are sometimes needed." * 2
 
 
@@ -93,8 +91,7 @@ def total(stages: list[StageEstimate], name: str = "total") -> StageEstimate:
     )
 
 
-def tokens(text: str) -> int:
-    return int(len(text) / CHARS_PER_TOKEN) + TEMPLATE_OVERHEAD_TOKENS
+tokens = estimated_tokens  # the engine's spending cap estimates a request the same way
 
 
 def typical_instruction() -> str:
@@ -119,7 +116,7 @@ def typical_instruction() -> str:
 def estimate(params: Params, instruction: str) -> list[StageEstimate]:
     """The synthesis stages (preferences, system messages, gold responses) at the teacher's prices."""
     synth = params.synth
-    prices, model = params.teacher.prices, params.teacher.model
+    prices, model = billed_prices(params.teacher), params.teacher.model
     n = synth.num_instructions
     sets = n * synth.sets_per_instruction
     try:
@@ -214,7 +211,7 @@ def bench_estimate(params: Params, instruction: str) -> list[StageEstimate]:
             requests,
             requests * tokens(rubric_prompt),
             requests * bench.rubric_sampling.max_new_tokens,
-            params.teacher.prices,
+            billed_prices(params.teacher),
             params.teacher.model,
         )
     )
@@ -265,7 +262,7 @@ def judge_estimate(params: Params, instruction: str) -> list[StageEstimate]:
             requests,
             requests * tokens(prompt),
             requests * judge.llm.sampling.max_new_tokens,
-            judge.llm.prices,
+            billed_prices(judge.llm),
             judge.llm.model,
         )
         for name in params.generate.candidates + params.generate.external
@@ -317,10 +314,10 @@ def report(params: Params, stages: list[StageEstimate] | PipelineEstimate, instr
         f"{paths.INSTRUCTIONS_DIR}/; completions at max_new_tokens, an upper bound; re-asks not included)",
     ]
     group_prices = {
-        "synthesis": _prices(params.teacher.prices),
-        "bench": _prices(params.teacher.prices),
+        "synthesis": _prices(billed_prices(params.teacher)),
+        "bench": _prices(billed_prices(params.teacher)),
         "generate": _prices(params.generate.external_llm.prices),
-        "judge": _prices(params.judge.llm.prices),
+        "judge": _prices(billed_prices(params.judge.llm)),
     }
     every: list[StageEstimate] = []
     for name, group in groups.items():

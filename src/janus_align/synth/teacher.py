@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar
 
 from janus_align import paths
 from janus_align.config import Params
+from janus_align.config.schema import billed_prices
 from janus_align.errors import JanusError
 from janus_align.llm import ChatRequest, ChatResult, LLMEngine
 from janus_align.llm.engine import opened_engine
@@ -50,6 +51,7 @@ class Outcome(Generic[UnitT]):
     attempts: int = 0
     usage: Usage = field(default_factory=Usage)
     truncated: bool = False
+    asked: list[ChatRequest] = field(default_factory=list)  # every attempt's request
 
     @property
     def ok(self) -> bool:
@@ -85,6 +87,9 @@ def ask_jobs(engine: LLMEngine, jobs: Sequence[Job[Any, Any]], max_reasks: int) 
     at max_new_tokens (a new seed usually ends where the cut one ran away) and one `accept`
     rejects. A call that brought no answer at all (an API error, after the client's own retries)
     is not: a re-run of the stage retries it, as failures are never cached.
+    A unit that ends unusable has its answers taken out of the engine's look-ups (kept in the
+    cache's `rejected` table), so a re-run asks for it afresh; a unit that ended usable keeps
+    every answer it cost, so a resumed run replays it without paying again.
     """
     outcomes = [[Outcome(unit) for unit in job.units] for job in jobs]
     pending = [(j, i) for j, job in enumerate(jobs) for i in range(len(job.units))]
@@ -99,6 +104,7 @@ def ask_jobs(engine: LLMEngine, jobs: Sequence[Job[Any, Any]], max_reasks: int) 
         for (j, i), request, result in zip(pending, requests, results):
             outcome = outcomes[j][i]
             outcome.attempts += result.attempts
+            outcome.asked.append(request)
             outcome.usage.prompt_tokens += result.prompt_tokens
             outcome.usage.completion_tokens += result.completion_tokens
             outcome.raw = result.text
@@ -113,6 +119,8 @@ def ask_jobs(engine: LLMEngine, jobs: Sequence[Job[Any, Any]], max_reasks: int) 
             if outcome.reason is not None:
                 retry.append((j, i))
         pending = retry
+    for outcome in (o for done in outcomes for o in done if not o.ok):
+        engine.reject(outcome.asked, outcome.reason or "unusable")
     return [job.finish(engine, done) for job, done in zip(jobs, outcomes)]
 
 
@@ -157,7 +165,7 @@ def extend_row(row: Row, model: type[RowT], engine: LLMEngine, outcome: Outcome,
 
 def teacher_engine(params: Params) -> contextlib.AbstractContextManager[LLMEngine]:
     """The teacher's engine (request cache included), closed when the stage is done."""
-    return opened_engine(params.teacher, f"teacher ({params.teacher.backend}:{params.teacher.model})")
+    return opened_engine(params.teacher, f"teacher ({params.teacher.backend}:{params.teacher.model})", payer="teacher")
 
 
 def reject_row(stage: str, row_id: str, outcome: Outcome) -> RejectRow:
@@ -229,7 +237,7 @@ def finish_stage(
         # What producing these rows took, re-asks and rejects included, however many runs it took.
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
-        "cost_usd": round(params.teacher.prices.cost_usd(prompt_tokens, completion_tokens), 6),
+        "cost_usd": round(billed_prices(params.teacher).cost_usd(prompt_tokens, completion_tokens), 6),
         "wall_s": round(time.perf_counter() - started, 3),
         # What this run itself asked the engine (cached answers cost nothing again).
         "engine": engine.usage.as_dict(),
@@ -244,7 +252,9 @@ def finish_stage(
         reasons = "; ".join(sorted({r.reason for r in rejects})[:3])
         raise JanusError(
             f"{stage}: {failed} of {units} rejected ({failed / units:.0%}), above synth.max_reject_rate "
-            f"{params.synth.max_reject_rate:.0%}; see {paths.rejects(stage)} (reasons: {reasons})"
+            f"{params.synth.max_reject_rate:.0%}; see {paths.rejects(stage)} (reasons: {reasons}); a re-run asks "
+            f"the teacher afresh for these {failed} (their answers are set aside in the request cache's `rejected` "
+            f"table) and takes the accepted ones from the cache"
         )
     return stats
 
