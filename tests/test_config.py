@@ -274,13 +274,13 @@ def test_external_candidates_are_called_with_the_settings_params_hold():
     from janus_align.evaluate.generate import candidate_config
 
     paper = Params.model_validate(profile_params("paper", base=REPO / "params.yaml", profiles_dir=REPO / "profiles"))
-    config = candidate_config(paper, "gpt-3.5-turbo-0125")
+    config = candidate_config(paper, "gpt-4.1-mini-2025-04-14")
     external = paper.generate.external_llm
-    assert isinstance(config, OpenAISettings) and config.model == "gpt-3.5-turbo-0125"
+    assert isinstance(config, OpenAISettings) and config.model == "gpt-4.1-mini-2025-04-14"
     assert (
         (config.max_concurrency, config.timeout_s, config.max_retries, config.prices)
         == (external.max_concurrency, external.timeout_s, external.max_retries, external.prices)
-        == (32, 600.0, 8, Prices(input_per_mtok=0.5, output_per_mtok=1.5))
+        == (32, 600.0, 8, Prices(input_per_mtok=0.4, output_per_mtok=1.6))
     )
     assert (config.base_url, config.api_key_env) == (external.base_url, external.api_key_env)
 
@@ -289,12 +289,12 @@ def test_token_cost_is_one_formula_wherever_it_is_counted():
     from janus_align.llm.engine import Usage
     from janus_align.synth.estimate import priced
 
-    prices = Prices(input_per_mtok=10.0, output_per_mtok=30.0)
-    assert prices.cost_usd(1_000_000, 100_000) == pytest.approx(13.0)
+    prices = Prices(input_per_mtok=2.0, output_per_mtok=8.0)  # the paper profile's gpt-4.1
+    assert prices.cost_usd(1_000_000, 100_000) == pytest.approx(2.8)
     paper = Params.model_validate(profile_params("paper", base=REPO / "params.yaml", profiles_dir=REPO / "profiles"))
     assert paper.teacher.prices == prices
-    assert Usage(prompt_tokens=1_000_000, completion_tokens=100_000, prices=prices).cost_usd == pytest.approx(13.0)
-    assert priced("s", 1, 1_000_000, 100_000, paper.teacher.prices, "m").cost() == pytest.approx(13.0)
+    assert Usage(prompt_tokens=1_000_000, completion_tokens=100_000, prices=prices).cost_usd == pytest.approx(2.8)
+    assert priced("s", 1, 1_000_000, 100_000, paper.teacher.prices, "m").cost() == pytest.approx(2.8)
     # A local backend has no prices key and costs nothing.
     assert load_params(REPO / "params.yaml").teacher.prices.cost_usd(10**9, 10**9) == 0.0
 

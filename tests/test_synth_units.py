@@ -184,8 +184,13 @@ def test_paper_estimate_counts_requests_and_cost():
     requests = {s.stage: s.requests for s in stages}
     assert requests == {"preferences": 65653, "system_messages": 196959, "responses": 196959}
     text = estimate_module.report(params, stages, 400)
-    assert "459,571" in text and "gpt-4-0125-preview" in text
-    assert sum(s.cost() for s in stages) > 1000  # GPT-4-Turbo prices at 65k instructions
+    assert "459,571" in text and "gpt-4.1-2025-04-14" in text
+    assert sum(s.cost() for s in stages) > 1000  # gpt-4.1 prices at 65k instructions
+    # The cap beside the estimate, at sync and batch prices (the Batch API: half).
+    [cap] = [line for line in text.splitlines() if "teacher.max_cost_usd" in line]
+    sync = sum(s.cost() for s in stages)
+    assert f"${params.teacher.max_cost_usd:,.2f}" in cap and f"${sync:,.2f} at sync prices" in cap
+    assert f"${sync / 2:,.2f} at batch prices" in cap
 
 
 def test_estimate_cli_prints_before_any_call(tmp_path, monkeypatch, capsys):
@@ -216,8 +221,8 @@ def test_estimate_covers_every_api_stage_of_a_paper_project(tmp_path, monkeypatc
     assert sum(s.requests for s in judge) == 75 * 4 * 3 * 3
     bench = {s.stage: s.requests for s in pipeline.groups["bench"]}
     assert bench == {"bench_preferences": 75, "bench_system_messages": 75, "bench_references": 75, "bench_rubrics": 300}
-    assert [(s.stage, s.requests) for s in pipeline.groups["generate"]] == [("generate gpt-3.5-turbo-0125", 75)]
-    # Each stage at its own model's prices: the external candidate at gpt-3.5's, the judge at the judge's.
+    assert [(s.stage, s.requests) for s in pipeline.groups["generate"]] == [("generate gpt-4.1-mini-2025-04-14", 75)]
+    # Each stage at its own model's prices: the external candidate at gpt-4.1-mini's, the judge at the judge's.
     external = pipeline.groups["generate"][0]
     assert external.cost() == params.generate.external_llm.prices.cost_usd(
         external.prompt_tokens, external.completion_tokens
@@ -226,7 +231,7 @@ def test_estimate_covers_every_api_stage_of_a_paper_project(tmp_path, monkeypatc
     every = pipeline.stages()
     grand = estimate_module.total(every)
     assert grand.requests == sum(s.requests for s in every) and grand.cost() == sum(s.cost() for s in every)
-    last = out.splitlines()[-1].split()
+    last = next(line for line in reversed(out.splitlines()) if line.startswith("total")).split()
     assert last == [
         "total",
         f"{grand.requests:,}",
@@ -234,7 +239,7 @@ def test_estimate_covers_every_api_stage_of_a_paper_project(tmp_path, monkeypatc
         f"{grand.completion_tokens:,}",
         f"{grand.cost():,.2f}",
     ]
-    for name in ("bench total", "generate total", "judge total", "judge gpt-3.5-turbo-0125", "bench_rubrics"):
+    for name in ("bench total", "generate total", "judge total", "judge gpt-4.1-mini-2025-04-14", "bench_rubrics"):
         assert name in out
 
 

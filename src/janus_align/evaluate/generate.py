@@ -226,7 +226,11 @@ def answer(
     from janus_align.llm.engine import opened_engine
 
     with opened_engine(
-        config, f"generate --model {model}", model=model, prompt_format=resolve_prompt_format(params)
+        config,
+        f"generate --model {model}",
+        model=model,
+        prompt_format=resolve_prompt_format(params),
+        payer="generate.external_llm",  # whose max_cost_usd an API candidate's answers count against
     ) as engine:
         return engine.complete(requests, desc=f"generate {config.model}"), engine.usage.as_dict(), engine.model_id
 

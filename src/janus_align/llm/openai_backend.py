@@ -41,7 +41,7 @@ from aiolimiter import AsyncLimiter
 
 from janus_align.config.schema import OpenAIConnection, OpenAISettings
 from janus_align.llm.api_keys import api_key, server_url
-from janus_align.llm.types import Admit, ChatRequest, ChatResult, ResultCallback
+from janus_align.llm.types import Admit, ChatRequest, ChatResult, ResultCallback, estimated_tokens
 
 # The header the SDK's `with_raw_response` sends: the call returns the HTTP response, headers and all.
 RAW_RESPONSE = {"X-Stainless-Raw-Response": "true"}
@@ -108,36 +108,83 @@ class RateLimits:
         )
 
 
-def _per_minute(limit: float) -> AsyncLimiter:
-    """A leaky bucket that lets `limit` a minute through, evenly (BUCKET_S of it at once)."""
-    return AsyncLimiter(max(limit / 60.0 * BUCKET_S, 1.0), BUCKET_S)
+class _Allowance:
+    """One per-minute limit (requests or tokens): a steady rate, and the server's word on what is left.
+
+    The steady rate is an aiolimiter bucket of BUCKET_S of the limit (sends spread evenly). On
+    top of it, `credit` is what the server's last `remaining` header said was left, less what was
+    in flight then and what was sent since: while it lasts, sends need not wait for the rate (a
+    server whose bucket holds a minute's allowance lets a run start at full speed); once it is
+    spent, the rate alone paces.
+    """
+
+    def __init__(self, limit: int | None):
+        self.fixed = limit is not None
+        self.limit: int | None = None
+        self.rate: AsyncLimiter | None = None
+        self.credit = 0.0
+        if limit is not None:
+            self.set_limit(limit)
+
+    def set_limit(self, limit: int) -> None:
+        if limit != self.limit:
+            self.limit, self.rate = limit, AsyncLimiter(max(limit / 60.0 * BUCKET_S, 1.0), BUCKET_S)
+
+    def learn(self, limit: int | None, remaining: int | None, in_flight: float) -> None:
+        if limit and not self.fixed:
+            self.set_limit(limit)
+        if remaining is not None:
+            # A fixed limit (params' rpm/tpm, set below the tier's) is kept to: no credit beyond it.
+            self.credit = 0.0 if self.fixed else remaining - in_flight
+
+    def spare(self, amount: float) -> bool:
+        """Whether the server's word covers `amount` now, with one second of the rate kept back."""
+        reserve = (self.limit or 0) / 60.0
+        return self.rate is None or self.credit - amount >= reserve
+
+    async def take(self, amount: float, spare: bool) -> None:
+        if self.rate is None:
+            return
+        self.credit -= amount
+        if not spare:
+            await self.rate.acquire(min(amount, self.rate.max_rate))
 
 
 class Pacer:
     """Keeps sends within the requests and tokens per minute a server allows (one event loop).
 
-    `rpm`/`tpm` given are fixed; otherwise each is taken from the first response announcing it
-    (and follows it if it changes). Until a limit is known, sends go out unpaced (bounded by
+    `rpm`/`tpm` given are fixed; otherwise each is taken from the responses announcing it (and
+    follows it if it changes). Until a limit is known, sends go out unpaced (bounded by
     max_concurrency only), as they did before any pacing.
     """
 
     def __init__(self, rpm: int | None = None, tpm: int | None = None):
-        self.fixed_rpm, self.fixed_tpm = rpm is not None, tpm is not None
-        self.rpm, self.tpm = rpm, tpm
-        self._requests = _per_minute(rpm) if rpm else None
-        self._tokens = _per_minute(tpm) if tpm else None
+        self.requests, self.tokens = _Allowance(rpm), _Allowance(tpm)
         self._paused_until = 0.0  # loop time before which nothing is sent
         self.pauses = 0
+        self.in_flight = 0
+        self._sent_tokens = self._sent = 0  # for the mean tokens of a request in flight
+
+    @property
+    def rpm(self) -> int | None:
+        return self.requests.limit
+
+    @property
+    def tpm(self) -> int | None:
+        return self.tokens.limit
 
     async def wait(self, tokens: int) -> None:
         """Wait until a request of about `tokens` (prompt and max_tokens) may be sent."""
         loop = asyncio.get_running_loop()
         while (delay := self._paused_until - loop.time()) > 0:
             await asyncio.sleep(delay)
-        if self._requests is not None:
-            await self._requests.acquire(1)
-        if self._tokens is not None and tokens > 0:
-            await self._tokens.acquire(min(float(tokens), self._tokens.max_rate))
+        spare = self.requests.spare(1) and self.tokens.spare(tokens)
+        await self.requests.take(1, spare)
+        if tokens > 0:
+            await self.tokens.take(tokens, spare)
+        self.in_flight += 1
+        self._sent += 1
+        self._sent_tokens += tokens
 
     def pause(self, seconds: float) -> None:
         """Send nothing for `seconds` (from now)."""
@@ -147,22 +194,35 @@ class Pacer:
             self.pauses += 1
 
     def observe(self, headers: Mapping[str, str], status: int) -> None:
-        """Learn from one response's headers: the limits, and whether the window is spent."""
+        """Learn from one response's headers: the limits, what is left, whether to pause."""
+        self.in_flight = max(0, self.in_flight - 1)
         limits = RateLimits.of(headers)
-        if not self.fixed_rpm and limits.limit_requests and limits.limit_requests != self.rpm:
-            self.rpm, self._requests = limits.limit_requests, _per_minute(limits.limit_requests)
-        if not self.fixed_tpm and limits.limit_tokens and limits.limit_tokens != self.tpm:
-            self.tpm, self._tokens = limits.limit_tokens, _per_minute(limits.limit_tokens)
+        mean_tokens = self._sent_tokens / self._sent if self._sent else 0.0
+        self.requests.learn(limits.limit_requests, limits.remaining_requests, self.in_flight)
+        self.tokens.learn(limits.limit_tokens, limits.remaining_tokens, self.in_flight * mean_tokens)
+        # Nothing left: wait for a second's refill (the reset header says when the whole
+        # allowance is back, far longer than the next request needs on a continuous refill).
         if limits.remaining_requests == 0 and limits.reset_requests_s:
-            self.pause(limits.reset_requests_s)
+            self.pause(min(limits.reset_requests_s, BUCKET_S))
         if limits.remaining_tokens == 0 and limits.reset_tokens_s:
-            self.pause(limits.reset_tokens_s)
+            self.pause(min(limits.reset_tokens_s, BUCKET_S))
         if status == 429:
             # The SDK waits this long before its retry; every other send waits with it.
-            retry_after = parse_duration(headers.get("retry-after"))
             retry_after_ms = _header_int(headers, "retry-after-ms")
+            retry_after = parse_duration(headers.get("retry-after"))
             seconds = retry_after_ms / 1000 if retry_after_ms is not None else retry_after
-            self.pause(seconds if seconds is not None else 1.0)
+            self.pause(seconds if seconds is not None else BUCKET_S)
+
+
+def _body_tokens(content: bytes) -> int:
+    """About the tokens a chat-completions body takes from a token limit (prompt and max_tokens),
+    as the pacer counts a request it builds; 0 for a body it cannot read."""
+    try:
+        body = json.loads(content)
+        prompt = "".join(str(m.get("content", "")) for m in body.get("messages", []))
+        return estimated_tokens(prompt) + int(body.get("max_tokens") or 0)
+    except (ValueError, TypeError, AttributeError):
+        return 0
 
 
 def response_format(schema: dict[str, Any], style: str = "json_schema") -> dict[str, Any]:
@@ -278,6 +338,7 @@ class OpenAIBackend:
                 # A server without OpenAI's json_schema form (llama-cpp-python answers 422):
                 # ask in the older json_object form, and keep to it once that works.
                 fallback = {**body, "response_format": response_format(request.response_schema or {}, "json_object")}
+                await pacer.wait(request.estimated_prompt_tokens() + request.sampling.max_new_tokens)
                 data, fallback_error = await self._post(client, fallback)
                 if fallback_error is None:
                     self._schema_style, error = "json_object", None
@@ -291,7 +352,8 @@ class OpenAIBackend:
 
         async def before(request: Any) -> None:
             if request.headers.get("x-stainless-retry-count", "0") != "0":
-                await pacer.wait(0)  # a retry is one more request in the minute (its tokens were counted)
+                # A retry is one more request, and its tokens once more, in the server's minute.
+                await pacer.wait(_body_tokens(request.content))
 
         async def after(response: Any) -> None:
             pacer.observe(response.headers, response.status_code)

@@ -146,8 +146,9 @@ class Backend(Protocol):
 
     With `admit`, a backend that pays per request asks `admit(index)` right before it sends each
     one (a request it has not yet sent, so the engine can count what is in flight). A refused
-    request is not sent and gets no `on_result`; once one is refused, every later one is too, and
-    `generate` returns when what was sent has come back. A backend whose calls cost nothing (a
+    request is not sent; it gets no `on_result` or an error result (the engine takes either);
+    once one is refused, every later one is too, and `generate` returns when what was sent has
+    come back. A backend whose calls cost nothing (a
     local model) may ignore `admit`.
     """
 

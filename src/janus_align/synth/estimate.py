@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
+from typing import Any
 
 from janus_align import paths
 from janus_align.bench import rubrics as rubric_prompts
 from janus_align.bench.bench import one_set_params, reference_params
 from janus_align.bench.schema import SCORE_KEYS, Rubric
 from janus_align.config import Params, load_params
+from janus_align.config.schema import FREE as FREE_PRICES
 from janus_align.config.schema import Prices, billed_prices
 from janus_align.errors import JanusError
 from janus_align.evaluate.judge_prompt import JUDGE_SYSTEM, render_judge_prompt
@@ -329,7 +331,35 @@ def report(params: Params, stages: list[StageEstimate] | PipelineEstimate, instr
         lines.append(_row(total(group, f"{name} total")))
         every += group
     lines += ["", _row(total(every))]
+    lines += ["", *spending_caps(params, groups)]
     return "\n".join(lines)
+
+
+def spending_caps(params: Params, groups: dict[str, list[StageEstimate]]) -> list[str]:
+    """Each paying section's estimate at sync and at batch prices, beside its `max_cost_usd`."""
+    payers: list[tuple[str, Any, list[str]]] = [
+        ("teacher", params.teacher, ["synthesis", "bench"]),
+        ("generate.external_llm", params.generate.external_llm, ["generate"]),
+        ("judge.llm", params.judge.llm, ["judge"]),
+    ]
+    lines = ["spending caps (max_cost_usd: a stage stops before the request that would cross it):"]
+    for key, config, names in payers:
+        stages = [s for name in names for s in groups.get(name, [])]
+        if not stages or config.prices == FREE_PRICES:
+            continue
+        used = total(stages)
+        sync = config.prices.cost_usd(used.prompt_tokens, used.completion_tokens)
+        batch = config.prices.batch().cost_usd(used.prompt_tokens, used.completion_tokens)
+        cap = getattr(config, "max_cost_usd", None)
+        shown = "none (null)" if cap is None else f"${cap:,.2f}"
+        over = "" if cap is None or cap >= min(sync, batch) else "  <- below the estimate"
+        lines.append(
+            f"  {key + '.max_cost_usd':<34}{shown:>14}   estimate ${sync:,.2f} at sync prices, "
+            f"${batch:,.2f} at batch prices{over}"
+        )
+    if len(lines) == 1:
+        lines.append("  (every model here is local: nothing to cap)")
+    return lines
 
 
 def main(args: argparse.Namespace) -> PipelineEstimate:
