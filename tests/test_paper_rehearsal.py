@@ -43,7 +43,8 @@ def test_paper_profile_rehearsal_runs_every_stage_against_the_simulated_api(tmp_
     assert params["judge"]["constrained"] is False and params["judge"]["repeats"] == 3
     assert params["model"]["prompt_format"] == "mistral_inst"
     assert params["train"]["common"]["packing"] is True
-    assert params["teacher"]["backend"] in ("openai", "openai_batch") and params["teacher"]["base_url"] is None
+    assert params["teacher"]["backend"] == "openai_batch" and params["teacher"]["base_url"] is None
+    assert params["judge"]["llm"]["backend"] == "openai"
 
     # Short latencies and batches that finish in a second: the lifecycle, not the wait.
     with SimulatedAPI(latency_median_s=0.01, batch_complete_after_s=0.5, seed=0) as api:
@@ -88,6 +89,8 @@ def test_paper_profile_rehearsal_runs_every_stage_against_the_simulated_api(tmp_
     register = json.loads((project / "metrics" / "register.json").read_text())
     assert register["champion_version"] is not None
 
-    assert stats["ok"] > 0 and stats["rate_limited"] == 0
-    # TODO(batch): once `backend: openai_batch` lands, the paper profile's judge uses it:
-    # assert stats["batch_requests"] > 0
+    # The teacher's stages went through the Batch API, the judge and the external baseline through
+    # chat completions.
+    assert stats["batches"] > 0 and stats["batch_requests"] >= preferences["units"]
+    assert stats["endpoints"].get("POST /v1/chat/completions", 0) > 0, stats["endpoints"]
+    assert stats["rate_limited"] == 0

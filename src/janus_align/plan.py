@@ -13,9 +13,7 @@ def _llm(config: LLMSettings) -> str:
     if isinstance(config, LlamaCppSettings):
         return f"llama_cpp:{config.model} (slots {config.max_concurrency})"
     if isinstance(config, OpenAIBatchSettings):
-        return (
-            f"openai_batch:{config.model} at {server_url(config)} (poll {config.poll_interval_s:g}s)"
-        )
+        return f"openai_batch:{config.model} at {server_url(config)} (poll {config.poll_interval_s:g}s)"
     return f"openai:{config.model} at {server_url(config)} (concurrency {config.max_concurrency})"
 
 
