@@ -21,8 +21,6 @@ from conftest import janus_env, run_janus
 from janus_align.simulated_api import SimulatedAPI
 from test_pipeline_e2e import fresh_clone
 
-CANDIDATES = ("base", "sft", "gpt-3.5-turbo-0125")
-
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -43,6 +41,8 @@ def test_paper_profile_rehearsal_runs_every_stage_against_the_simulated_api(tmp_
     assert params["judge"]["constrained"] is False and params["judge"]["repeats"] == 3
     assert params["model"]["prompt_format"] == "mistral_inst"
     assert params["train"]["common"]["packing"] is True
+    candidates = [*params["generate"]["candidates"], *params["generate"]["external"]]
+    assert params["generate"]["external"], "the paper's external baseline, answered through the API"
     assert params["teacher"]["backend"] == "openai_batch" and params["teacher"]["base_url"] is None
     assert params["judge"]["llm"]["backend"] == "openai"
 
@@ -77,7 +77,7 @@ def test_paper_profile_rehearsal_runs_every_stage_against_the_simulated_api(tmp_
         assert (project / "artifacts" / "collection" / split / "train.parquet").is_file()
 
     # The free-text judge: every verdict read from `[RESULT] n`, by the simulated server's model.
-    for candidate in CANDIDATES:
+    for candidate in candidates:
         judgments = read_jsonl(project / "artifacts" / "eval" / "judgments" / f"{candidate}.jsonl")
         assert judgments, candidate
         assert {row["repeat"] for row in judgments} == {0, 1, 2}
@@ -85,7 +85,7 @@ def test_paper_profile_rehearsal_runs_every_stage_against_the_simulated_api(tmp_
         assert all(api.base_url in row["judge_model"] for row in judgments)
 
     board = json.loads((project / "metrics" / "leaderboard.json").read_text())
-    assert set(CANDIDATES) <= set(board["models"])
+    assert set(candidates) <= set(board["models"])
     register = json.loads((project / "metrics" / "register.json").read_text())
     assert register["champion_version"] is not None
 
