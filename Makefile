@@ -56,11 +56,12 @@ repro: data
 	$(BIN)/janus summary
 
 # `make test` (what CI runs): every fast test, the embedded GGUF conversion, and a fresh-clone
-# `dvc repro` of the whole pipeline on the ci profile (about 10 minutes on 2 idle cores).
+# `dvc repro` of the whole pipeline on the ci profile (about 10 minutes on 2 idle cores), and the paper
+# profile rehearsed against the simulated OpenAI API (tests/test_paper_rehearsal.py, ~4 minutes).
 # `make test-all` also runs the other slow tests (about 11 minutes more).
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
-	$(BIN)/python -m pytest -m slow tests/test_prepare_model.py tests/test_pipeline_e2e.py $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m slow tests/test_prepare_model.py tests/test_pipeline_e2e.py tests/test_paper_rehearsal.py $(PYTEST_ARGS)
 
 # ruff (lint + format check) over the code, mypy over the package (settings in pyproject.toml).
 lint: $(STAMP)
