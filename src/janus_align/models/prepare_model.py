@@ -108,7 +108,7 @@ def load_embedded(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
 # Tiny models built from a config: (config class, the settings in which they differ).
 # Mistral-7B-v0.2 unties its embeddings and dropped v0.1's sliding window (PAPER.md section 5).
 TINY_RANDOM_MISTRAL = "tiny-random-mistral"
-TINY_MODELS: dict[str, tuple[type[PretrainedConfig], dict[str, Any]]] = {
+TINY_MODELS: dict[str, tuple[Callable[..., PretrainedConfig], dict[str, Any]]] = {
     TINY_RANDOM: (LlamaConfig, {"tie_word_embeddings": True, "max_position_embeddings": 2048}),
     TINY_RANDOM_MISTRAL: (
         MistralConfig,
