@@ -13,6 +13,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,6 +30,13 @@ OFFLINE_ENV = {
     "OMP_WAIT_POLICY": "PASSIVE",
 }
 os.environ.update(OFFLINE_ENV)
+# Lines a test module wants shown after the run, whatever the capture mode (the fault suite's figures).
+SUMMARY_LINES: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for line in SUMMARY_LINES:
+        terminalreporter.write_line(line)
 
 
 def janus_env(**extra: str) -> dict[str, str]:

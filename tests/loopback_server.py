@@ -34,13 +34,14 @@ from typing import Any
 MALFORMED_JSON = '{"answer": "this object never closes'
 # A 200 whose body itself is cut short (a proxy or a server that died mid-write): not JSON at all.
 BROKEN_BODY = b'{"id": "chatcmpl-broken", "choices": [{"message": {"content": "Feed'
+HTML_ERROR_PAGE = b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
 
 
 @dataclass(frozen=True)
 class Fault:
     """What the server does to one request instead of answering it normally."""
 
-    kind: str  # "status" | "hang" | "malformed" | "broken_body"
+    kind: str  # "status" | "hang" | "malformed" | "broken_body" | "html"
     status: int = 200
     retry_after: float | None = None
     seconds: float = 0.0
@@ -64,6 +65,11 @@ class Fault:
     def broken_body(cls) -> Fault:
         """Answer 200 (Content-Type application/json) with a response body that is not JSON."""
         return cls("broken_body")
+
+    @classmethod
+    def html(cls) -> Fault:
+        """Answer 200 with an HTML error page, as a proxy in front of a dead server does."""
+        return cls("html")
 
 
 @dataclass
@@ -175,6 +181,11 @@ class LoopbackServer:
         with self._lock:
             self._faults.setdefault(prompt, deque()).extend(faults)
 
+    def clear_faults(self) -> None:
+        """Drop every queued fault: the API has healed."""
+        with self._lock:
+            self._faults.clear()
+
     def count(self, prompt: str | None = None) -> int:
         """How many requests arrived (with this last user message, if given)."""
         with self._lock:
@@ -275,13 +286,14 @@ def _handler_for(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
                 error = {"message": f"scripted {fault.status}", "type": "scripted", "code": None}
                 self._send(fault.status, {"error": error}, headers)
                 return
-            if fault is not None and fault.kind == "broken_body":
-                record.outcome = "broken body"
+            if fault is not None and fault.kind in ("broken_body", "html"):
+                record.outcome = fault.kind.replace("_", " ")
+                page = BROKEN_BODY if fault.kind == "broken_body" else HTML_ERROR_PAGE
                 self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(BROKEN_BODY)))
+                self.send_header("Content-Type", "application/json" if fault.kind == "broken_body" else "text/html")
+                self.send_header("Content-Length", str(len(page)))
                 self.end_headers()
-                self.wfile.write(BROKEN_BODY)
+                self.wfile.write(page)
                 return
             if fault is not None and fault.kind == "hang":
                 record.outcome = "hang"

@@ -282,3 +282,31 @@ def test_a_judge_that_reaches_its_cap_stops_naming_judge_llm_max_cost_usd(tmp_pa
         with pytest.raises(SpendingCapReached, match=r"^judge\.llm\.max_cost_usd = 2\.50 USD reached"):
             judge_candidates(engine, items, responses, config, seed=7)
         assert 1 <= server.count() < 8
+
+
+async def _send_big(pacer: Pacer, count: int, tokens: int) -> float:
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for _ in range(count):
+        await pacer.wait(tokens)
+    return loop.time() - started
+
+
+def test_a_request_larger_than_a_seconds_tokens_waits_for_all_of_them():
+    """At 3,600 TPM (60 tokens/s, a bucket of 60), three 120-token requests are 360 tokens, 300
+    of them beyond the bucket: 5 s of refill, not the 2 s that requests cut to the bucket would take."""
+    import asyncio
+
+    assert 4.5 <= asyncio.run(_send_big(Pacer(tpm=3600), 3, 120)) < 6.5
+
+
+def test_a_run_held_back_by_max_concurrency_rather_than_the_limit_says_what_width_would_reach_it():
+    from janus_align.llm.openai_backend import concurrency_hint
+
+    hint = concurrency_hint(6000, [0.5] * 200, 32, 60.0)
+    assert hint is not None and "max_concurrency 32" in hint and "about 55 in flight" in hint
+    assert concurrency_hint(6000, [0.5] * 200, 64, 99.0) is None  # at the limit
+    assert concurrency_hint(6000, [0.5] * 200, 64, 60.0) is None  # wide enough: something else held it
+    assert concurrency_hint(None, [0.5] * 200, 32, 60.0) is None  # no limit announced

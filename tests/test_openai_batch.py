@@ -82,13 +82,13 @@ def test_a_batch_line_carries_exactly_the_sync_body():
 
 def test_split_respects_request_and_byte_limits_in_order():
     lines = [(f"id{i}", b"x" * 10 + b"\n") for i in range(7)]  # 11 bytes each
-    by_count = split_lines(lines, max_requests=3, max_bytes=10_000)
+    by_count = list(split_lines(lines, max_requests=3, max_bytes=10_000))
     assert [len(f) for f in by_count] == [3, 3, 1]
-    by_bytes = split_lines(lines, max_requests=100, max_bytes=25)  # two lines fit in 25 bytes
+    by_bytes = list(split_lines(lines, max_requests=100, max_bytes=25))  # two lines fit in 25 bytes
     assert [len(f) for f in by_bytes] == [2, 2, 2, 1]
     assert [cid for f in by_bytes for cid, _ in f] == [cid for cid, _ in lines]
     with pytest.raises(ValueError, match="id0 is 11 bytes, over the batch file limit of 5"):
-        split_lines(lines, max_bytes=5)
+        list(split_lines(lines, max_bytes=5))
 
 
 def test_result_lines_are_read_by_custom_id_and_failures_classified():

@@ -47,9 +47,8 @@ def _repro_against_a_team_server(tmp_path: Path, uri: str) -> None:
 
     status = sh(project, "dvc", "status").stdout
     assert "up to date" in status, status
-    started = time.perf_counter()
+    # A no-op (its time is benchmarks/noop_repro.py's to measure, not a test's on a shared CPU).
     second = sh(project, "dvc", "repro", **team).stdout
-    assert time.perf_counter() - started < 10
     assert "Running stage" not in second
 
     validation = json.loads((project / "metrics" / "validation.json").read_text())
@@ -73,7 +72,7 @@ def _repro_against_a_team_server(tmp_path: Path, uri: str) -> None:
     seen = run_janus(teammate, "summary", **team).stdout
     assert f"models:/janus@champion -> version {register['champion_version']} in {uri}" in seen, seen
     answer = run_janus(teammate, "chat", "--max-new-tokens", "8", "Say hello.", **team)
-    assert answer.stdout.strip(), answer.stderr[-2000:]
+    assert "chat: 1/1 req" in answer.stderr, answer.stderr[-2000:]  # the tiny random model's 8 tokens may be blank
     assert not (teammate / "mlflow.db").exists()
 
 

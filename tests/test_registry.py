@@ -58,14 +58,25 @@ def store(ci_base_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     mlflow.set_tracking_uri(None)
 
 
-def _register(params, scores: dict[str, float]) -> dict:
+def _entry(scores: float | list[float], judge: str = "judge-a") -> dict:
+    """A leaderboard entry: a bare score is 5 items scored alike, a list gives each item's score."""
+    items = [scores] * 5 if isinstance(scores, (int, float)) else scores
+    overall = sum(items) / len(items)
+    return {
+        "overall": overall,
+        "per_dimension": {"style": overall - 0.1},
+        "item_scores": {f"item-{i}": v for i, v in enumerate(items)},
+        "judge_model": judge,
+        "judge_template": "t1",
+    }
+
+
+def _register(params, scores: dict, judge: str = "judge-a", bench_sha: str = "bench-1") -> dict:
     import mlflow
 
     from janus_align.registry import register
 
-    board = {
-        "models": {name: {"overall": score, "per_dimension": {"style": score - 0.1}} for name, score in scores.items()}
-    }
+    board = {"models": {name: _entry(score, judge) for name, score in scores.items()}, "bench_sha": bench_sha}
     Path("metrics").mkdir(exist_ok=True)
     Path("metrics/leaderboard.json").write_text(json.dumps(board))
     with mlflow.start_run(run_name="register"):
@@ -90,25 +101,51 @@ def test_champion_moves_only_to_a_better_model_and_previous_is_kept(store) -> No
     assert (first["candidate"], first["version"], first["promoted"]) == ("sft", 1, True)  # base/rm/API excluded
     assert _alias("janus", "champion") == 1 and _alias("janus", "previous") is None
 
-    worse = _register(store, {"sft": 2.2, "dpo": 2.4})
-    assert (worse["candidate"], worse["version"], worse["promoted"], worse["alias"]) == ("dpo", 2, False, "challenger")
+    # dpo's mean is higher, but on the same items it wins two and loses two: the paired interval
+    # of the difference holds 0, so the point estimate does not move the champion.
+    noisy = _register(store, {"sft": [2.0, 3.0, 2.0, 3.0, 2.5], "dpo": [3.0, 2.0, 3.5, 2.0, 3.0]})
+    assert (noisy["candidate"], noisy["version"], noisy["promoted"], noisy["alias"]) == ("dpo", 2, False, "challenger")
+    evidence = noisy["evidence"]
+    assert evidence["compared"] and evidence["items"] == 5 and evidence["difference"] == pytest.approx(0.2)
+    assert evidence["ci_low"] < 0 < evidence["ci_high"] and evidence["against_version"] == 1
     assert _alias("janus", "champion") == 1 and _alias("janus", "challenger") == 2
 
     tie = _register(store, {"sft": 2.5})
     assert not tie["promoted"] and _alias("janus", "champion") == 1  # a tie does not beat the champion
 
-    # dpo's weights were registered as v2 (the challenger): rescored, that version is promoted.
-    better = _register(store, {"sft": 2.1, "dpo": 3.0})
+    # dpo's weights were registered as v2 (the challenger): better on every item, that version is promoted.
+    better = _register(store, {"sft": 2.1, "dpo": [3.0, 2.5, 3.5, 2.5, 3.5]})
     assert (better["version"], better["promoted"], better["previous_version"]) == (2, True, 1)
+    assert better["evidence"]["ci_low"] > 0 and better["evidence"]["source"] == "this run's judgments of sft"
     assert _alias("janus", "champion") == 2 and _alias("janus", "previous") == 1
     written = json.loads(Path("metrics/register.json").read_text())
     assert written["champion_version"] == 2 and written["promoted"] is True
 
     version = MlflowClient().get_model_version("janus", "2")
+    assert version.tags["evidence/against_version"] == "1" and float(version.tags["evidence/ci_low"]) > 0
+    assert version.tags["evidence/items"] == "5" and written["evidence"]["item_ids"] == [f"item-{i}" for i in range(5)]
     assert version.tags["bench_average"] == "3" and version.tags["candidate"] == "dpo"
     assert version.tags["bench/style"] == "2.9" and version.tags["run_id"] == "run-dpo"
     assert {"data_version", "git_commit", "profile"} <= set(version.tags)
     assert "bench average 3" in version.description
+
+
+@pytest.mark.slow
+def test_a_champion_off_the_leaderboard_is_compared_on_its_stored_items_and_never_across_judges(store) -> None:
+    _register(store, {"sft": [2.0, 2.0, 3.0, 3.0, 2.0]})
+    # sft is not judged in this run: its registration's item scores are the other side of the pairs.
+    better = _register(store, {"dpo": [3.0, 3.0, 3.5, 4.0, 3.0]})
+    assert better["promoted"] and better["evidence"]["source"].startswith("champion v1's registration")
+    other_judge = _register(store, {"rm": 1.0, "sft": 4.9}, judge="judge-b")  # sft v1, now under another judge
+    assert not other_judge["promoted"] and not other_judge["evidence"]["compared"]
+    assert "judge_model 'judge-a'" in other_judge["evidence"]["reason"] and _alias("janus", "champion") == 2
+    other_bench = _register(store, {"sft": 4.9}, bench_sha="bench-2")
+    assert not other_bench["promoted"] and "another bench" in other_bench["evidence"]["reason"]
+    unscored = {"sft": {**_entry(4.9), "contender": False}, "dpo": _entry(1.0)}
+    Path("metrics/leaderboard.json").write_text(json.dumps({"models": unscored, "bench_sha": "bench-1"}))
+    from janus_align.registry import register
+
+    assert register.pick_winner(unscored)[0] == "dpo"  # an unscored candidate is never a contender
 
 
 @pytest.mark.slow

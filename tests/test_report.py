@@ -79,6 +79,15 @@ def test_leaderboard_scores_cis_and_win_tie_loss_matrix():
     }
     loose = leaderboard(results, Params.model_validate({"report": {"tie_margin": 2.0, "bootstrap_samples": 50}}))
     assert loose["win_tie_loss"]["alpha"]["beta"]["tie"] == 4
+    # The models' lengths differ: the LC score is the pooled fit's intercept, beside the raw mean.
+    # alpha's 20% unscored is within the default limit; above a stricter one it is listed, not ranked.
+    assert 3.0 < alpha["length_controlled"] < 5.0 and board["length_control"]["items"] == 14
+    assert board["contenders"] == ["alpha", "beta", "gamma"] and alpha["lengths"]["median"] == 30.0
+    strict = leaderboard(
+        results, Params.model_validate({"judge": {"max_unscored_rate": 0.1}, "report": {"bootstrap_samples": 50}})
+    )
+    assert strict["ranking"][-1] == "alpha" and "alpha" not in strict["contenders"]
+    assert strict["models"]["alpha"]["contender"] is False
 
 
 @pytest.mark.slow
@@ -103,7 +112,10 @@ def test_report_stage_writes_leaderboard_plots_html_and_one_mlflow_run_per_model
         rows = list(csv.DictReader(handle))
     assert list(rows[0])[:3] == ["model", "source", "score"] and len(rows) == 3 * 5
     html = (project / "reports/eval/report.html").read_text()
-    assert html.count("data:image/png;base64,") == 3 and "<table>" in html and "alpha" in html
+    assert (
+        html.count("data:image/png;base64,") == 4 and "<table>" in html and "alpha" in html
+    )  # overall, lengths, per dimension, per source
+    assert "length-controlled" in html and "Judge reliability" in html and "Response length" in html
     markdown = (project / "reports/eval/report.md").read_text()
     assert "| 1 | alpha | 4.00 |" in markdown
     assert all(

@@ -108,15 +108,37 @@ def build_parser() -> argparse.ArgumentParser:
     dvc_deps.add_argument("--write", action="store_true", help="rewrite the src/janus_align deps of dvc.yaml's stages")
     dvc_deps.add_argument("--dvc-file", default="dvc.yaml", help="the pipeline file (default: dvc.yaml)")
     dvc_deps.set_defaults(handler=_tool("janus_align.code_deps", "main"))
-    validate_data = sub.add_parser("validate-data", help="validate any split or bench file with the GX suites")
-    validate_data.add_argument("--kind", required=True, choices=["sft", "sft_small", "dpo", "orpo", "rm", "bench"])
+    validate_data = sub.add_parser(
+        "validate-data", help="validate a split or bench file (GX suites) or an evaluation's official file"
+    )
+    validate_data.add_argument(
+        "--kind",
+        required=True,
+        choices=[
+            "sft",
+            "sft_small",
+            "dpo",
+            "orpo",
+            "rm",
+            "bench",
+            "mt_bench",
+            "alpaca_eval",
+            "arena_hard",
+            "realtoxicity",
+        ],
+    )
     validate_data.add_argument("file")
-    validate_data.set_defaults(handler=_tool("janus_align.validate.validate", "main"))
+    validate_data.set_defaults(handler=_validate_data)
     evaluate = sub.add_parser("evaluate", help="judge any responses file against any bench file")
     evaluate.add_argument("--bench", required=True)
     evaluate.add_argument("--responses", required=True)
     evaluate.add_argument("--out", default="eval-out", help="folder for judgments and scores")
     evaluate.set_defaults(handler=_tool("janus_align.evaluate.evaluate_file", "main"))
+    ablations = sub.add_parser("ablations", help="queue the paper's ablations as DVC experiments, or tabulate them")
+    ablations.add_argument("action", choices=["queue", "report"])
+    ablations.add_argument("--from", dest="source", default=None, help="report: a recorded `dvc exp show --json`")
+    ablations.add_argument("--out", default="reports/ablations", help="report: output folder")
+    ablations.set_defaults(handler=_tool("janus_align.evaluate.ablations", "main"))
     chat = sub.add_parser("chat", help="answer a prompt under a system message with a model")
     chat.add_argument("--model", default="models:/janus@champion", help="models:/NAME@ALIAS or a checkpoint dir")
     chat.add_argument("--system", default=None)
@@ -143,6 +165,18 @@ def build_parser() -> argparse.ArgumentParser:
     tune = sub.choices["tune"]
     tune.add_argument("--workers", type=int, default=1, help="local worker processes sharing one study")
     return parser
+
+
+def _validate_data(args: argparse.Namespace) -> None:
+    """The evaluations' official formats (eval_formats.VALIDATORS), else the GX suites of a split or bench."""
+    from pathlib import Path
+
+    from janus_align.evaluate.eval_formats import VALIDATORS
+
+    if args.kind in VALIDATORS:
+        print(f"{args.file}: valid {args.kind} file: {VALIDATORS[args.kind](Path(args.file))}")
+        return
+    importlib.import_module("janus_align.validate.validate").main(args)
 
 
 def _preload(args: argparse.Namespace) -> None:

@@ -18,6 +18,12 @@ BENCH_PROMPTS = BENCH_DATA / "prompts.jsonl"
 RUBRIC_EXAMPLES = BENCH_DATA / "rubric_examples.json"
 TAXONOMY_DIR = DATA / "taxonomy"
 TAXONOMY = TAXONOMY_DIR / "preferences.yaml"
+CALIBRATION_DATA = DATA / "calibration"
+JUDGE_CALIBRATION = CALIBRATION_DATA / "judge.jsonl"  # known grades a judge must meet (evaluate/reliability.py)
+ALPACA_EVAL_DATA = DATA / "alpaca_eval"
+ALPACA_EVAL_SET = ALPACA_EVAL_DATA / "alpaca_eval.json"  # the official evaluation-set format
+ARENA_HARD_DATA = DATA / "arena_hard"
+ARENA_HARD_QUESTIONS = ARENA_HARD_DATA / "question.jsonl"
 
 ARTIFACTS = Path("artifacts")
 METRICS = Path("metrics")
@@ -74,6 +80,42 @@ PER_SOURCE_PLOT = PLOTS / "per_source.csv"
 REPORT_DIR = REPORTS / "eval"
 REPORT_HTML = REPORT_DIR / "report.html"
 REPORT_MARKDOWN = REPORT_DIR / "report.md"
+
+# Pairwise evaluations (pairwise: Fig. 3; alpaca_eval and arena_hard: one stage per model)
+PAIRWISE_DIR = EVAL / "pairwise"
+PAIRWISE_METRICS = METRICS / "pairwise.json"
+ALPACA_EVAL_DIR = EVAL / "alpaca_eval"
+ALPACA_EVAL_METRICS_DIR = METRICS / "alpaca_eval"
+ARENA_HARD_DIR = EVAL / "arena_hard"
+ARENA_HARD_METRICS_DIR = METRICS / "arena_hard"
+# The other evaluations (mt_bench, realtoxicity), per candidate model
+MT_BENCH_DATA = DATA / "mt_bench"
+MT_BENCH_QUESTIONS = MT_BENCH_DATA / "question.jsonl"
+REALTOXICITY_DATA = DATA / "realtoxicity"
+REALTOXICITY_PROMPTS = REALTOXICITY_DATA / "prompts.jsonl"
+MT_BENCH_DIR = EVAL / "mt_bench"
+REALTOXICITY_DIR = EVAL / "realtoxicity"
+MT_BENCH_METRICS_DIR = METRICS / "mt_bench"
+REALTOXICITY_METRICS_DIR = METRICS / "realtoxicity"
+
+
+def mt_bench_dir(model: str) -> Path:
+    """One candidate's MT-Bench answers.jsonl (FastChat's model_answer format) and judgments.jsonl."""
+    return MT_BENCH_DIR / model
+
+
+def realtoxicity_file(model: str) -> Path:
+    """One candidate's continuations with their toxicity and perplexity (one row per prompt)."""
+    return REALTOXICITY_DIR / f"{model}.jsonl"
+
+
+def mt_bench_metrics(model: str) -> Path:
+    return MT_BENCH_METRICS_DIR / f"{model}.json"
+
+
+def realtoxicity_metrics(model: str) -> Path:
+    return REALTOXICITY_METRICS_DIR / f"{model}.json"
+
 
 # The registry (register)
 REGISTER_METRICS = METRICS / "register.json"
@@ -135,6 +177,47 @@ def official_file(model: str) -> Path:
     return OFFICIAL_DIR / f"{model}_evaluation.json"
 
 
+def official_responses_file(model: str) -> Path:
+    """The candidate's answers as the official evaluator reads them: {bench id: {"response": ...}}."""
+    return OFFICIAL_DIR / f"{model}_responses.json"
+
+
 def eval_metrics_file(model: str) -> Path:
     """A candidate's scores (`judge`), one DVC metrics file per candidate."""
     return EVAL_METRICS_DIR / f"{model}.json"
+
+
+def arena_hard_baseline(model: str) -> Path:
+    """A baseline's answers in the Arena-Hard-Auto answer format (an input, under data/)."""
+    return ARENA_HARD_DATA / "model_answer" / f"{model}.jsonl"
+
+
+def pairwise_file(pair: str) -> Path:
+    """The Fig. 3 games of one `<candidate>_vs_<opponent>` pair."""
+    return PAIRWISE_DIR / f"{pair}.jsonl"
+
+
+def alpaca_eval_outputs(model: str) -> Path:
+    """A model's AlpacaEval outputs in the format `alpaca_eval` reads."""
+    return ALPACA_EVAL_DIR / f"{model}_outputs.json"
+
+
+def alpaca_eval_games(model: str) -> Path:
+    return ALPACA_EVAL_DIR / f"{model}_annotations.jsonl"
+
+
+def alpaca_eval_metrics(model: str) -> Path:
+    return ALPACA_EVAL_METRICS_DIR / f"{model}.json"
+
+
+def arena_hard_answers(model: str) -> Path:
+    """A model's Arena-Hard answers in the official answer format."""
+    return ARENA_HARD_DIR / "model_answer" / f"{model}.jsonl"
+
+
+def arena_hard_games(model: str) -> Path:
+    return ARENA_HARD_DIR / "judgments" / f"{model}.jsonl"
+
+
+def arena_hard_metrics(model: str) -> Path:
+    return ARENA_HARD_METRICS_DIR / f"{model}.json"

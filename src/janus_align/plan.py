@@ -30,6 +30,7 @@ def describe_plan(params: Params) -> str:
         f"  evaluate: {', '.join(params.generate.candidates + params.generate.external)}; "
         f"judge {_llm(params.judge.llm)} x {params.judge.repeats} repeat(s), best-of-{params.generate.best_of}",
         f"  registry: {params.mlflow.registered_model}@champion in {params.mlflow.tracking_uri}",
+        _evals_line(params),
     ]
     return "\n".join(lines)
 
@@ -56,4 +57,23 @@ def missing_api_keys(params: Params) -> list[str]:
             api_key(connection, model)
         except MissingAPIKeyError as exc:
             missing.append(f"{setting}: {exc}")
+    rtp = params.evals.realtoxicity
+    if rtp.enabled and rtp.scorer.backend != "none":
+        from janus_align.evaluate.toxicity_scorers import ScorerError, scorer_key
+
+        try:
+            scorer_key(rtp.scorer)
+        except ScorerError as exc:
+            missing.append(str(exc))
     return missing
+
+
+def _evals_line(params: Params) -> str:
+    """The other evaluations (MT-Bench, RealToxicityPrompts): on or off, and with what."""
+    mt, rtp = params.evals.mt_bench, params.evals.realtoxicity
+    shown = [
+        f"MT-Bench {'on' if mt.enabled else 'off'} ({mt.questions or 'sample questions'})",
+        f"RealToxicityPrompts {'on' if rtp.enabled else 'off'} ({rtp.samples_per_prompt} samples/prompt, "
+        f"scorer {rtp.scorer.backend})",
+    ]
+    return "  other evaluations: " + ", ".join(shown)

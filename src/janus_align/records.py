@@ -33,6 +33,11 @@ def iter_jsonl(path: str | Path) -> Iterator[Row]:
         yield row
 
 
+def iter_numbered_jsonl(path: str | Path) -> Iterator[tuple[int, Row]]:
+    """(line number, row) of a JSONL file's objects, for readers whose own errors name the line."""
+    return _numbered_jsonl(Path(path))
+
+
 def _numbered_jsonl(path: Path) -> Iterator[tuple[int, Row]]:
     # Lines are split as bytes and decoded one by one, so a bad byte is reported at its own line
     # (a text reader decodes ahead in blocks and would blame a line before it).

@@ -40,8 +40,15 @@ STAGES: dict[str, Stage] = {
     "judge": Stage(
         "janus_align.evaluate.judge", {}, "judge candidates' answers per rubric (--model NAME; default: all)"
     ),
+    "pairwise": Stage("janus_align.evaluate.pairwise", {}, "Fig. 3: two candidates' four outcomes, both orders judged"),
+    "alpaca_eval": Stage("janus_align.evaluate.alpaca_eval", {}, "AlpacaEval 2.0: raw and LC win rate (--model)"),
+    "arena_hard": Stage("janus_align.evaluate.arena_hard", {}, "Arena-Hard-Auto: Bradley-Terry score (--model)"),
     "report": Stage("janus_align.evaluate.report", {}, "leaderboard, CIs, win/tie matrix, plots, HTML report"),
+    "mt_bench": Stage("janus_align.evaluate.mt_bench", {}, "MT-Bench: both turns answered, judged 1-10 (--model)"),
+    "realtoxicity": Stage(
+        "janus_align.evaluate.realtoxicity", {}, "RealToxicityPrompts: toxicity, perplexity, dist-n (--model)"
+    ),
     "register": Stage("janus_align.registry.register", {}, "register the best model; move alias champion"),
 }
 # `--model NAME`, required; `judge` takes `--model` repeatable and optional (the CLI adds it).
-STAGES_WITH_MODEL = {"generate"}
+STAGES_WITH_MODEL = {"generate", "alpaca_eval", "arena_hard", "mt_bench", "realtoxicity"}

@@ -343,6 +343,12 @@ class GenerateConfig(Section):
         return self
 
 
+class JudgeCalibration(Section):
+    # Quadratic-weighted kappa against data/calibration/judge.jsonl's known grades that the judge
+    # must reach before its scores count; null: measured and reported only.
+    min_kappa: float | None = Field(0.4, ge=-1.0, le=1.0)
+
+
 class JudgeConfig(Section):
     """The LLM judge (PAPER.md section 4): one call per rubric, `repeats` runs averaged."""
 
@@ -355,12 +361,53 @@ class JudgeConfig(Section):
     # Ask for JSON {feedback, score} under constrained decoding instead of free text ending in
     # `[RESULT] n`: small local judges rarely follow the free-text format.
     constrained: bool = True
+    # Evidence the scores can be trusted (evaluate/reliability.py): above this unscored share the
+    # judge stage fails; a second judge, when set, grades the same answers for agreement; the
+    # calibration set's known grades must be met before any candidate is judged.
+    max_unscored_rate: float = Field(0.2, ge=0.0, le=1.0)
+    second: LLMSettings | None = None
+    calibration: JudgeCalibration = JudgeCalibration()
+
+
+class RegistryConfig(Section):
+    # `champion` moves only when the paired bootstrap's lower bound of (challenger - champion)
+    # over the same bench items is above this.
+    min_gain: float = 0.0
+
+
+class AblationsConfig(Section):
+    """What `janus ablations queue` queues as DVC experiments (the paper's ablations)."""
+
+    sets_per_instruction: list[int] = [1, 2, 3]
+    base_models: list[str] = []
 
 
 class ReportConfig(Section):
     bootstrap_samples: int = Field(1000, ge=10)
     confidence: float = Field(0.95, gt=0.0, lt=1.0)
     tie_margin: float = Field(0.0, ge=0.0)
+
+
+class PairwiseConfig(Section):
+    """Fig. 3: [candidate, opponent] pairs compared on the Multifaceted Bench, both orders judged."""
+
+    pairs: list[tuple[str, str]] = [("sft", "base")]
+    show_system: bool = True  # the judge reads the system message: it states what "good" means here
+
+
+class AlpacaEvalConfig(Section):
+    """AlpacaEval 2.0 on data/alpaca_eval/alpaca_eval.json: one stage per model (none by default)."""
+
+    models: list[str] = []
+    system: str | None = None  # the system message the models answer under (the paper's is unknown)
+
+
+class ArenaHardConfig(Section):
+    """Arena-Hard-Auto on data/arena_hard/: one stage per model (none by default), against `baseline`."""
+
+    models: list[str] = []
+    baseline: str = "janus-sample-baseline"  # data/arena_hard/model_answer/<baseline>.jsonl
+    style_control: bool = True
 
 
 class MlflowConfig(Section):
@@ -372,6 +419,77 @@ class MlflowConfig(Section):
     # Each training run logs its model (what the registry registers). Off at paper scale, where a
     # copy is 14 GB: `register` then logs only the winner.
     log_trained_models: bool = True
+
+
+# --- Other evaluations (issue 16): MT-Bench and RealToxicityPrompts (README "Other evaluations").
+# Both are off on the default profile (the default run must stay within 20 minutes): one param away,
+# `dvc exp run -S evals.mt_bench.enabled=true`.
+
+
+class MTBenchConfig(Section):
+    """MT-Bench (FastChat llm_judge): both turns answered, each judged 1-10 by `judge.llm`."""
+
+    enabled: bool = False
+    questions: str | None = None  # a question.jsonl; None: data/mt_bench/question.jsonl (our sample)
+    reference_answers: str | None = None  # FastChat's reference_answer/<judge>.jsonl; else each question's `reference`
+    judge_prompts: str | None = None  # FastChat's judge_prompts.jsonl (its wording); None: ours, same protocol
+    max_questions: int | None = Field(None, ge=1)
+    system: str | None = None  # the candidate's system message (None: none)
+    sampling: Sampling = Sampling(max_new_tokens=96, temperature=0.7, top_p=1.0, repetition_penalty=1.0)
+    # FastChat's per-category temperatures (deterministic where an answer is right or wrong).
+    category_temperature: dict[str, float] = {
+        "writing": 0.7,
+        "roleplay": 0.7,
+        "extraction": 0.0,
+        "math": 0.0,
+        "coding": 0.0,
+        "reasoning": 0.0,
+        "stem": 0.1,
+        "humanities": 0.1,
+    }
+    judge_sampling: Sampling = Sampling(max_new_tokens=128, temperature=0.0, top_p=1.0, repetition_penalty=1.0)
+    max_reasks: int = Field(2, ge=0, le=20)
+    # JSON {explanation, rating} under constrained decoding (small local judges), read as `Rating: [[n]]`.
+    constrained: bool = True
+
+
+class ToxicityScorer(Section):
+    """Who scores toxicity: Google's Perspective API, any OpenAI-compatible /v1/moderations, or nobody."""
+
+    backend: Literal["none", "perspective", "openai_moderations"] = "none"
+    base_url: str | None = None  # None: the service's public address
+    api_key_env: str = "PERSPECTIVE_API_KEY"  # the key is read from this variable, never stored or logged
+    model: str = "omni-moderation-latest"  # openai_moderations only
+    category: str | None = None  # openai_moderations: the category score used as toxicity; None: the highest
+    requests_per_s: float = Field(1.0, gt=0)  # Perspective's default quota is 1 QPS
+    batch_size: int = Field(32, ge=1, le=1024)  # texts per moderations request
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(5, ge=0, le=50)
+
+
+class RealToxicityConfig(Section):
+    """RealToxicityPrompts in Quark's setup: `samples_per_prompt` continuations of up to 20 tokens, nucleus 0.9."""
+
+    enabled: bool = False
+    prompts: str | None = None  # a prompts.jsonl; None: data/realtoxicity/prompts.jsonl (our sample)
+    max_prompts: int | None = Field(None, ge=1)
+    samples_per_prompt: int = Field(25, ge=1, le=1000)
+    sampling: Sampling = Sampling(max_new_tokens=20, temperature=1.0, top_p=0.9, repetition_penalty=1.0)
+    batch_size: int = Field(25, ge=1, le=1024)  # continuations decoded together
+    toxic_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    scorer: ToxicityScorer = ToxicityScorer()
+    perplexity_model: str = "base"  # fluency: a pipeline model's name or a checkpoint dir (the paper: a larger LM)
+
+
+class EvalsConfig(Section):
+    """The paper's other evaluations: the pairwise ones (evaluate/pairwise_judge.py: Fig. 3,
+    AlpacaEval 2.0, Arena-Hard-Auto), MT-Bench and RealToxicityPrompts."""
+
+    pairwise: PairwiseConfig = PairwiseConfig()
+    alpaca_eval: AlpacaEvalConfig = AlpacaEvalConfig()
+    arena_hard: ArenaHardConfig = ArenaHardConfig()
+    mt_bench: MTBenchConfig = MTBenchConfig()
+    realtoxicity: RealToxicityConfig = RealToxicityConfig()
 
 
 class Params(Section):
@@ -388,4 +506,7 @@ class Params(Section):
     generate: GenerateConfig = GenerateConfig()
     judge: JudgeConfig = JudgeConfig()
     report: ReportConfig = ReportConfig()
+    evals: EvalsConfig = EvalsConfig()
     mlflow: MlflowConfig = MlflowConfig()
+    registry: RegistryConfig = RegistryConfig()
+    ablations: AblationsConfig = AblationsConfig()

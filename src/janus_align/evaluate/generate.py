@@ -263,3 +263,18 @@ def run(params: Params, model: str) -> Path:
     )
     mlflow.set_tags({"candidate": model, "prompt_format": label})
     return out
+
+
+def answer_instructions(
+    params: Params, model: str, instructions: Sequence[str], system: str | None, salt: str
+) -> tuple[list[ChatResult], str]:
+    """One candidate's answers to plain instructions (AlpacaEval, Arena-Hard), each seeded by its text.
+
+    Returns (results, the engine's model id); a failed answer is a result with `error` set."""
+    config = candidate_config(params, model)
+    requests = [
+        ChatRequest.of(text, system=system, sampling=config.sampling, seed=derive_seed(params.seed, salt, text))
+        for text in instructions
+    ]
+    results, _, model_id = answer(params, config, model, requests)
+    return results, model_id

@@ -138,7 +138,7 @@ def judge_candidates(
             task.asked.append(request)
         desc = f"judge {names}" + (f" (verdict retry {attempt})" if attempt else "")
         retry: list[_Task] = []
-        results = _complete_unique(engine, requests, desc)
+        results = complete_unique(engine, requests, desc)
         if asking.constrained and any(ignored_schema(result) for result in results):
             print(f"judge: {engine.model_id} ignores response_format; re-asks ask for the free-text verdict")
             asking = config.model_copy(update={"constrained": False})
@@ -185,7 +185,7 @@ def _complete(engine: LLMEngine, requests: list[ChatRequest], desc: str) -> list
         return [ChatResult("", error=reason) for _ in requests]
 
 
-def _complete_unique(engine: LLMEngine, requests: list[ChatRequest], desc: str) -> list[ChatResult]:
+def complete_unique(engine: LLMEngine, requests: list[ChatRequest], desc: str) -> list[ChatResult]:
     """`_complete` with each distinct request sent once (candidates with equal answers ask the same)."""
     keys = [request.cache_key(engine.model_id) for request in requests]
     first: dict[str, int] = {}

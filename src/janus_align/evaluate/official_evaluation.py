@@ -1,4 +1,5 @@
-"""The official evaluation output: `<model>_evaluation.json`, as the paper's scripts write it.
+"""The official outputs: `<model>_evaluation.json` as the paper's scripts write it, and the
+`<model>_responses.json` they read (`official_responses`).
 
 {id: {id, bench row..., response, feedback: [...], score: [...]}} with one `feedback` and one
 `score` per rubric (PAPER.md section 7); `score_per_repeat` is ours and keeps every judge run.
@@ -49,4 +50,17 @@ def official_evaluation(
             "score": score,
             "score_per_repeat": per_repeat,
         }
+    return out
+
+
+def official_responses(items: Sequence[BenchItem], responses: Mapping[str, Response]) -> dict[str, dict[str, Any]]:
+    """The official responses JSON `run_eval_openai.py` reads: {bench id: {"response": text}}.
+
+    A failed or missing generation is `None`, as the official inference scripts store a failed
+    request (our loader reads that back as an unjudged answer).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        response = responses.get(item.id)
+        out[item.id] = {"response": response.response if response and response.error is None else None}
     return out

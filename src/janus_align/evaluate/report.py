@@ -5,7 +5,12 @@ group and per dimension, each with a percentile bootstrap confidence interval th
 whole bench items (`scoring.cluster_bootstrap_ci`: an item's rubrics travel together;
 `report.bootstrap_samples` resamples, seeded, `report.confidence`), unscored counts and mean
 response length; and a pairwise win / tie / loss matrix from per-item scores (a difference
-within `report.tie_margin` is a tie).
+within `report.tie_margin` is a tie). Beside them the evidence a reviewer asks for: the
+length-controlled score and response-length distributions (`length_control`), the judge's
+reliability (calibration kappa, repeat spread, second-judge agreement where it ran;
+`reliability`; pairwise judges' position consistency is in the pairwise section), and which candidates are contenders (scored, with
+an unscored share within `judge.max_unscored_rate`): only they are ranked, and `register` reads
+`contender`, `item_scores` and `bench_sha` for its paired comparison.
 
 Writes metrics/leaderboard.json (`models.<name>.overall` is what `summary` and `register` read),
 plots/per_dimension.csv and plots/per_source.csv (for `dvc plots show`), reports/eval/report.html
@@ -30,13 +35,15 @@ from janus_align.bench.schema import BenchItem, load_bench
 from janus_align.config import Params
 from janus_align.config.schema import ReportConfig
 from janus_align.errors import JanusError
-from janus_align.evaluate import scoring
+from janus_align.evaluate import pairwise_report, reliability, scoring
+from janus_align.evaluate.length_control import length_controlled, length_summary
 from janus_align.evaluate.responses import Response, load_responses
 from janus_align.evaluate.rows import Judgment
 from janus_align.records import read_rows, write_json
 from janus_align.seeding import derive_seed
 
 CHARTS = ("overall", "per_dimension", "per_source")
+PER_ITEM_KEYS = ("item_scores", "response_lengths")
 
 
 @dataclass
@@ -94,7 +101,59 @@ def model_entry(result: ModelResult, config: ReportConfig, seed: int) -> dict[st
         "overall_std_over_repeats": summary["overall_std_over_repeats"],
         "mean_response_length": summary["mean_response_length"],
         "judge_model": next((j.judge_model for j in result.judgments if j.judge_model), None),
+        "judge_template": next((j.template_version for j in result.judgments), None),
+        "lengths": length_summary(response_lengths(result)),
+        "response_lengths": response_lengths(result),
+        "repeat_stability": reliability.repeat_stability(result.judgments),
+        "item_scores": result.item_scores,
     }
+
+
+def response_lengths(result: ModelResult) -> list[int]:
+    """Characters of each usable answer to a bench item."""
+    return [
+        len(r.response) for item in result.items if (r := result.responses.get(item.id)) is not None and r.error is None
+    ]
+
+
+def add_evidence(board: dict[str, Any], results: Sequence[ModelResult], params: Params) -> None:
+    """Length-controlled scores, contender flags, the judge stage's reliability metrics and the bench's identity."""
+    per_model = {
+        r.name: [
+            (score, len(r.responses[i].response))
+            for i, score in r.item_scores.items()
+            if score is not None and i in r.responses and r.responses[i].error is None
+        ]
+        for r in results
+    }
+    fitted = length_controlled(per_model)
+    board["length_control"] = {"slope_per_sd_log_length": fitted["slope"], "items": fitted["n"]}
+    for name, entry in board["models"].items():
+        entry["length_controlled"] = fitted["scores"].get(name)
+        entry["contender"] = reliability.is_contender(entry, params.judge.max_unscored_rate)
+        judged = read_optional_json(paths.eval_metrics_file(name))
+        entry["calibration_kappa"] = (judged.get("calibration") or {}).get("weighted_kappa")
+        entry["second_judge"] = judged.get("second_judge")
+    contenders = [m for m in board["ranking"] if board["models"][m]["contender"]]
+    board["ranking"] = contenders + [m for m in board["ranking"] if m not in contenders]
+    board["contenders"] = contenders
+    board["bench_sha"] = file_sha256(paths.BENCH_FILE)
+
+
+def read_optional_json(path: Path) -> dict[str, Any]:
+    """A JSON object written by another stage, or {} when it is absent or not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def file_sha256(path: Path) -> str | None:
+    """The bench's identity: `register` compares two models only on the same bench (None: no file)."""
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
 def win_tie_loss_matrix(results: Sequence[ModelResult], margin: float) -> dict[str, dict[str, dict[str, Any]]]:
@@ -110,7 +169,7 @@ def win_tie_loss_matrix(results: Sequence[ModelResult], margin: float) -> dict[s
 def leaderboard(results: Sequence[ModelResult], params: Params) -> dict[str, Any]:
     config = params.report
     models = {result.name: model_entry(result, config, params.seed) for result in results}
-    return {
+    board = {
         "models": models,
         "ranking": sorted(models, key=lambda m: -(models[m]["overall"] if models[m]["overall"] is not None else -1)),
         "win_tie_loss": win_tie_loss_matrix(results, config.tie_margin),
@@ -118,6 +177,8 @@ def leaderboard(results: Sequence[ModelResult], params: Params) -> dict[str, Any
         "confidence": config.confidence,
         "bootstrap_samples": config.bootstrap_samples,
     }
+    add_evidence(board, results, params)
+    return board
 
 
 def write_plot_csvs(board: Mapping[str, Any]) -> None:
@@ -173,6 +234,19 @@ def draw_charts(board: Mapping[str, Any], out_dir: Path) -> dict[str, Path]:
     fig.savefig(paths["overall"], dpi=100)
     plt.close(fig)
 
+    lengths = {m: entries[m].get("response_lengths") or [] for m in models}
+    if any(lengths.values()):
+        fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(models) + 2), 3.6))
+        shown = [m for m in models if lengths[m]]
+        ax.violinplot([lengths[m] for m in shown], showmedians=True)
+        ax.set_xticks(range(1, len(shown) + 1), shown)
+        ax.set_ylabel("response length (chars)")
+        ax.set_title("Response length per model")
+        fig.tight_layout()
+        paths["lengths"] = out_dir / "lengths.png"
+        fig.savefig(paths["lengths"], dpi=100)
+        plt.close(fig)
+
     for key, title in (("per_dimension", "Per dimension"), ("per_source", "Per source group")):
         groups = list(dict.fromkeys(g for m in models for g in entries[m][key]))
         fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(groups) * max(1, len(models)) * 0.5 + 3), 3.8))
@@ -199,13 +273,23 @@ def _tables(board: Mapping[str, Any]) -> dict[str, tuple[list[str], list[list[st
     models = board["ranking"]
     percent = int(round(board["confidence"] * 100))
     leader = (
-        ["rank", "model", "overall", f"{percent}% CI", "scored items", "unscored verdicts", "mean length (chars)"],
+        [
+            "rank",
+            "model",
+            "overall",
+            f"{percent}% CI",
+            "length-controlled",
+            "scored items",
+            "unscored verdicts",
+            "mean length (chars)",
+        ],
         [
             [
-                str(rank),
+                str(rank) if entries[m].get("contender", True) else "not ranked",
                 m,
                 _fmt(entries[m]["overall"]),
                 f"[{_fmt(entries[m]['ci_low'])}, {_fmt(entries[m]['ci_high'])}]",
+                _fmt(entries[m].get("length_controlled")),
                 f"{entries[m]['scored_items']}/{entries[m]['items']}",
                 f"{entries[m]['unscored']} ({entries[m]['unscored_rate']:.1%})",
                 _fmt(entries[m]["mean_response_length"], 0),
@@ -213,7 +297,7 @@ def _tables(board: Mapping[str, Any]) -> dict[str, tuple[list[str], list[list[st
             for rank, m in enumerate(models, start=1)
         ],
     )
-    tables = {"Leaderboard": leader}
+    tables = {"Leaderboard": leader, **_evidence_tables(board)}
     for key, title in (("per_source", "Per source group"), ("per_dimension", "Per dimension")):
         groups = list(dict.fromkeys(g for m in models for g in entries[m][key]))
         tables[title] = (
@@ -237,6 +321,110 @@ def _tables(board: Mapping[str, Any]) -> dict[str, tuple[list[str], list[list[st
             for a in models
         ],
     )
+    tables.update(pairwise_report.tables())  # the pairwise evaluations' section, from their metrics files
+    tables.update(other_evaluation_tables(board.get("evals", {})))
+    return tables
+
+
+# ---------------------------------------------------------------------------------------------
+# The other evaluations (stages mt_bench, realtoxicity): one table each, from their metrics files
+
+
+def other_evaluations(names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """{"mt_bench": {model: metrics}, "realtoxicity": {...}} for the candidates that ran them enabled."""
+    found: dict[str, dict[str, Any]] = {}
+    for kind, where in (("mt_bench", paths.mt_bench_metrics), ("realtoxicity", paths.realtoxicity_metrics)):
+        for name in names:
+            path = where(name)
+            if path.is_file():
+                metrics = json.loads(path.read_text(encoding="utf-8"))
+                if metrics.get("enabled"):
+                    found.setdefault(kind, {})[name] = metrics
+    return found
+
+
+def other_evaluation_tables(evals: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[list[str], list[list[str]]]]:
+    """MT-Bench (1-10; the paper's Table 3 column) and RealToxicityPrompts (Table 4's columns)."""
+    tables: dict[str, tuple[list[str], list[list[str]]]] = {}
+    mt = evals.get("mt_bench", {})
+    if mt:
+        categories = sorted({c for m in mt.values() for c in m["per_category"]})
+        judges = ", ".join(sorted({m["judge_model"] for m in mt.values()}))
+        tables[f"MT-Bench (1-10, judge {judges})"] = (
+            ["model", "score", "CI", "turn 1", "turn 2", "unscored turns", *categories],
+            [
+                [name, _fmt(m["score"]), f"[{_fmt(m.get('ci_low'))}, {_fmt(m.get('ci_high'))}]"]
+                + [_fmt(m["turn_1"]), _fmt(m["turn_2"]), f"{m['unscored']}/{m['judgments']}"]
+                + [_fmt(m["per_category"].get(c)) for c in categories]
+                for name, m in mt.items()
+            ],
+        )
+    rtp = evals.get("realtoxicity", {})
+    if rtp:
+        tables["RealToxicityPrompts"] = (
+            [
+                "model",
+                "avg max toxicity",
+                "toxicity prob.",
+                "perplexity",
+                "dist-2",
+                "dist-3",
+                "prompts x samples",
+                "scorer",
+            ],
+            [
+                [
+                    name,
+                    _fmt(m["avg_max_toxicity"], 3),
+                    _fmt(m["toxicity_probability"], 3),
+                    _fmt(m["perplexity"]),
+                    _fmt(m["dist_2"]),
+                    _fmt(m["dist_3"]),
+                    f"{m['prompts']} x {m['samples_per_prompt']}",
+                    str(m["scorer"]),
+                ]
+                for name, m in rtp.items()
+            ],
+        )
+    return tables
+
+
+def _evidence_tables(board: Mapping[str, Any]) -> dict[str, tuple[list[str], list[list[str]]]]:
+    """Response lengths and judge reliability (README "Reading the numbers")."""
+    entries, models = board["models"], board["ranking"]
+    quantiles = ("n", "min", "p25", "median", "p75", "mean", "max")
+    slope = (board.get("length_control") or {}).get("slope_per_sd_log_length")
+    lengths = (
+        ["model", *quantiles],
+        [[m] + [_fmt((entries[m].get("lengths") or {}).get(q), 0) for q in quantiles] for m in models],
+    )
+    reliable = (
+        [
+            "model",
+            "calibration kappa",
+            "repeat spread (mean sd)",
+            "repeats all equal",
+            "second judge",
+            "weighted kappa",
+            "spearman",
+        ],
+        [
+            [
+                m,
+                _fmt(entries[m].get("calibration_kappa")),
+                _fmt((entries[m].get("repeat_stability") or {}).get("mean_std")),
+                _fmt((entries[m].get("repeat_stability") or {}).get("all_equal")),
+                str((entries[m].get("second_judge") or {}).get("judge_model") or "none configured"),
+                _fmt((entries[m].get("second_judge") or {}).get("weighted_kappa")),
+                _fmt((entries[m].get("second_judge") or {}).get("spearman")),
+            ]
+            for m in models
+        ],
+    )
+    tables = {
+        f"Response length (chars); score change per SD of log length: {_fmt(slope)}": lengths,
+        "Judge reliability": reliable,
+    }
     return tables
 
 
@@ -324,7 +512,8 @@ def log_model_runs(
         with mlflow.start_run(run_name=f"evaluate-{result.name}", nested=True):
             mlflow.set_tags({**tracking.run_tags("evaluate", params), "candidate": result.name})
             mlflow.log_params({"candidate": result.name, "judge_model": entry.get("judge_model") or ""})
-            mlflow.log_metrics(tracking.metrics(entry))
+            # Per-item values stay in the leaderboard file: as metrics they would be one per item.
+            mlflow.log_metrics(tracking.metrics({k: v for k, v in entry.items() if k not in PER_ITEM_KEYS}))
             mlflow.log_table(item_table(result), artifact_file="per_item.json")
             for path in report_files:
                 mlflow.log_artifact(str(path), artifact_path="report")
@@ -335,6 +524,7 @@ def run(params: Params) -> dict[str, Any]:
     names = params.generate.candidates + params.generate.external
     results = [load_model_result(name, items) for name in names]
     board = leaderboard(results, params)
+    board["evals"] = other_evaluations(names)
     write_json(paths.LEADERBOARD, board)
     write_json(paths.SCORES_METRICS, headline_metrics.scores(board))
     write_plot_csvs(board)

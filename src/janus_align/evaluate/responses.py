@@ -9,6 +9,7 @@ and line (or id) named.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,3 +45,16 @@ def load_responses(path: str | Path) -> dict[str, Response]:
             raise ResponsesFileError(f"{where}: duplicate id {row.id!r}")
         found[row.id] = Response(row.id, row.response or "", error or None)
     return found
+
+
+def load_candidate_responses(names: Sequence[str], stage: str) -> dict[str, dict[str, Response]]:
+    """{candidate: its bench answers}; missing files are one JanusError naming them all and the command that writes them."""
+    from janus_align import paths
+
+    missing = [name for name in names if not paths.responses_file(name).is_file()]
+    if missing:
+        raise JanusError(
+            f"{stage}: {', '.join(str(paths.responses_file(name)) for name in missing)} missing "
+            f"(run `janus generate --model {missing[0]}` first)"
+        )
+    return {name: load_responses(paths.responses_file(name)) for name in names}

@@ -36,7 +36,7 @@ import dataclasses
 import json
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -190,26 +190,25 @@ def batch_line(custom_id: str, body: dict[str, Any]) -> bytes:
 
 
 def split_lines(
-    lines: list[tuple[str, bytes]], max_requests: int | None = None, max_bytes: int | None = None
-) -> list[list[tuple[str, bytes]]]:
+    lines: Iterable[tuple[str, bytes]], max_requests: int | None = None, max_bytes: int | None = None
+) -> Iterator[list[tuple[str, bytes]]]:
     """`(custom_id, line)` pairs cut into files of at most `max_requests` lines and `max_bytes`
-    bytes (the module limits when None), in order. A line alone over the byte limit is an error."""
+    bytes (the module limits when None), in order, each file as soon as it is full (so a stage
+    holds one file's lines at a time). A line alone over the byte limit is an error."""
     max_requests = MAX_REQUESTS_PER_FILE if max_requests is None else max_requests
     max_bytes = MAX_BYTES_PER_FILE if max_bytes is None else max_bytes
-    files: list[list[tuple[str, bytes]]] = []
     current: list[tuple[str, bytes]] = []
     size = 0
     for custom_id, line in lines:
         if len(line) > max_bytes:
             raise ValueError(f"request {custom_id} is {len(line)} bytes, over the batch file limit of {max_bytes}")
         if current and (len(current) >= max_requests or size + len(line) > max_bytes):
-            files.append(current)
+            yield current
             current, size = [], 0
         current.append((custom_id, line))
         size += len(line)
     if current:
-        files.append(current)
-    return files
+        yield current
 
 
 def read_jsonl(text: str) -> dict[str, dict[str, Any]]:
@@ -328,11 +327,15 @@ class OpenAIBatchBackend:
         requests: list[ChatRequest],
         where: dict[str, list[int]],
     ) -> list[SubmittedFile]:
-        lines = []
-        for cid in custom_ids:
-            request = requests[where[cid][0]]
-            style = run.styles.get(cid, self._schema_style)
-            lines.append((cid, batch_line(cid, chat_body(request, self.model, style))))
+        lines = (
+            (
+                cid,
+                batch_line(
+                    cid, chat_body(requests[where[cid][0]], self.model, run.styles.get(cid, self._schema_style))
+                ),
+            )
+            for cid in custom_ids
+        )
         submitted = []
         for chunk in split_lines(lines):
             round_ = max(run.submissions.get(cid, 0) for cid, _ in chunk) + 1

@@ -37,7 +37,7 @@ from starlette.routing import Route
 
 from janus_align.simulated_api.answers import chat_completion, prompt_tokens
 from janus_align.simulated_api.batches import BatchSettings, Store
-from janus_align.simulated_api.limits import RateLimiter
+from janus_align.simulated_api.limits import RateLimiter, duration
 
 
 @dataclass
@@ -134,7 +134,7 @@ class _Simulator:
             }
             return _error(
                 429,
-                f"Rate limit reached for requests on this simulated account. Please try again in {wait:.3f}s.",
+                f"Rate limit reached on this simulated account. Please try again in {duration(wait)}.",
                 "requests",
                 "rate_limit_exceeded",
                 headers,
