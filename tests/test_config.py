@@ -381,5 +381,6 @@ def test_the_rehearsal_overlay_layers_on_the_paper_profile_and_keeps_its_choices
     assert rehearsal.teacher.model_copy(update={"poll_interval_s": 30.0}) == paper.teacher.model_copy(
         update={"poll_interval_s": 30.0}
     )
-    assert rehearsal.judge == paper.judge and rehearsal.model.prompt_format == paper.model.prompt_format
+    assert rehearsal.judge.model_copy(update={"calibration": paper.judge.calibration}) == paper.judge
+    assert rehearsal.model.prompt_format == paper.model.prompt_format
     assert rehearsal.synth.preference_mode == "generated" and rehearsal.train.common.packing
