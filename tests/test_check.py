@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import make_project, run_janus
+from conftest import REPO, make_project, run_janus
 from janus_align.config import Params
 
 KEY_ENV = "OPENAI_API_KEY"  # what profiles/paper.yaml names in every api_key_env
@@ -72,3 +72,26 @@ def test_the_default_profile_calls_no_api() -> None:
     from janus_align.plan import missing_api_keys
 
     assert missing_api_keys(Params()) == []
+
+
+def test_a_server_named_by_openai_base_url_is_the_one_keyed_planned_and_cached(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """$OPENAI_BASE_URL (the openai SDK's own variable) names the server as base_url does: its
+    answers are cached under its URL, never as api.openai.com's, and a loopback one needs no key."""
+    from janus_align.config.schema import OpenAIConnection
+    from janus_align.llm.openai_backend import openai_model_id
+    from janus_align.plan import describe_plan, missing_api_keys
+
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    params = Params.model_validate({"generate": {"external": ["gpt-4o"]}})
+    assert openai_model_id(params.generate.external_llm, "gpt-4o") == "openai:https://api.openai.com/v1:gpt-4o"
+    assert missing_api_keys(params)
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8199/v1/")
+    assert missing_api_keys(params) == []
+    from_env = openai_model_id(params.generate.external_llm, "gpt-4o")
+    named = openai_model_id(OpenAIConnection(base_url="http://127.0.0.1:8199/v1"), "gpt-4o")
+    assert from_env == named == "openai:http://127.0.0.1:8199/v1:gpt-4o"
+    paper = Params.model_validate(yaml.safe_load((REPO / "profiles" / "paper.yaml").read_text()))
+    assert "at http://127.0.0.1:8199/v1 (" in describe_plan(paper)

@@ -259,13 +259,14 @@ def test_an_overlay_that_switches_backend_replaces_the_section(tmp_path):
     assert (
         deep_merge(DEFAULT, {"teacher": {"backend": "transformers", "batch_size": 4}})["teacher"]["dtype"] == "float32"
     )
-    # `janus use-profile paper` switches teacher and judge to openai and leaves no transformers key.
+    # `janus use-profile paper` switches the teacher to openai_batch and the judge to openai and
+    # leaves no transformers key.
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     shutil.copytree(REPO / "profiles", tmp_path / "profiles")
     run_janus(tmp_path, "use-profile", "paper")
     written = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    for section in (written["teacher"], written["judge"]["llm"]):
-        assert section["backend"] == "openai" and not {"batch_size", "dtype"} & set(section)
+    for section, backend in ((written["teacher"], "openai_batch"), (written["judge"]["llm"], "openai")):
+        assert section["backend"] == backend and not {"batch_size", "dtype"} & set(section)
     paper = load_params(tmp_path / "params.yaml")
     assert isinstance(paper.teacher, OpenAISettings) and paper.teacher.max_reasks == 2
 
@@ -311,7 +312,7 @@ def test_profiles_apply_their_settings():
     ci = Params.model_validate(profile_params("ci", base=REPO / "params.yaml", profiles_dir=REPO / "profiles"))
     paper = Params.model_validate(profile_params("paper", base=REPO / "params.yaml", profiles_dir=REPO / "profiles"))
     assert ci.model.base == "tiny-random"
-    assert (paper.teacher.backend, paper.teacher.max_concurrency) == ("openai", 32)
+    assert (paper.teacher.backend, paper.teacher.max_concurrency) == ("openai_batch", 32)
     assert paper.teacher.prices.output_per_mtok > 0
 
 
@@ -359,3 +360,27 @@ def test_a_profile_is_not_stacked_on_another(tmp_path):
     (tmp_path / "profiles" / "tweak.yaml").write_text("seed: 7\n")
     tweaked = profile_params("tweak", base=tmp_path / "params.yaml", profiles_dir=tmp_path / "profiles")
     assert (tweaked["profile"], tweaked["seed"], tweaked["model"]["base"]) == ("ci", 7, "tiny-random")
+
+
+def test_the_rehearsal_overlay_layers_on_the_paper_profile_and_keeps_its_choices(tmp_path):
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(REPO / "profiles", tmp_path / "profiles")
+    run_janus(tmp_path, "use-profile", "paper")
+    assert "profile paper + overlay rehearsal" in run_janus(tmp_path, "use-profile", "rehearsal").stdout
+    assert (tmp_path / "params.yaml").read_text().startswith("# profile paper + overlay rehearsal")
+    rehearsal, paper = (
+        load_params(tmp_path / "params.yaml"),
+        Params.model_validate(profile_params("paper", base=REPO / "params.yaml", profiles_dir=REPO / "profiles")),
+    )
+    assert (rehearsal.profile, rehearsal.model.base, rehearsal.train.common.distributed) == (
+        "paper",
+        "tiny-random-mistral",
+        "none",
+    )
+    # Only size, hardware and polling differ: the backends, models, formats and judge are the paper's.
+    assert rehearsal.teacher.model_copy(update={"poll_interval_s": 30.0}) == paper.teacher.model_copy(
+        update={"poll_interval_s": 30.0}
+    )
+    assert rehearsal.judge.model_copy(update={"calibration": paper.judge.calibration}) == paper.judge
+    assert rehearsal.model.prompt_format == paper.model.prompt_format
+    assert rehearsal.synth.preference_mode == "generated" and rehearsal.train.common.packing

@@ -122,7 +122,7 @@ def test_the_ledger_lists_uncollected_files_by_member_and_model(tmp_path):
 def test_settings_and_the_batch_price():
     config = parse_llm_settings({"backend": "openai_batch", "model": MODEL, "prices": {"input_per_mtok": 10.0}})
     assert isinstance(config, OpenAIBatchSettings) and config.poll_interval_s == 30.0
-    assert _llm(config) == f"openai_batch:{MODEL} at api.openai.com (poll 30s)"  # what `janus check` prints
+    assert _llm(config) == f"openai_batch:{MODEL} at https://api.openai.com/v1 (poll 30s)"  # what `janus check` prints
     assert billed_prices(config).cost_usd(1_000_000, 0) == pytest.approx(5.0)
     sync = parse_llm_settings({"backend": "openai", "model": MODEL, "prices": {"input_per_mtok": 10.0}})
     assert billed_prices(sync).cost_usd(1_000_000, 0) == pytest.approx(10.0)

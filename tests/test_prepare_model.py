@@ -56,6 +56,18 @@ def test_tiny_random_is_reproducible_from_the_seed(ci_base_project):
     assert state_dicts_equal(saved, rebuilt)  # same weights each run: DVC sees no change
 
 
+def test_tiny_random_mistral_is_shaped_like_mistral_7b_v02() -> None:
+    """The paper rehearsal's stand-in for Mistral-7B-v0.2: its class and layout, a few M parameters."""
+    model, tokenizer = prepare_model.build_tiny_random(Params().seed, prepare_model.TINY_RANDOM_MISTRAL)
+    assert type(model).__name__ == "MistralForCausalLM"
+    assert model.config.tie_word_embeddings is False and model.config.sliding_window is None
+    assert model.config.num_key_value_heads < model.config.num_attention_heads  # grouped-query attention
+    assert 1e6 < model.num_parameters() < 1e7
+    assert system_reaches_model(tokenizer, "Reply as a pirate.", "mistral_inst")
+    _, generated = greedy_reply(model, tokenizer, "Hi", max_new_tokens=3)
+    assert generated >= 1
+
+
 def test_local_directory_as_model_base(ci_base_project, tmp_path, monkeypatch):
     source = ci_base_project.joinpath(*CHECKPOINT)
     params = Params.model_validate({"model": {"base": str(source), "save_dtype": "float32"}})

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from conftest import BIN, clone_project, janus_env, run_janus
+from janus_align.bench.bench import one_set_params
 from janus_align.config import load_params
 from janus_align.inputs import DIMENSIONS
 from janus_align.llm.cache import RequestCache
@@ -320,8 +321,9 @@ class ScriptedBackend:
 
     model_id = "scripted"
 
-    def __init__(self) -> None:
+    def __init__(self, sets: int = 3) -> None:
         self.seeds: list[int] = []
+        self.sets = sets
 
     def generate(self, requests, on_result) -> None:
         for i, request in enumerate(requests):
@@ -332,7 +334,7 @@ class ScriptedBackend:
                     d: {"subdimension": "same" if first else f"{d}-{k}", "preference": "p", "description": "d"}
                     for d in DIMENSIONS
                 }
-                for k in range(3)
+                for k in range(self.sets)
             ]
             on_result(i, ChatResult(json.dumps({"preference_sets": sets}), 10, 20))
 
@@ -352,6 +354,21 @@ def test_generated_duplicates_are_asked_again_with_a_new_seed(synth_project: Pat
     assert not rejects and len(rows) == 3 and outcomes[0].attempts == 2
     assert len({tuple(e.subdimension for e in r.preference_set) for r in rows}) == 3
     assert sum(r.usage.completion_tokens for r in rows) == 40  # both attempts, split across the 3 sets
+
+
+def test_generated_mode_with_one_set_per_prompt_gives_that_set(synth_project: Path):
+    """The bench asks generated mode for one set per prompt: the row holds that set's entries
+    (found by the paper rehearsal, where the answer's list of sets was taken for the set)."""
+    params = load_params(synth_project / "params.yaml")
+    params = one_set_params(
+        params.model_copy(update={"synth": params.synth.model_copy(update={"preference_mode": "generated"})})
+    )
+    engine = LLMEngine(ScriptedBackend(sets=1), RequestCache(":memory:"))
+    instruction = InstructionRow(id="ins-1", prompt="Explain tides.", main_source="m", original_source="o")
+    taxonomy = {d: {f"{d}-x": ["example"]} for d in DIMENSIONS}
+    rows, rejects, _ = generate_preference_sets(engine, [instruction], params, taxonomy)
+    assert not rejects and [r.id for r in rows] == ["ins-1-0"]
+    assert [e.dimension for e in rows[0].preference_set] == list(DIMENSIONS)
 
 
 def cache_rows(project: Path) -> dict[str, float]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from janus_align.config import LLMSettings, OpenAISettings, Params, TransformersSettings
 from janus_align.config.schema import LlamaCppSettings, OpenAIBatchSettings, OpenAIConnection, VLLMSettings
-from janus_align.llm.api_keys import MissingAPIKeyError, api_key
+from janus_align.llm.api_keys import MissingAPIKeyError, api_key, server_url
 
 
 def _llm(config: LLMSettings) -> str:
@@ -17,10 +17,8 @@ def _llm(config: LLMSettings) -> str:
     if isinstance(config, LlamaCppSettings):
         return f"llama_cpp:{config.model} (slots {config.max_concurrency})"
     if isinstance(config, OpenAIBatchSettings):
-        return (
-            f"openai_batch:{config.model} at {config.base_url or 'api.openai.com'} (poll {config.poll_interval_s:g}s)"
-        )
-    return f"openai:{config.model} at {config.base_url or 'api.openai.com'} (concurrency {config.max_concurrency})"
+        return f"openai_batch:{config.model} at {server_url(config)} (poll {config.poll_interval_s:g}s)"
+    return f"openai:{config.model} at {server_url(config)} (concurrency {config.max_concurrency})"
 
 
 def describe_plan(params: Params) -> str:

@@ -57,6 +57,12 @@ def profile_params(name: str, base: Path = DEFAULT_PARAMS, profiles_dir: Path = 
 
 def main(args: argparse.Namespace) -> None:
     merged = profile_params(args.name)
-    header = f"# Written by `janus use-profile {args.name}`; `git checkout params.yaml` restores the default.\n"
+    # An overlay without `profile:` leaves the profile it layered on in place: say both.
+    named = (
+        f"profile {args.name}"
+        if merged.get("profile") == args.name
+        else (f"profile {merged.get('profile', 'default')} + overlay {args.name}")
+    )
+    header = f"# {named}, written by `janus use-profile`; `git checkout params.yaml` restores the default.\n"
     DEFAULT_PARAMS.write_text(header + yaml.safe_dump(merged, sort_keys=False))
-    print(f"params.yaml now holds profile {args.name}")
+    print(f"params.yaml now holds {named}")

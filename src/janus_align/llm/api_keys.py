@@ -15,6 +15,10 @@ from janus_align.config.schema import OpenAIConnection
 from janus_align.errors import JanusError
 
 OPENAI_HOST = "api.openai.com"
+DEFAULT_BASE_URL = f"https://{OPENAI_HOST}/v1"
+# The openai SDK's own variable for the server when none is given: honoured the same way here, so
+# that the key rule, the plan and the request cache's model id all name the server actually called.
+BASE_URL_ENV = "OPENAI_BASE_URL"
 # Local servers accept any key; the openai client refuses to start without one.
 PLACEHOLDER_KEY = "not-needed-for-local-servers"
 
@@ -23,9 +27,18 @@ class MissingAPIKeyError(JanusError, RuntimeError):
     """The settings target api.openai.com but their key variable is unset."""
 
 
+def server_url(connection: OpenAIConnection) -> str:
+    """The server a call goes to: `base_url`, else $OPENAI_BASE_URL, else api.openai.com.
+
+    Part of the request cache's model id: answers of a server named only by the environment (a
+    simulator, a proxy) must never be served later as api.openai.com's.
+    """
+    return (connection.base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+
+
 def needs_real_key(connection: OpenAIConnection) -> bool:
-    """Whether the server is OpenAI's own (no base_url, or one whose host is api.openai.com)."""
-    return connection.base_url is None or urlsplit(connection.base_url).hostname == OPENAI_HOST
+    """Whether the server is OpenAI's own (host api.openai.com, named or by default)."""
+    return urlsplit(server_url(connection)).hostname == OPENAI_HOST
 
 
 def api_key(connection: OpenAIConnection, model: str) -> str:

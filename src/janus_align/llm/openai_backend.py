@@ -42,7 +42,7 @@ import openai
 from aiolimiter import AsyncLimiter
 
 from janus_align.config.schema import OpenAIConnection, OpenAISettings
-from janus_align.llm.api_keys import api_key
+from janus_align.llm.api_keys import api_key, server_url
 from janus_align.llm.types import Admit, ChatRequest, ChatResult, ResultCallback, estimated_tokens
 
 # The header the SDK's `with_raw_response` sends: the call returns the HTTP response, headers and all.
@@ -284,8 +284,9 @@ def parse_completion(data: Any, latency_s: float) -> ChatResult:
 
 def openai_model_id(config: OpenAIConnection, model: str) -> str:
     """The model id (part of every request cache key) of `model` behind `config`'s server: the
-    sync and batch backends share it, so each serves the answers the other cached."""
-    return f"openai:{config.base_url or 'api.openai.com'}:{model}"
+    sync and batch backends share it, so each serves the answers the other cached. The server is
+    the one called (`server_url`), however it was named: base_url, $OPENAI_BASE_URL or neither."""
+    return f"openai:{server_url(config)}:{model}"
 
 
 def chat_body(request: ChatRequest, model: str, schema_style: str = "json_schema") -> dict[str, Any]:
@@ -399,7 +400,7 @@ class OpenAIBackend:
         client_settings = self.config
         async with openai.AsyncOpenAI(
             api_key=self._api_key,
-            base_url=client_settings.base_url,
+            base_url=server_url(client_settings),
             max_retries=client_settings.max_retries,
             timeout=client_settings.timeout_s,
             http_client=self._http_client(pacer),

