@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from janus_align import paths
-from janus_align.config.schema import FREE, LlamaCppSettings, OpenAISettings
+from janus_align.config.schema import LlamaCppSettings
 from janus_align.errors import JanusError
 from janus_align.installed_tools import installed_tool, scripts_dir
-from janus_align.llm.local_server import ServerProcess
+from janus_align.llm.local_server import ServerProcess, served_settings
 from janus_align.llm.openai_backend import OpenAIBackend
 from janus_align.llm.types import ChatRequest
 from janus_align.models.prepare_model import EMBEDDED_PREFIX, embedded_gguf
@@ -94,16 +94,7 @@ class LlamaServerBackend(OpenAIBackend):
         self.process = self.server.process
         self.base_url = self.server.base_url
         self.server.wait_until_healthy(startup_timeout_s, str(self.gguf))
-        served = OpenAISettings(
-            model=self.gguf.stem,
-            base_url=f"{self.base_url}/v1",
-            max_concurrency=config.max_concurrency,
-            timeout_s=config.timeout_s,
-            max_retries=config.max_retries,
-            sampling=config.sampling,
-            prices=FREE,
-        )
-        super().__init__(served)
+        super().__init__(served_settings(self.gguf.stem, self.base_url, config))
         # The GGUF is the model's identity: cached answers of another file are never reused.
         self.model_id = f"llama.cpp:{model}"
 

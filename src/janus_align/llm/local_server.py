@@ -18,7 +18,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from janus_align.config.schema import FREE, OpenAISettings
 from janus_align.errors import JanusError
 
 _PR_SET_PDEATHSIG = 1
@@ -114,3 +116,17 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def served_settings(served_model: str, base_url: str, config: Any) -> OpenAISettings:
+    """How the openai backend talks to a server of ours on loopback (llama.cpp, vLLM): the
+    stage's width, timeouts, retries and sampling, at no price."""
+    return OpenAISettings(
+        model=served_model,
+        base_url=f"{base_url}/v1",
+        max_concurrency=config.max_concurrency,
+        timeout_s=config.timeout_s,
+        max_retries=config.max_retries,
+        sampling=config.sampling,
+        prices=FREE,
+    )

@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from janus_align import paths
-from janus_align.config.schema import FREE, OpenAISettings, VLLMSettings
+from janus_align.config.schema import VLLMSettings
 from janus_align.errors import JanusError
 from janus_align.installed_tools import installed_tool
-from janus_align.llm.local_server import ServerProcess
+from janus_align.llm.local_server import ServerProcess, served_settings
 from janus_align.llm.openai_backend import OpenAIBackend
 from janus_align.llm.transformers_backend import checkpoint_fingerprint
 from janus_align.llm.types import ChatRequest
@@ -100,16 +100,7 @@ class VLLMServerBackend(OpenAIBackend):
         )
         self.process = self.server.process
         self.server.wait_until_healthy(config.startup_timeout_s, model)
-        served = OpenAISettings(
-            model=served_name(model),
-            base_url=f"{self.server.base_url}/v1",
-            max_concurrency=config.max_concurrency,
-            timeout_s=config.timeout_s,
-            max_retries=config.max_retries,
-            sampling=config.sampling,
-            prices=FREE,
-        )
-        super().__init__(served)
+        super().__init__(served_settings(served_name(model), self.server.base_url, config))
         self.model_id = vllm_model_id(model, config.dtype)
 
     def _body(self, request: ChatRequest) -> dict[str, Any]:
