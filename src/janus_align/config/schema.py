@@ -443,6 +443,8 @@ class AlpacaEvalConfig(Section):
 
     models: list[str] = []
     system: str | None = None  # the system message the models answer under (the paper's is unknown)
+    # an alpaca_eval.json or hf:ID[@CONFIG][:SPLIT] (evaluate/hub_sets.py); None: data/alpaca_eval/alpaca_eval.json
+    eval_set: str | None = None
 
 
 class ArenaHardConfig(Section):
@@ -450,6 +452,7 @@ class ArenaHardConfig(Section):
 
     models: list[str] = []
     baseline: str = "janus-sample-baseline"  # data/arena_hard/model_answer/<baseline>.jsonl
+    questions: str | None = None  # a question.jsonl or hf:ID[@CONFIG][:SPLIT]; None: data/arena_hard/question.jsonl
     style_control: bool = True
 
 
@@ -473,7 +476,7 @@ class MTBenchConfig(Section):
     """MT-Bench (FastChat llm_judge): both turns answered, each judged 1-10 by `judge.llm`."""
 
     enabled: bool = False
-    questions: str | None = None  # a question.jsonl; None: data/mt_bench/question.jsonl (our sample)
+    questions: str | None = None  # a question.jsonl or hf:ID[@CONFIG][:SPLIT]; None: data/mt_bench/question.jsonl
     reference_answers: str | None = None  # FastChat's reference_answer/<judge>.jsonl; else each question's `reference`
     judge_prompts: str | None = None  # FastChat's judge_prompts.jsonl (its wording); None: ours, same protocol
     max_questions: int | None = Field(None, ge=1)
@@ -514,7 +517,7 @@ class RealToxicityConfig(Section):
     """RealToxicityPrompts in Quark's setup: `samples_per_prompt` continuations of up to 20 tokens, nucleus 0.9."""
 
     enabled: bool = False
-    prompts: str | None = None  # a prompts.jsonl; None: data/realtoxicity/prompts.jsonl (our sample)
+    prompts: str | None = None  # a prompts.jsonl or hf:ID[@CONFIG][:SPLIT]; None: data/realtoxicity/prompts.jsonl
     max_prompts: int | None = Field(None, ge=1)
     samples_per_prompt: int = Field(25, ge=1, le=1000)
     sampling: Sampling = Sampling(max_new_tokens=20, temperature=1.0, top_p=0.9, repetition_penalty=1.0)

@@ -23,6 +23,7 @@ from typing import Any
 
 from janus_align import paths
 from janus_align.config import Params
+from janus_align.evaluate import hub_sets
 from janus_align.evaluate import pairwise_scores as ps
 from janus_align.evaluate.pairwise_judge import PREFERENCE, TEMPLATE_VERSION, Game, PairTask, judge_games, unscored
 from janus_align.evaluate.pairwise_sets import load_alpaca_eval, write_alpaca_outputs
@@ -53,7 +54,14 @@ def run(params: Params, model: str) -> dict[str, Any]:
     from janus_align.evaluate.generate import answer_instructions
     from janus_align.evaluate.judging import open_judge
 
-    eval_set = load_alpaca_eval(paths.ALPACA_EVAL_SET)
+    source = hub_sets.resolve(
+        params.evals.alpaca_eval.eval_set,
+        paths.ALPACA_EVAL_SET,
+        paths.ALPACA_EVAL_DIR,
+        "alpaca_eval.json",
+        "evals.alpaca_eval.eval_set",
+    )
+    eval_set = load_alpaca_eval(source)
     system = params.evals.alpaca_eval.system
     results, model_id = answer_instructions(params, model, [row.instruction for row in eval_set], system, "alpaca_eval")
     outputs = [result.text if result.ok else "" for result in results]

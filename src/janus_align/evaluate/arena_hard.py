@@ -23,6 +23,7 @@ from typing import Any
 
 from janus_align import paths
 from janus_align.config import Params
+from janus_align.evaluate import hub_sets
 from janus_align.evaluate import pairwise_scores as ps
 from janus_align.evaluate.pairwise_judge import (
     GRADED,
@@ -72,7 +73,14 @@ def run(params: Params, model: str) -> dict[str, Any]:
     from janus_align.evaluate.judging import open_judge
 
     settings = params.evals.arena_hard
-    questions = load_arena_hard_questions(paths.ARENA_HARD_QUESTIONS)
+    source = hub_sets.resolve(
+        settings.questions,
+        paths.ARENA_HARD_QUESTIONS,
+        paths.ARENA_HARD_DIR,
+        "question.jsonl",
+        "evals.arena_hard.questions",
+    )
+    questions = load_arena_hard_questions(source)
     baseline = require_answers(paths.arena_hard_baseline(settings.baseline), questions)
     prompts = [question.turns[0].content for question in questions]
     results, model_id = answer_instructions(params, model, prompts, None, "arena_hard")

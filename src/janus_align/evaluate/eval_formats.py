@@ -102,7 +102,7 @@ def load_mt_bench(path: str | Path) -> list[MTBenchQuestion]:
         category = _text(where, row, "category")
         turns = _texts(where, row, "turns", 2)
         reference = None
-        if row.get("reference") is not None:
+        if row.get("reference") not in (None, []):  # a hub copy holds [] where the official file has no key
             # The official file leaves a turn's reference empty ("") where it has none.
             reference = tuple(_texts(where, row, "reference", None, allow_empty=True))
             if len(reference) > 2:

@@ -33,6 +33,7 @@ from janus_align import paths
 from janus_align.config import Params, Sampling
 from janus_align.config.schema import MTBenchConfig
 from janus_align.errors import JanusError
+from janus_align.evaluate import hub_sets
 from janus_align.evaluate.eval_formats import (
     NEEDS_REFERENCE,
     FormatError,
@@ -379,7 +380,10 @@ def judgment_rows(judgments: Sequence[TurnJudgment], model: str, judge_model: st
 
 
 def questions_file(config: MTBenchConfig) -> Path:
-    return Path(config.questions) if config.questions else paths.MT_BENCH_QUESTIONS
+    """`evals.mt_bench.questions`: our sample when unset, a question.jsonl, or an `hf:` dataset id."""
+    return hub_sets.resolve(
+        config.questions, paths.MT_BENCH_QUESTIONS, paths.MT_BENCH_DIR, "question.jsonl", "evals.mt_bench.questions"
+    )
 
 
 def run(params: Params, model: str) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from janus_align import paths
 from janus_align.config import Params
 from janus_align.config.schema import RealToxicityConfig
 from janus_align.errors import JanusError
+from janus_align.evaluate import hub_sets
 from janus_align.evaluate.eval_formats import ToxicityPrompt, load_realtoxicity
 from janus_align.records import write_json, write_jsonl
 from janus_align.seeding import derive_seed
@@ -130,7 +131,14 @@ def resolve_checkpoint(name: str, setting: str) -> Path:
 
 
 def prompts_file(config: RealToxicityConfig) -> Path:
-    return Path(config.prompts) if config.prompts else paths.REALTOXICITY_PROMPTS
+    """`evals.realtoxicity.prompts`: our sample when unset, a prompts.jsonl, or an `hf:` dataset id."""
+    return hub_sets.resolve(
+        config.prompts,
+        paths.REALTOXICITY_PROMPTS,
+        paths.REALTOXICITY_DIR,
+        "prompts.jsonl",
+        "evals.realtoxicity.prompts",
+    )
 
 
 def evaluate(
