@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, make_project, run_janus
 from janus_align import paths
 from janus_align.config.schema import MTBenchConfig, RealToxicityConfig
 from janus_align.errors import JanusError
@@ -124,3 +124,17 @@ def test_offline_hub_is_one_line_saying_to_download_the_files(
     assert f"download the official {official} and set evals.realtoxicity.prompts to its path" in message
     assert "\n" not in message
     assert not Path("artifacts/eval/x/hub").exists()  # nothing half-written to be mistaken for the set
+
+
+def test_the_stage_stops_in_one_line_when_the_hub_is_unreachable(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "project", profile=None)
+    (project / "profiles" / "hub.yaml").write_text(
+        "evals:\n  mt_bench:\n    enabled: true\n    questions: hf:lighteval/mt-bench\n"
+    )
+    run_janus(project, "use-profile", "hub")
+    done = run_janus(project, "mt_bench", "--model", "base", check=False, HF_HUB_OFFLINE="1")
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert "evals.mt_bench.questions: hf:lighteval/mt-bench: the Hugging Face hub is unreachable" in last
+    assert "download the official question.jsonl and set evals.mt_bench.questions to its path" in last
+    assert "Traceback" not in done.stderr

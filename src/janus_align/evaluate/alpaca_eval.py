@@ -1,6 +1,7 @@
 """Stage `alpaca_eval --model NAME`: AlpacaEval 2.0, raw and length-controlled win rates against the reference.
 
-Reads the evaluation set at data/alpaca_eval/alpaca_eval.json (the official format: a list of
+Reads the evaluation set at data/alpaca_eval/alpaca_eval.json, or `evals.alpaca_eval.eval_set`
+(a file, or a dataset id: evaluate/hub_sets.py) (the official format: a list of
 `{instruction, output, generator, dataset}`, `output` being the reference model's answer; the
 bundled file is a handful of our own items, the full 805 are the user's file put there). The
 model answers every instruction (`evals.alpaca_eval.system` as its system message, if set;

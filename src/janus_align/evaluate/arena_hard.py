@@ -1,6 +1,7 @@
 """Stage `arena_hard --model NAME`: Arena-Hard-Auto, Bradley-Terry scores against a baseline, with style control.
 
-Reads the questions at data/arena_hard/question.jsonl and the baseline's answers at
+Reads the questions at data/arena_hard/question.jsonl (or `evals.arena_hard.questions`: a file,
+or a dataset id, evaluate/hub_sets.py) and the baseline's answers at
 data/arena_hard/model_answer/<evals.arena_hard.baseline>.jsonl (the official v0.1 formats; the
 bundled files are a handful of our own questions and answers, the full 500 questions and
 gpt-4-0314's answers are the user's files put there). The model answers the first turn of every
