@@ -10,7 +10,8 @@ holds a loading script, which `datasets` no longer runs (AlpacaEval 2.0:
 `hf:tatsu-lab/alpaca_eval/alpaca_eval_gpt4_baseline.json`). Its rows are written unchanged into the official file (`alpaca_eval.json`, a JSON list;
 `question.jsonl`, `prompts.jsonl`, one row a line) under the stage's artifacts. The format's own
 reader then reads that file, so a dataset whose columns differ from the official ones fails there,
-naming the cached file, the row and the key. A cached file is reused: the hub is asked once.
+naming the cached file, the row and the key. A cached file is reused: the hub is asked once (delete
+the `hub/` folder to fetch again).
 """
 
 from __future__ import annotations
