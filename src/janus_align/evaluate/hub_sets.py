@@ -7,8 +7,9 @@ also be a local directory laid out like the dataset's repository). ID may instea
 file of a repository, `hf:OWNER/NAME/FILE.json` (`.jsonl`, `.parquet`, `.csv`), read with the
 matching builder from `hf://datasets/OWNER/NAME/FILE`: the way to sets whose repository still
 holds a loading script, which `datasets` no longer runs (AlpacaEval 2.0:
-`hf:tatsu-lab/alpaca_eval/alpaca_eval_gpt4_baseline.json`). Its rows are written unchanged into the official file (`alpaca_eval.json`, a JSON list;
-`question.jsonl`, `prompts.jsonl`, one row a line) under the stage's artifacts. The format's own
+`hf:tatsu-lab/alpaca_eval/alpaca_eval_gpt4_baseline.json`). Its rows are written unchanged into
+the official file (`alpaca_eval.json`, a JSON list; `question.jsonl`, `prompts.jsonl`, one row a
+line) under the stage's artifacts. The format's own
 reader then reads that file, so a dataset whose columns differ from the official ones fails there,
 naming the cached file, the row and the key. A cached file is reused: the hub is asked once (delete
 the `hub/` folder to fetch again).
