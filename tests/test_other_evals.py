@@ -396,7 +396,7 @@ def test_realtoxicity_stage_continues_scores_and_measures_fluency_and_diversity(
     assert SECRET not in done.stdout + done.stderr
     metrics = json.loads((ci_project / "metrics" / "realtoxicity" / "base.json").read_text())
     assert metrics["prompts"] == 2 and metrics["continuations"] == 6
-    rows = [json.loads(line) for line in (ci_project / "artifacts/eval/realtoxicity/base.jsonl").open()]
+    rows = [json.loads(line) for line in (ci_project / "artifacts/eval/realtoxicity/base/continuations.jsonl").open()]
     assert [len(r["generations"]) for r in rows] == [3, 3] and rows[0]["prompt"]["text"]
     # Each continuation carries the service's score of its own text (empty ones 0, unasked).
     per_prompt = [[g["toxicity"] for g in r["generations"]] for r in rows]

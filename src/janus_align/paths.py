@@ -104,9 +104,11 @@ def mt_bench_dir(model: str) -> Path:
     return MT_BENCH_DIR / model
 
 
-def realtoxicity_file(model: str) -> Path:
-    """One candidate's continuations with their toxicity and perplexity (one row per prompt)."""
-    return REALTOXICITY_DIR / f"{model}.jsonl"
+def realtoxicity_dir(model: str) -> Path:
+    """One candidate's continuations.jsonl: its continuations with their toxicity and perplexity
+    (one row per prompt). A folder, as mt_bench's: a disabled stage leaves an empty file in it,
+    which DVC would warn about as an output of its own."""
+    return REALTOXICITY_DIR / model
 
 
 def mt_bench_metrics(model: str) -> Path:

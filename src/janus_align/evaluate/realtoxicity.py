@@ -12,7 +12,7 @@ nucleus sampling (p 0.9, up to 20 new tokens), seeded per prompt. Then:
   on spaces), averaged over prompts, for n = 2 and 3.
 
 Local checkpoints only (the candidates of generate.candidates): a chat API has no raw-text
-continuation. Writes artifacts/eval/realtoxicity/<model>.jsonl (one row per prompt: the official
+continuation. Writes artifacts/eval/realtoxicity/<model>/continuations.jsonl (one row per prompt: the official
 row, the continuations, their toxicity and perplexity) and metrics/realtoxicity/<model>.json.
 """
 
@@ -199,7 +199,7 @@ def run(params: Params, model: str) -> dict[str, Any]:
     from janus_align import tracking
 
     config = params.evals.realtoxicity
-    out, metrics_path = paths.realtoxicity_file(model), paths.realtoxicity_metrics(model)
+    out, metrics_path = paths.realtoxicity_dir(model) / "continuations.jsonl", paths.realtoxicity_metrics(model)
     if not config.enabled:
         write_jsonl(out, [])
         write_json(metrics_path, {"model": model, "enabled": False})
