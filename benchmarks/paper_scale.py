@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import resource
@@ -105,12 +106,20 @@ def cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def paper_params(overrides: dict[str, Any]) -> Any:
-    """The paper profile (on the default params.yaml) with `overrides` merged in, validated."""
+def paper_params(overrides: dict[str, Any], sync_teacher: bool = False) -> Any:
+    """The paper profile (on the default params.yaml) with `overrides` merged in, validated.
+
+    `sync_teacher`: the teacher on `backend: openai` (the profile's is openai_batch) without the
+    batch-only keys, for a run paced against a tier's rate limits.
+    """
     from janus_align.config.load import parse_params
     from janus_align.config.profiles import deep_merge, profile_params
+    from janus_align.config.schema import OpenAIBatchSettings, OpenAISettings
 
     merged = profile_params("paper", base=REPO / "params.yaml", profiles_dir=REPO / "profiles")
+    if sync_teacher:
+        batch_only = set(OpenAIBatchSettings.model_fields) - set(OpenAISettings.model_fields)
+        merged["teacher"] = {k: v for k, v in merged["teacher"].items() if k not in batch_only} | {"backend": "openai"}
     return parse_params(deep_merge(merged, overrides), "paper profile + benchmark overrides")
 
 
@@ -164,6 +173,8 @@ def part_instructions(root: Path, pool_size: int) -> dict[str, Any]:
 
 # ---- part 2: a scaled synthesis run against the simulated API -----------------------------------
 
+# Width over what rpm x mean latency needs: the lognormal tail and the client's own time.
+WIDTH_MARGIN = 1.5
 SYNTHESIS_STAGES = ("instructions", "preferences", "system_messages", "responses", "assemble", "validate")
 KEY_ENV = "JANUS_BENCH_SIM_KEY"
 
@@ -190,7 +201,9 @@ def child_synthesis(work: Path, base_url: str, count: int, concurrency: int) -> 
     from janus_align.stages import STAGES
 
     teacher = {"base_url": base_url, "api_key_env": KEY_ENV, "max_concurrency": concurrency}
-    params = paper_params({"teacher": teacher, "synth": {"include_hub_sources": False, "num_instructions": count}})
+    params = paper_params(
+        {"teacher": teacher, "synth": {"include_hub_sources": False, "num_instructions": count}}, sync_teacher=True
+    )
     stages: dict[str, Any] = {}
     for name in SYNTHESIS_STAGES:
         before, cpu, started = remote_stats(base_url), cpu_s(), time.perf_counter()
@@ -224,6 +237,7 @@ def child_synthesis(work: Path, base_url: str, count: int, concurrency: int) -> 
 
 
 def part_synthesis(root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    from janus_align.llm.openai_backend import width_for
     from janus_align.simulated_api.server import SimSettings, serve_in_subprocess
 
     work = scratch_workdir(root)
@@ -234,13 +248,19 @@ def part_synthesis(root: Path, args: argparse.Namespace) -> dict[str, Any]:
         rpm=args.rpm,
         tpm=args.tpm,
         latency_median_s=args.latency_median,
-        latency_sigma=0.5,
+        latency_sigma=args.latency_sigma,
         limit_window_s=args.limit_window,
     )
+    mean_latency = args.latency_median * math.exp(args.latency_sigma**2 / 2)
+    if not args.concurrency:
+        # More width than the limit needs costs nothing (the pacer keeps to the tier's rate);
+        # less caps the run at width / latency (the 73-75 % of the first run, at width 48).
+        args.concurrency = width_for(args.rpm, mean_latency, margin=WIDTH_MARGIN)
     print(
         f"simulated tier: {args.rpm:.0f} RPM, {args.tpm:.0f} TPM (window {args.limit_window} s), "
-        f"lognormal latency median {args.latency_median} s sigma 0.5; teacher max_concurrency {args.concurrency}; "
-        f"{args.instructions} instructions"
+        f"lognormal latency median {args.latency_median} s sigma {args.latency_sigma} (mean {mean_latency:.3f} s); "
+        f"teacher backend openai, max_concurrency {args.concurrency} "
+        f"(the limit needs {width_for(args.rpm, mean_latency, margin=1.0)} in flight); {args.instructions} instructions"
     )
     with serve_in_subprocess(settings) as base_url:
         result = run_child(
@@ -312,7 +332,13 @@ def main() -> None:
     parser.add_argument("--tpm", type=float, default=2_000_000.0, help="the simulated tier's tokens per minute")
     parser.add_argument("--limit-window", type=float, default=6.0, help="seconds of burst the limits allow")
     parser.add_argument("--latency-median", type=float, default=0.5, help="simulated latency median, seconds")
-    parser.add_argument("--concurrency", type=int, default=64, help="teacher max_concurrency")
+    parser.add_argument("--latency-sigma", type=float, default=0.5, help="simulated latency lognormal sigma")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=0,
+        help=f"teacher max_concurrency (0: what the tier needs at the mean latency, x {WIDTH_MARGIN})",
+    )
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
