@@ -280,13 +280,16 @@ def part_synthesis(root: Path, args: argparse.Namespace) -> dict[str, Any]:
 def report_synthesis(result: dict[str, Any], args: argparse.Namespace) -> None:
     allowed = args.rpm / 60
     model_stages = ("preferences", "system_messages", "responses")
+    # What the limits let through in a stage's wall time: the rate, plus the window's burst a
+    # full bucket allows at the start (without it a short stage reads over 100 %).
     print(
         f"{'stage':<16} {'wall s':>8} {'requests':>9} {'req/s':>7} {'of limit':>8} {'429s':>6} {'CPU ms/req':>10} {'peak MiB':>9}"
     )
     for name, stage in result["stages"].items():
         rps = stage["requests"] / stage["wall_s"] if stage["requests"] else 0.0
         cpu = f"{stage['cpu_s'] / stage['requests'] * 1000:.2f}" if stage["requests"] else "-"
-        share = f"{rps / allowed:.0%}" if stage["requests"] else "-"
+        let_through = allowed * (stage["wall_s"] + args.limit_window)
+        share = f"{stage['requests'] / let_through:.0%}" if stage["requests"] else "-"
         print(
             f"{name:<16} {stage['wall_s']:>8.1f} {stage['requests']:>9} {rps:>7.1f} {share:>8} "
             f"{stage['rate_limited']:>6} {cpu:>10} {stage['peak_rss_mib']:>9.0f}"
@@ -302,16 +305,27 @@ def report_synthesis(result: dict[str, Any], args: argparse.Namespace) -> None:
     tokens_in = sum(stages[name]["prompt_tokens"] for name in model_stages) * scale
     tokens_out = sum(stages[name]["completion_tokens"] for name in model_stages) * scale
     from janus_align.config.profiles import profile_params
+    from janus_align.config.schema import Prices
 
-    prices = profile_params("paper", base=REPO / "params.yaml", profiles_dir=REPO / "profiles")["teacher"]["prices"]
-    sync = (tokens_in * prices["input_per_mtok"] + tokens_out * prices["output_per_mtok"]) / 1e6
+    teacher = profile_params("paper", base=REPO / "params.yaml", profiles_dir=REPO / "profiles")["teacher"]
+    prices, paper_width = Prices(**teacher["prices"]), teacher["max_concurrency"]
+    sync = prices.cost_usd(int(tokens_in), int(tokens_out))
+    batch = prices.batch().cost_usd(int(tokens_in), int(tokens_out))
     requests_full = ok * scale
     hours_at_limit = requests_full / allowed / 3600
     print(
         f"extrapolated to {PAPER_INSTRUCTIONS} instructions: {requests_full:,.0f} teacher requests, "
         f"{tokens_in / 1e6:.1f} M prompt + {tokens_out / 1e6:.1f} M completion tokens (the simulator's answer "
-        f"lengths); at the profile's prices ${sync:,.0f} sync, ${sync / 2:,.0f} batch (50 %); "
+        f"lengths); at the profile's prices ${sync:,.0f} sync, ${batch:,.0f} batch; "
         f"at this tier's {args.rpm:.0f} RPM: {hours_at_limit:.1f} h of requests"
+    )
+    from janus_align.llm.openai_backend import width_for
+
+    real_width = width_for(args.rpm, args.real_latency, margin=WIDTH_MARGIN)
+    print(
+        f"a real run at {args.real_latency:.0f} s a request reaches {args.rpm:.0f} RPM with max_concurrency "
+        f"{real_width}; at the paper profile's {paper_width} it takes {requests_full / (paper_width / args.real_latency) / 3600:.1f} h; "
+        f"the Batch API: within its 24 h window per batch"
     )
 
 
@@ -332,6 +346,7 @@ def main() -> None:
     parser.add_argument("--tpm", type=float, default=2_000_000.0, help="the simulated tier's tokens per minute")
     parser.add_argument("--limit-window", type=float, default=6.0, help="seconds of burst the limits allow")
     parser.add_argument("--latency-median", type=float, default=0.5, help="simulated latency median, seconds")
+    parser.add_argument("--real-latency", type=float, default=10.0, help="a real answer's seconds, to extrapolate")
     parser.add_argument("--latency-sigma", type=float, default=0.5, help="simulated latency lognormal sigma")
     parser.add_argument(
         "--concurrency",

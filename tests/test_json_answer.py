@@ -43,7 +43,9 @@ def reference(value: object, schema: dict) -> str | None:
 
 
 @pytest.mark.parametrize(
-    "schema", [generated_preference_schema(3, 200, 600), sampled_preference_schema(200, 600)], ids=["generated", "sampled"]
+    "schema",
+    [generated_preference_schema(3, 200, 600), sampled_preference_schema(200, 600)],
+    ids=["generated", "sampled"],
 )
 def test_verdicts_and_messages_are_those_of_jsonschema_validate(schema):
     for value in answers():
