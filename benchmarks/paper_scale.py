@@ -190,50 +190,85 @@ def dvc_hash_s(folders: list[Path]) -> tuple[float, int, int]:
     return time.perf_counter() - started, len(files), sum(path.stat().st_size for path in files)
 
 
-def child_synthesis(work: Path, base_url: str, count: int, concurrency: int) -> dict[str, Any]:
-    """Runs in its own process: the synthesis stages as the CLI runs them (each in its MLflow run)."""
+def run_stages(names: tuple[str, ...], params: Any, base_url: str | None) -> dict[str, Any]:
+    """Each stage as the CLI runs it (in its MLflow run): wall, CPU, peak RSS, what the server saw."""
     import importlib
 
-    os.chdir(work)
-    os.environ[KEY_ENV] = "sim-key"
-    from janus_align import paths, tracking
+    from janus_align import tracking
     from janus_align.simulated_api.server import remote_stats
     from janus_align.stages import STAGES
 
-    teacher = {"base_url": base_url, "api_key_env": KEY_ENV, "max_concurrency": concurrency}
-    params = paper_params(
-        {"teacher": teacher, "synth": {"include_hub_sources": False, "num_instructions": count}}, sync_teacher=True
-    )
+    counters = ("requests", "ok", "rate_limited", "completion_tokens", "prompt_tokens")
     stages: dict[str, Any] = {}
-    for name in SYNTHESIS_STAGES:
-        before, cpu, started = remote_stats(base_url), cpu_s(), time.perf_counter()
+    for name in names:
+        before = remote_stats(base_url) if base_url else dict.fromkeys(counters, 0)
+        cpu, started = cpu_s(), time.perf_counter()
         with tracking.stage_run(name, params):
             importlib.import_module(STAGES[name].module).run(params)
-        after = remote_stats(base_url)
+        after = remote_stats(base_url) if base_url else before
         wall = time.perf_counter() - started
-        requests = after["requests"] - before["requests"]
-        stages[name] = {
-            "wall_s": wall,
-            "cpu_s": cpu_s() - cpu,
-            "requests": requests,
-            "ok": after["ok"] - before["ok"],
-            "rate_limited": after["rate_limited"] - before["rate_limited"],
-            "completion_tokens": after["completion_tokens"] - before["completion_tokens"],
-            "prompt_tokens": after["prompt_tokens"] - before["prompt_tokens"],
-            "peak_rss_mib": peak_rss_mib(),
-        }
-        print(f"  {name}: {wall:.1f} s, {requests} requests", file=sys.stderr)
+        stages[name] = {"wall_s": wall, "cpu_s": cpu_s() - cpu, "peak_rss_mib": peak_rss_mib()}
+        stages[name] |= {key: after[key] - before[key] for key in counters}
+        print(f"  {name}: {wall:.1f} s, {stages[name]['requests']} requests", file=sys.stderr)
+    return stages
+
+
+def outputs_summary() -> dict[str, Any]:
+    """DVC hashing of the synthesis outputs, the request cache's size, the process's peak RSS."""
+    from janus_align import paths
+
     hash_s, files, size = dvc_hash_s([paths.SYNTH, paths.COLLECTION])
-    sft_rows = sum(len(path.read_text().splitlines()) for path in (paths.COLLECTION / "sft").rglob("*.jsonl"))
     return {
-        "stages": stages,
         "dvc_hash_s": hash_s,
         "hashed_files": files,
         "hashed_bytes": size,
-        "cache_bytes": paths.LLM_CACHE.stat().st_size,
+        "cache_bytes": paths.LLM_CACHE.stat().st_size if paths.LLM_CACHE.exists() else 0,
         "peak_rss_mib": peak_rss_mib(),
-        "sft_jsonl_lines": sft_rows,
     }
+
+
+def synthesis_params(base_url: str, count: int, concurrency: int) -> Any:
+    teacher = {"base_url": base_url, "api_key_env": KEY_ENV, "max_concurrency": concurrency}
+    return paper_params(
+        {"teacher": teacher, "synth": {"include_hub_sources": False, "num_instructions": count}}, sync_teacher=True
+    )
+
+
+def child_synthesis(work: Path, base_url: str, count: int, concurrency: int) -> dict[str, Any]:
+    """Runs in its own process: the synthesis stages as the CLI runs them (each in its MLflow run)."""
+    os.chdir(work)
+    os.environ[KEY_ENV] = "sim-key"
+    stages = run_stages(SYNTHESIS_STAGES, synthesis_params(base_url, count, concurrency), base_url)
+    return {"stages": stages, **outputs_summary()}
+
+
+def tile_responses(path: Path, rows: int) -> int:
+    """Copies of the run's responses under new instruction ids (and a marked prompt) up to `rows`:
+    assemble and validate at the paper's row count without the hours of requests behind it."""
+    originals = path.read_text(encoding="utf-8").splitlines()
+    written = 0
+    with path.open("w", encoding="utf-8") as out:
+        for copy in range(-(-rows // len(originals))):
+            for line in originals[: rows - written]:
+                row = json.loads(line)
+                if copy:
+                    row["instruction_id"] = f"{row['instruction_id']}c{copy}"
+                    row["id"] = f"{row['instruction_id']}-{row['set_index']}"
+                    row["prompt"] = f"{row['prompt']} (copy {copy})"
+                out.write(json.dumps(row) + "\n")
+                written += 1
+    return written
+
+
+def child_tiled(work: Path, base_url: str, count: int, concurrency: int, rows: int) -> dict[str, Any]:
+    """Runs in its own process: assemble and validate on the run's responses tiled to `rows`."""
+    from janus_align import paths
+
+    os.chdir(work)
+    os.environ[KEY_ENV] = "sim-key"
+    tiled = tile_responses(paths.SYNTH_RESPONSES, rows)
+    stages = run_stages(("assemble", "validate"), synthesis_params(base_url, count, concurrency), None)
+    return {"rows": tiled, "stages": stages, **outputs_summary()}
 
 
 def part_synthesis(root: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -274,7 +309,31 @@ def part_synthesis(root: Path, args: argparse.Namespace) -> dict[str, Any]:
             str(args.concurrency),
         )
     report_synthesis(result, args)
+    if args.tile_rows:
+        result["tiled"] = run_child(
+            "tiled",
+            work,
+            "--base-url",
+            base_url,
+            "--instructions",
+            str(args.instructions),
+            "--concurrency",
+            str(args.concurrency),
+            "--tile-rows",
+            str(args.tile_rows),
+        )
+        report_tiled(result["tiled"])
     return result
+
+
+def report_tiled(tiled: dict[str, Any]) -> None:
+    stages = tiled["stages"]
+    print(
+        f"at {tiled['rows']:,} rows (the run's responses tiled): "
+        + ", ".join(f"{name} {s['wall_s']:.1f} s (CPU {s['cpu_s']:.1f} s)" for name, s in stages.items())
+        + f"; DVC hashing {tiled['dvc_hash_s']:.2f} s ({tiled['hashed_files']} files, "
+        f"{tiled['hashed_bytes'] / 2**20:.0f} MiB); peak RSS {tiled['peak_rss_mib']:.0f} MiB"
+    )
 
 
 def report_synthesis(result: dict[str, Any], args: argparse.Namespace) -> None:
@@ -354,6 +413,12 @@ def main() -> None:
         default=0,
         help=f"teacher max_concurrency (0: what the tier needs at the mean latency, x {WIDTH_MARGIN})",
     )
+    parser.add_argument(
+        "--tile-rows",
+        type=int,
+        default=0,
+        help=f"then assemble and validate the responses tiled to this many rows (the paper: {PAPER_ROWS})",
+    )
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -362,6 +427,8 @@ def main() -> None:
         work = Path(args.workdir)
         if args.child == "instructions":
             result = child_instructions(work)
+        elif args.child == "tiled":
+            result = child_tiled(work, args.base_url, args.instructions, args.concurrency, args.tile_rows)
         else:
             result = child_synthesis(work, args.base_url, args.instructions, args.concurrency)
         print(json.dumps(result))
