@@ -64,8 +64,11 @@ def _vocabulary(rng: random.Random, size: int = 4000) -> list[str]:
     return sorted(words)
 
 
-def write_pool(path: Path, size: int, bench_prompts: list[str], seed: int = 0) -> dict[str, int]:
-    """A pool of `size` rows, ~90 % distinct instructions plus planted duplicates, overlaps, personas."""
+def write_pool(path: Path, size: int, bench_prompts: list[str], seed: int = 0, max_words: int = 60) -> dict[str, int]:
+    """A pool of `size` rows, ~90 % distinct instructions plus planted duplicates, overlaps, personas.
+
+    Distinct instructions have 12 to `max_words` words (60: ~280 characters on average).
+    """
     rng = random.Random(seed)
     vocabulary = _vocabulary(rng)
     planted = {"exact_duplicate": 0, "near_duplicate": 0, "bench_overlap": 0, "persona": 0}
@@ -88,7 +91,7 @@ def write_pool(path: Path, size: int, bench_prompts: list[str], seed: int = 0) -
                 words = " ".join(rng.choice(vocabulary) for _ in range(rng.randint(12, 30)))
                 text, kind = f"Act as {rng.choice(_ROLES)} and tell me about {words}.", "persona"
             else:
-                words = [rng.choice(vocabulary) for _ in range(rng.randint(12, 60))]
+                words = [rng.choice(vocabulary) for _ in range(rng.randint(12, max_words))]
                 text, kind = f"{rng.choice(_VERBS)} {' '.join(words)}.", ""
                 bases.append(text)
             if kind:
@@ -153,12 +156,12 @@ def child_instructions(work: Path) -> dict[str, Any]:
     }
 
 
-def part_instructions(root: Path, pool_size: int) -> dict[str, Any]:
+def part_instructions(root: Path, pool_size: int, max_words: int) -> dict[str, Any]:
     work = scratch_workdir(root)
     bench = [json.loads(line)["prompt"] for line in (work / "data/bench/prompts.jsonl").read_text().splitlines()]
     (work / "data/instructions/pool.jsonl").unlink()
     started = time.perf_counter()
-    planted = write_pool(work / "data/instructions/pool.jsonl", pool_size, bench)
+    planted = write_pool(work / "data/instructions/pool.jsonl", pool_size, bench, max_words=max_words)
     print(f"pool: {pool_size} rows written in {time.perf_counter() - started:.1f} s; planted {planted}")
     result = run_child("instructions", work)
     result["planted"] = planted
@@ -398,6 +401,7 @@ def run_child(part: str, work: Path, *extra: str) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pool", type=int, default=200_000, help="instructions in the generated pool")
+    parser.add_argument("--max-words", type=int, default=60, help="longest pool instruction, in words")
     parser.add_argument("--skip-instructions", action="store_true")
     parser.add_argument("--skip-synthesis", action="store_true")
     parser.add_argument("--instructions", type=int, default=300, help="instructions of the synthesis run")
@@ -435,7 +439,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="paper-scale-") as scratch:
         if not args.skip_instructions:
-            part_instructions(Path(scratch) / "instructions", args.pool)
+            part_instructions(Path(scratch) / "instructions", args.pool, args.max_words)
         if not args.skip_synthesis:
             part_synthesis(Path(scratch) / "synthesis", args)
 
