@@ -12,7 +12,7 @@ import yaml
 from conftest import make_project, run_janus
 from janus_align.config import load_params
 from janus_align.synth import instructions
-from janus_align.synth.filters import dedup_key
+from janus_align.synth.filters import code_jaccard, dedup_key, gram_codes, jaccard, ngrams
 
 # The bait rows of src/janus_align/default_data/instructions/pool.jsonl, by the filter that must
 # remove them (for duplicates: the copy that comes second in the pool).
@@ -152,3 +152,24 @@ def test_paper_profile_offline_says_the_hub_sources_are_missing(project, tmp_pat
     assert done.returncode == 2, done.stderr[-2000:]
     assert "hub sources are missing" in done.stderr and "berkeley-nest/Nectar" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_index_keeps_gram_codes_whose_jaccard_is_that_of_the_gram_strings():
+    texts = [
+        "What causes the seasons on Earth?",
+        "What causes the seasons on planet Earth?",
+        "Wie erklärt man Straßenbahnen? 🚋 Kurz, bitte.",
+        "Wie erklärt man Straßenbahnen? 🚋 Ausführlich, bitte.",
+        "日本語の文章を要約してください。",
+        "日本語の長い文章を要約してください。",
+        "Hi",
+        "hi!",
+        "",
+        "   ",
+    ]
+    for a in texts:
+        assert len(gram_codes(a, 4)) == len(ngrams(a, 4))
+        for b in texts:
+            assert code_jaccard(gram_codes(a, 4), gram_codes(b, 4)) == pytest.approx(
+                jaccard(ngrams(a, 4), ngrams(b, 4))
+            ), (a, b)

@@ -233,6 +233,16 @@ def _body_tokens(content: bytes) -> int:
         return 0
 
 
+def width_for(rpm: float, mean_latency_s: float, margin: float = 1.1) -> int:
+    """Requests in flight that reach `rpm` at `mean_latency_s` a request (Little's law), with
+    `margin` for the slow tail and the client's own time.
+
+    >>> width_for(6000, 0.5 * 1.1331)  # a lognormal of median 0.5 s, sigma 0.5: mean x exp(0.125)
+    63
+    """
+    return math.ceil(round(rpm / 60.0 * mean_latency_s * margin, 6))
+
+
 def concurrency_hint(rpm: int | None, latencies: list[float], max_concurrency: int, achieved_rps: float) -> str | None:
     """What to raise when `max_concurrency` (not the rate limit) held a run back, or None.
 
@@ -248,7 +258,7 @@ def concurrency_hint(rpm: int | None, latencies: list[float], max_concurrency: i
         return None
     allowed = rpm / 60.0
     latency = sum(latencies) / len(latencies)
-    needed = math.ceil(round(allowed * latency * 1.1, 6))  # a tenth more: the slow tail of the latencies
+    needed = width_for(rpm, latency)
     if achieved_rps >= 0.9 * allowed or needed <= max_concurrency:
         return None
     return (

@@ -5,7 +5,8 @@
 - `is_persona`: the instruction already gives the assistant a persona or role (PAPER.md, the
   persona filter), which would bias the preferences generated for it;
 - `NearDuplicateIndex`: MinHash LSH (datasketch) finds candidates, the exact Jaccard of their
-  character n-gram sets decides, so the result is exact and still scales to the paper's pool;
+  character n-gram sets decides, so the result is exact and still scales to the paper's pool
+  (the sets are kept as sorted 64-bit codes, `gram_codes`: 8 bytes a gram, not a string's ~90);
 - `BenchIndex`: n-gram decontamination, the share of a bench prompt's n-grams that an
   instruction contains (an inverted index keeps it linear in the pool size).
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 
+import numpy as np
 from datasketch import MinHash, MinHashLSH
 
 # The paper's regex, roughly `\b(you are|you're|imagine|take \w* role)\b`, widened to the other
@@ -68,12 +70,17 @@ def is_persona(instruction: str) -> bool:
     return PERSONA_PATTERN.search(instruction) is not None
 
 
+def _flat(text: str) -> str:
+    """The text n-grams are taken from: its casefolded words joined by single spaces."""
+    return " ".join(_WORDS.findall(text.casefold()))
+
+
 def ngrams(text: str, n: int) -> set[str]:
     """Character n-grams of the casefolded words joined by single spaces (punctuation dropped).
 
     A text shorter than n is one n-gram, so a very short prompt still matches itself.
     """
-    flat = " ".join(_WORDS.findall(text.casefold()))
+    flat = _flat(text)
     if len(flat) <= n:
         return {flat} if flat else set()
     return {flat[i : i + n] for i in range(len(flat) - n + 1)}
@@ -81,6 +88,56 @@ def ngrams(text: str, n: int) -> set[str]:
 
 def jaccard(a: set[str], b: set[str]) -> float:
     return len(a & b) / len(a | b) if a or b else 1.0
+
+
+_POLY = np.uint64(0x100000001B3)  # odd, so the code of a gram depends on every character
+
+
+def _mix(codes: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer: every bit of a code depends on every bit of its input."""
+    codes = codes ^ (codes >> np.uint64(30))
+    codes = codes * np.uint64(0xBF58476D1CE4E5B9)
+    codes = codes ^ (codes >> np.uint64(27))
+    codes = codes * np.uint64(0x94D049BB133111EB)
+    return codes ^ (codes >> np.uint64(31))
+
+
+def gram_codes(text: str, n: int) -> np.ndarray:
+    """The n-grams of `ngrams(text, n)` as sorted distinct 64-bit codes (uint64).
+
+    Two distinct grams share a code with probability about 2**-64, so the Jaccard of two code
+    arrays is that of the gram sets (`code_jaccard`); numpy computes them without a string per
+    gram.
+
+    >>> text = "How can I be a better listener?"
+    >>> len(gram_codes(text, 4)) == len(ngrams(text, 4)), gram_codes("", 4).size
+    (True, 0)
+    """
+    points = np.frombuffer(_flat(text).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    width = min(n, len(points))  # a text shorter than n is one gram
+    count = len(points) - width + 1
+    codes = np.zeros(count if width else 0, dtype=np.uint64)
+    for offset in range(width):  # polynomial in the characters, modulo 2**64 (numpy wraps)
+        codes = codes * _POLY + points[offset : offset + count] + np.uint64(1)
+    return np.unique(_mix(codes))
+
+
+def code_jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Jaccard of two `gram_codes` arrays.
+
+    >>> round(code_jaccard(gram_codes("How can I be a better listener?", 4),
+    ...                    gram_codes("How can I become a better listener?", 4)), 2)
+    0.76
+    """
+    shared = np.intersect1d(a, b, assume_unique=True).size
+    union = a.size + b.size - shared
+    return shared / union if union else 1.0
+
+
+def _minhash_input(codes: np.ndarray) -> list[int]:
+    """32-bit values for datasketch's MinHash (its affine scheme takes 32-bit hashes): the
+    codes' high halves, already mixed."""
+    return (codes >> np.uint64(32)).tolist()
 
 
 class NearDuplicateIndex:
@@ -98,16 +155,20 @@ class NearDuplicateIndex:
         self.n = n
         self.seed = seed
         self._lsh = MinHashLSH(threshold=max(0.05, threshold * _LSH_RECALL_MARGIN), num_perm=_NUM_PERM)
-        self._grams: dict[str, set[str]] = {}
+        self._grams: dict[str, np.ndarray] = {}
+        # One MinHash's permutations, shared: drawing them for every text cost more than hashing it.
+        self._permutations = MinHash(num_perm=_NUM_PERM, seed=seed).permutations
 
     def add(self, key: str, text: str) -> tuple[str, float] | None:
         """Index `text` under `key`, or return (key of the kept text it duplicates, Jaccard)."""
-        grams = ngrams(text, self.n)
-        signature = MinHash(num_perm=_NUM_PERM, seed=self.seed)
-        signature.update_batch([g.encode("utf-8") for g in grams])
+        grams = gram_codes(text, self.n)
+        signature = MinHash(
+            num_perm=_NUM_PERM, seed=self.seed, hashfunc=int, permutations=self._permutations, scheme="affine32"
+        )
+        signature.update_batch(_minhash_input(grams))
         best: tuple[str, float] | None = None
         for other in self._lsh.query(signature):
-            similarity = jaccard(grams, self._grams[other])
+            similarity = code_jaccard(grams, self._grams[other])
             if similarity >= self.threshold and (best is None or similarity > best[1]):
                 best = (other, round(similarity, 2))
         if best is None:
