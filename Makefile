@@ -59,7 +59,7 @@ repro: data
 # `dvc repro` of the whole pipeline on the ci profile against a loopback MLflow server, the
 # paper profile's rehearsal against the simulated OpenAI API, and the fault-injection suite
 # (its RELIABILITY line ends the output), the evaluation stages end to end and the FSDP launch on
-# 2 CPU processes (about 18 minutes in all on a fresh clone). `make test-all` runs every slow test.
+# 2 CPU processes (16 minutes in all on a fresh clone, 2026-12-08). `make test-all` runs every slow test.
 SLOW_IN_CI := tests/test_prepare_model.py tests/test_pipeline_e2e.py tests/test_paper_rehearsal.py \
 	tests/test_fault_injection.py tests/test_pairwise.py tests/test_other_evals.py tests/test_evidence.py \
 	tests/test_registry.py::test_a_champion_off_the_leaderboard_is_compared_on_its_stored_items_and_never_across_judges \
