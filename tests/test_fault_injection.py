@@ -40,7 +40,7 @@ pytestmark = pytest.mark.slow
 
 MAX_RETRIES = 3
 SECRET_ENV = "JANUS_FAULT_SUITE_KEY"
-SECRET = "sk-fault-suite-" + os.urandom(12).hex()
+SECRET = "fault-suite-fake-key-" + os.urandom(12).hex()
 ENV = {SECRET_ENV: SECRET, "OMP_NUM_THREADS": "1"}
 TRANSPORT = {
     "429 with Retry-After": lambda: Fault.status_code(429, retry_after=0.2),

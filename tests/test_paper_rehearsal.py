@@ -48,7 +48,7 @@ def test_paper_profile_rehearsal_runs_every_stage_against_the_simulated_api(tmp_
 
     # Short latencies and batches that finish in a second: the lifecycle, not the wait.
     with SimulatedAPI(latency_median_s=0.01, batch_complete_after_s=0.5, seed=0) as api:
-        env = janus_env(OPENAI_API_KEY="sk-rehearsal-not-a-real-key", OPENAI_BASE_URL=api.base_url)
+        env = janus_env(OPENAI_API_KEY="rehearsal-fake-key", OPENAI_BASE_URL=api.base_url)
         done = subprocess.run(
             ["janus", "preload", "--", "dvc", "repro"],
             cwd=project,
