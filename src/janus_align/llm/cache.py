@@ -41,10 +41,9 @@ from pathlib import Path
 
 from janus_align.llm.types import ChatRequest, ChatResult
 
-_SCHEMA = (
-    """
-CREATE TABLE IF NOT EXISTS completions (
-    key TEXT PRIMARY KEY,
+# What a completed answer holds, in the table that serves answers and in the one that keeps
+# answers a stage gave up on (never served, kept for the record).
+_ANSWER_FIELDS = """
     model TEXT NOT NULL,
     request TEXT NOT NULL,
     text TEXT NOT NULL,
@@ -54,9 +53,9 @@ CREATE TABLE IF NOT EXISTS completions (
     created_at REAL NOT NULL,
     returned_model TEXT,
     cost_usd REAL,
-    payer TEXT
-)
-""",
+    payer TEXT"""
+_SCHEMA = (
+    f"CREATE TABLE IF NOT EXISTS completions (\n    key TEXT PRIMARY KEY,{_ANSWER_FIELDS}\n)",
     """
 CREATE TABLE IF NOT EXISTS claims (
     key TEXT PRIMARY KEY,
@@ -64,23 +63,8 @@ CREATE TABLE IF NOT EXISTS claims (
     expires_at REAL NOT NULL
 )
 """,
-    """
-CREATE TABLE IF NOT EXISTS rejected (
-    key TEXT NOT NULL,
-    model TEXT NOT NULL,
-    request TEXT NOT NULL,
-    text TEXT NOT NULL,
-    prompt_tokens INTEGER NOT NULL,
-    completion_tokens INTEGER NOT NULL,
-    latency_s REAL NOT NULL,
-    created_at REAL NOT NULL,
-    returned_model TEXT,
-    cost_usd REAL,
-    payer TEXT,
-    reason TEXT NOT NULL,
-    rejected_at REAL NOT NULL
-)
-""",
+    f"CREATE TABLE IF NOT EXISTS rejected (\n    key TEXT NOT NULL,{_ANSWER_FIELDS},\n"
+    "    reason TEXT NOT NULL,\n    rejected_at REAL NOT NULL\n)",
 )
 # Columns added after a table's first release: (table, column, type), added to older caches.
 _ADDED_COLUMNS = (
