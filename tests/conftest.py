@@ -6,11 +6,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -124,15 +121,19 @@ def fresh_clone(target: Path) -> Path:
 def mlflow_server(root: Path) -> Iterator[str]:
     """A real `mlflow server` on loopback with its own backend store and artifact root; yields its URI.
 
-    The one worker and no job runner of `make ui` (STACK.md: up in ~6 s); stopped with SIGTERM.
+    The one worker and no job runner of `make ui` (STACK.md: up in ~6 s), run by the lifecycle
+    our own loopback servers use (llm/local_server.py): free port, health wait, SIGTERM.
     """
+    from janus_align.errors import JanusError
+    from janus_align.llm.local_server import ServerProcess
+
     root.mkdir(parents=True, exist_ok=True)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = (root / "server.log").open("w")
-    server = subprocess.Popen(
-        [
+    server = ServerProcess(
+        "mlflow server",
+        lambda port: [
+            "env",
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false",
+            "MLFLOW_DISABLE_TELEMETRY=true",
             str(BIN / "mlflow"),
             "server",
             "--backend-store-uri",
@@ -146,29 +147,12 @@ def mlflow_server(root: Path) -> Iterator[str]:
             "--workers",
             "1",
         ],
-        cwd=root,
-        env=janus_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        root / "server.log",
+        JanusError,
+        stop_timeout_s=30,
     )
-    uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"mlflow server did not start:\n{(root / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield uri
+        server.wait_until_healthy(120, "its store")
+        yield server.base_url
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
+        server.stop()
